@@ -1,0 +1,382 @@
+"""Tuned Contrastive Learning (TCL) loss.
+
+Reference: Animesh & Chandraker, "Tuned Contrastive Learning", WACV 2025 (arXiv 2305.10675).
+
+For an anchor ``i`` with positives ``P(i)`` and negatives ``N(i)`` (L2-normalised embeddings
+``z``, temperature ``t``)::
+
+    L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / t) / D_i )
+    D_i = sum_{p in P(i)} exp(z_i.z_p / t)
+        + k1 * sum_{p in P(i)} exp(-z_i.z_p)          # no temperature here
+        + k2 * sum_{n in N(i)} exp(z_i.z_n / t)
+
+and the loss is the mean of ``L_i`` over the anchors that have at least one positive.
+With ``k1 = 0, k2 = 1`` this is SupCon (L_out); with two views and no labels it is NT-Xent.
+
+The module :class:`TCLLoss` is a drop-in next to lightly's losses (``loss(out0, out1)``);
+:func:`tcl_loss` is the functional core on flat embeddings and group ids.
+
+Implementation: one ``(N, M)`` similarity matrix ``S`` between anchors and keys is the only
+dense buffer. The denominator is a row-wise log-sum-exp shifted by its row maximum; the
+terms that only concern positives (the ``k1`` term, the ``1 - k2`` correction and the
+positive mean) are computed on a sparse list of positive pairs built from the group ids.
+The backward pass uses the closed-form gradient ``dL/dS`` (computed in place of ``S`` in
+the forward pass) and two matrix products, so forward + backward costs the same three
+matrix products as ``z @ z.T`` forward + backward plus a few passes over ``S``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["TCLLoss", "tcl_loss", "TCLTerms", "positive_pairs", "validate_hyperparameters"]
+
+
+def validate_hyperparameters(temperature: float, k1: float, k2: float) -> None:
+    """Raise ``ValueError`` unless ``temperature > 0``, ``k1 >= 0`` and ``k2 > 0`` (all finite)."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if not (isinstance(k1, (int, float)) and math.isfinite(k1) and k1 >= 0):
+        raise ValueError(f"k1 must be a finite number >= 0, got {k1!r}")
+    if not (isinstance(k2, (int, float)) and math.isfinite(k2) and k2 > 0):
+        raise ValueError(f"k2 must be a finite number > 0, got {k2!r}")
+
+
+def positive_pairs(
+    anchor_groups: Tensor, key_groups: Tensor, self_index: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Index lists ``(rows, cols)`` of all positive pairs, without building an ``(N, M)`` mask.
+
+    Args:
+        anchor_groups: ``(N,)`` integer group id of each anchor.
+        key_groups: ``(M,)`` integer group id of each key.
+        self_index: ``(N,)`` column of each anchor's own key (excluded from its positives),
+            or ``-1`` / ``None`` when the anchor is not among the keys.
+
+    Returns:
+        Two ``(P,)`` int64 tensors: anchor row and key column of every pair with equal group
+        id, the anchor's own key excluded. Rows are sorted.
+    """
+    order = torch.argsort(key_groups, stable=True)
+    sorted_groups = key_groups[order]
+    start = torch.searchsorted(sorted_groups, anchor_groups, right=False)
+    stop = torch.searchsorted(sorted_groups, anchor_groups, right=True)
+    counts = stop - start
+    rows = torch.repeat_interleave(torch.arange(anchor_groups.numel(), device=anchor_groups.device), counts)
+    # Position of each pair inside its anchor's run of same-group keys.
+    offsets = torch.arange(rows.numel(), device=rows.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
+    cols = order[start[rows] + offsets]
+    if self_index is not None:
+        keep = cols != self_index[rows]
+        rows, cols = rows[keep], cols[keep]
+    return rows, cols
+
+
+@dataclass
+class TCLTerms:
+    """Per-anchor quantities of one TCL evaluation (all float32, on the input's device).
+
+    Attributes:
+        loss_per_anchor: ``(N,)`` ``L_i``; 0 for anchors without positives.
+        num_positives: ``(N,)`` ``|P(i)|``.
+        log_denominator: ``(N,)`` ``log D_i``.
+        grad_similarity: ``(N, M)`` ``dL_i/dS_ij`` (unweighted by the mean over anchors), the
+            closed-form gradient of each anchor's loss with respect to its similarity
+            ``S_ij = z_i . z_j`` to every key; 0 on the anchor's own key. ``None`` unless asked.
+    """
+
+    loss_per_anchor: Tensor
+    num_positives: Tensor
+    log_denominator: Tensor
+    grad_similarity: Tensor | None
+
+
+def _tcl_terms(
+    similarity: Tensor,
+    anchor_groups: Tensor,
+    key_groups: Tensor,
+    self_index: Tensor | None,
+    temperature: float,
+    k1: float,
+    k2: float,
+    with_grad: bool,
+) -> TCLTerms:
+    """Compute TCL's per-anchor terms from the ``(N, M)`` similarity matrix ``S``.
+
+    ``similarity`` is overwritten (it becomes the gradient buffer); pass a tensor you own.
+    """
+    n = similarity.shape[0]
+    inv_t = 1.0 / temperature
+    rows, cols = positive_pairs(anchor_groups, key_groups, self_index)
+    num_pos = torch.bincount(rows, minlength=n).to(similarity.dtype)
+    s_pos = similarity[rows, cols]  # (P,)
+
+    if self_index is not None:
+        has_self = self_index >= 0
+        similarity[torch.arange(n, device=similarity.device)[has_self], self_index[has_self]] = -math.inf
+
+    # Row shift m_i >= every exponent in D_i (in units of log), so no exp() overflows.
+    shift = similarity.amax(dim=1) * inv_t
+    if k1 > 0:
+        k1_exponent = math.log(k1) - s_pos
+        k1_max = torch.full_like(shift, -math.inf).scatter_reduce(0, rows, k1_exponent, "amax")
+        shift = torch.maximum(shift, k1_max)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+
+    # E_ij = exp(S_ij / t - m_i), in place; the anchor's own key gives exp(-inf) = 0.
+    exp_sim = similarity.mul_(inv_t).sub_(shift[:, None]).exp_()
+    e_pos = exp_sim[rows, cols]
+    denom = exp_sim.sum(dim=1).mul_(k2)  # k2 * sum over all keys, positives corrected below
+    pos_terms = (1.0 - k2) * e_pos
+    if k1 > 0:
+        k1_pos = torch.exp(k1_exponent - shift[rows])
+        pos_terms = pos_terms + k1_pos
+    denom.index_add_(0, rows, pos_terms)
+    log_denom = shift + torch.log(denom)
+
+    has_pos = num_pos > 0
+    safe_num_pos = num_pos.clamp_min(1.0)
+    mean_pos_logit = torch.zeros_like(num_pos).index_add_(0, rows, s_pos * inv_t) / safe_num_pos
+    loss = torch.where(has_pos, log_denom - mean_pos_logit, torch.zeros_like(log_denom))
+
+    grad = None
+    if with_grad:
+        # dL_i/dS_ij = [k2 E_ij / t + pos_ij ((1 - k2) E_ij / t - k1 exp(-S_ij - m_i))] / D_i'
+        #              - pos_ij / (|P(i)| t)
+        row_scale = torch.where(has_pos, 1.0 / denom, torch.zeros_like(denom))
+        grad = exp_sim.mul_((k2 * inv_t) * row_scale[:, None])
+        pos_grad = (1.0 - k2) * inv_t * e_pos
+        if k1 > 0:
+            pos_grad = pos_grad - k1_pos
+        pos_grad = pos_grad * row_scale[rows] - inv_t / safe_num_pos[rows]
+        grad.index_put_((rows, cols), pos_grad, accumulate=True)
+    return TCLTerms(loss, num_pos, log_denom, grad)
+
+
+class _TCLFunction(torch.autograd.Function):
+    """Mean TCL loss with a closed-form backward; inputs are normalised float32 embeddings."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        anchors: Tensor,
+        keys: Tensor,
+        anchor_groups: Tensor,
+        key_groups: Tensor,
+        self_index: Tensor | None,
+        anchor_weights: Tensor,
+        temperature: float,
+        k1: float,
+        k2: float,
+    ) -> Tensor:
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        similarity = anchors @ keys.T
+        terms = _tcl_terms(
+            similarity, anchor_groups, key_groups, self_index, temperature, k1, k2, needs_grad
+        )
+        if needs_grad:
+            grad = terms.grad_similarity
+            assert grad is not None
+            grad.mul_(anchor_weights[:, None])
+            ctx.save_for_backward(anchors, keys, grad)
+        return (terms.loss_per_anchor * anchor_weights).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        anchors, keys, grad = ctx.saved_tensors
+        grad_anchors = grad_keys = None
+        if ctx.needs_input_grad[0]:
+            grad_anchors = (grad @ keys) * grad_output
+        if ctx.needs_input_grad[1]:
+            grad_keys = (grad.T @ anchors) * grad_output
+        return grad_anchors, grad_keys, None, None, None, None, None, None, None
+
+
+def _check_embeddings(name: str, x: Tensor) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d (N, D) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+
+
+def _check_groups(name: str, groups: Tensor, length: int) -> None:
+    if groups.ndim != 1 or groups.numel() != length:
+        raise ValueError(
+            f"{name} must have shape ({length},) to match the embeddings, got {tuple(groups.shape)}"
+        )
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {groups.dtype}")
+
+
+def tcl_loss(
+    embeddings: Tensor,
+    groups: Tensor,
+    temperature: float = 0.1,
+    k1: float = 5000.0,
+    k2: float = 1.0,
+    *,
+    keys: Tensor | None = None,
+    key_groups: Tensor | None = None,
+    self_index: Tensor | None = None,
+    anchor_weights: Tensor | None = None,
+    normalize: bool = True,
+) -> Tensor:
+    """TCL loss of anchors ``embeddings`` against ``keys`` (default: the anchors themselves).
+
+    Args:
+        embeddings: ``(N, D)`` anchor embeddings (normalised here unless ``normalize=False``).
+        groups: ``(N,)`` integer group id of each anchor (class label, or image id for
+            self-supervised learning): keys of the same group are positives, others negatives.
+        temperature, k1, k2: TCL's hyper-parameters (``t > 0``, ``k1 >= 0``, ``k2 > 0``).
+        keys: ``(M, D)`` contrast set; ``None`` means ``embeddings`` with each anchor's own
+            entry excluded. Gradients flow into keys that require them.
+        key_groups: ``(M,)`` group ids of ``keys`` (required with ``keys``).
+        self_index: ``(N,)`` column of each anchor's own entry in ``keys`` (excluded), or
+            ``-1`` where it has none. Only with ``keys``; ``None`` means no anchor is a key.
+        anchor_weights: ``(N,)`` weight of each anchor's loss in the returned sum. Default:
+            ``1 / (number of anchors with a positive)`` for those anchors, 0 for the others,
+            i.e. the mean over anchors that have a positive.
+        normalize: L2-normalise ``embeddings`` and ``keys`` first.
+
+    Returns:
+        Scalar loss, float32 (float64 for float64 input), also under autocast. A batch in which no anchor has a positive returns ``0`` (still
+        attached to the graph, with zero gradients), as pytorch-metric-learning's losses do.
+
+    Raises:
+        ValueError: on bad shapes, dtypes, non-finite values or hyper-parameters.
+    """
+    validate_hyperparameters(temperature, k1, k2)
+    _check_embeddings("embeddings", embeddings)
+    _check_groups("groups", groups, embeddings.shape[0])
+    if keys is None:
+        if key_groups is not None or self_index is not None:
+            raise ValueError("key_groups and self_index are only allowed together with keys")
+    else:
+        _check_embeddings("keys", keys)
+        if keys.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}"
+            )
+        if key_groups is None:
+            raise ValueError("key_groups is required when keys are given")
+        _check_groups("key_groups", key_groups, keys.shape[0])
+        if self_index is not None:
+            _check_groups("self_index", self_index, embeddings.shape[0])
+            if self_index.numel() and int(self_index.max()) >= keys.shape[0]:
+                raise ValueError(
+                    f"self_index values must be < the number of keys ({keys.shape[0]}), "
+                    f"got max {int(self_index.max())}"
+                )
+
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)  # float32, or float64
+        anchors = embeddings.to(dtype)
+        if normalize:
+            anchors = F.normalize(anchors, dim=1)
+        groups = groups.long()
+        if keys is None:
+            keys_, key_groups_ = anchors, groups
+            self_index = torch.arange(anchors.shape[0], device=anchors.device)
+        else:
+            keys_ = keys.to(dtype)
+            keys_ = F.normalize(keys_, dim=1) if normalize else keys_
+            key_groups_ = key_groups.long()  # type: ignore[union-attr]
+            self_index = None if self_index is None else self_index.long()
+        if anchor_weights is None:
+            anchor_weights = default_anchor_weights(groups, key_groups_, self_index, dtype)
+        return _TCLFunction.apply(
+            anchors,
+            keys_,
+            groups,
+            key_groups_,
+            self_index,
+            anchor_weights.to(dtype),
+            float(temperature),
+            float(k1),
+            float(k2),
+        )
+
+
+def default_anchor_weights(
+    anchor_groups: Tensor,
+    key_groups: Tensor,
+    self_index: Tensor | None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``(N,)`` weights that average the loss over anchors with at least one positive."""
+    rows, _ = positive_pairs(anchor_groups, key_groups, self_index)
+    has_pos = (torch.bincount(rows, minlength=anchor_groups.numel()) > 0).to(dtype)
+    return has_pos / has_pos.sum().clamp_min(1)
+
+
+class TCLLoss(nn.Module):
+    """Tuned Contrastive Learning loss, a drop-in for lightly's ``NTXentLoss``.
+
+    Call it with the projections of two or more views of the same batch of images::
+
+        loss_fn = TCLLoss()                       # t=0.1, k1=5000, k2=1 (the paper's)
+        loss = loss_fn(out0, out1)                # self-supervised: positives = other views
+        loss = loss_fn(out0, out1, out2)          # any number of views
+        loss = loss_fn(out0, out1, labels=y)      # supervised: positives = same label
+
+    Each ``out_v`` is a ``(B, D)`` batch of projections of view ``v`` (normalised inside);
+    ``labels`` is ``(B,)``. Computation runs in float32 even under autocast.
+
+    Args:
+        temperature: softmax temperature ``t`` (> 0).
+        k1: weight of the hard-positive term ``exp(-z_i.z_p)`` (>= 0; 0 gives SupCon).
+        k2: weight of the negatives (> 0).
+    """
+
+    def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0) -> None:
+        super().__init__()
+        validate_hyperparameters(temperature, k1, k2)
+        self.temperature = float(temperature)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}"
+
+    def forward(self, *views: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Loss of ``V >= 2`` views, each ``(B, D)``; ``labels`` ``(B,)`` for supervised TCL."""
+        embeddings, groups = flatten_views(views, labels)
+        return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)
+
+
+def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Stack ``V`` views of ``(B, D)`` into ``(V*B, D)`` embeddings and ``(V*B,)`` group ids.
+
+    Group ids are ``labels`` repeated per view, or the image index ``0..B-1`` without labels.
+    """
+    if len(views) < 2:
+        raise ValueError(f"TCLLoss needs at least two views, got {len(views)}")
+    first = views[0]
+    for v, out in enumerate(views):
+        if not isinstance(out, Tensor) or out.ndim != 2:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"view {v} must be a (B, D) tensor, got {shape}")
+        if out.shape != first.shape:
+            raise ValueError(
+                f"all views must have the same shape; view 0 is {tuple(first.shape)}, "
+                f"view {v} is {tuple(out.shape)}"
+            )
+    batch = first.shape[0]
+    if labels is None:
+        base = torch.arange(batch, device=first.device)
+    else:
+        if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.numel() != batch:
+            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"labels must have shape ({batch},) to match the views, got {shape}")
+        base = labels.to(first.device)
+    return torch.cat(views, dim=0), base.repeat(len(views))
