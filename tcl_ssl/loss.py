@@ -32,8 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from lightly.utils import dist
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from tcl_ssl.memory_bank import LabeledMemoryBank
 
 __all__ = ["TCLLoss", "tcl_loss", "TCLTerms", "positive_pairs", "validate_hyperparameters"]
 
@@ -336,14 +339,40 @@ class TCLLoss(nn.Module):
         temperature: softmax temperature ``t`` (> 0).
         k1: weight of the hard-positive term ``exp(-z_i.z_p)`` (>= 0; 0 gives SupCon).
         k2: weight of the negatives (> 0).
+        gather_distributed: gather embeddings and group ids from all processes (with
+            gradients, via ``lightly.utils.dist.gather``) so that every local anchor is
+            contrasted with the global batch. Each process must pass the same batch size.
+            The returned value is weighted so that its mean over processes is the loss of
+            the global batch, and the gradients DDP averages equal the single-process ones.
+        memory_bank_size: ``(K, D)`` to keep the last ``K`` embeddings of width ``D`` (all
+            views, after gathering) as extra keys: with labels, bank entries of the anchor's
+            label are positives and the rest negatives; without labels all are negatives.
+            ``0`` (default) disables it. The bank is saved in ``state_dict()``.
     """
 
-    def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        k1: float = 5000.0,
+        k2: float = 1.0,
+        gather_distributed: bool = False,
+        memory_bank_size: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         validate_hyperparameters(temperature, k1, k2)
         self.temperature = float(temperature)
         self.k1 = float(k1)
         self.k2 = float(k2)
+        if gather_distributed and not torch.distributed.is_available():
+            raise ValueError("gather_distributed=True but torch.distributed is not available")
+        self.gather_distributed = gather_distributed
+        self.memory_bank: LabeledMemoryBank | None = None
+        if memory_bank_size != 0:
+            if not (isinstance(memory_bank_size, (tuple, list)) and len(memory_bank_size) == 2):
+                raise ValueError(
+                    f"memory_bank_size must be 0 or a (size, dim) pair, got {memory_bank_size!r}"
+                )
+            self.memory_bank = LabeledMemoryBank(int(memory_bank_size[0]), int(memory_bank_size[1]))
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}"
@@ -351,7 +380,58 @@ class TCLLoss(nn.Module):
     def forward(self, *views: Tensor, labels: Tensor | None = None) -> Tensor:
         """Loss of ``V >= 2`` views, each ``(B, D)``; ``labels`` ``(B,)`` for supervised TCL."""
         embeddings, groups = flatten_views(views, labels)
-        return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)
+        if labels is None:
+            groups = groups + dist.rank() * views[0].shape[0]  # image ids unique across processes
+        elif self.memory_bank is not None and bool((labels < 0).any()):
+            raise ValueError("labels must be >= 0 when a memory bank is used")
+        distributed = self.gather_distributed and dist.world_size() > 1
+        if not distributed and self.memory_bank is None:
+            return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)
+
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            embeddings = F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
+        keys, key_groups = embeddings, groups
+        self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
+        if distributed:
+            keys = torch.cat(dist.gather(embeddings), dim=0)
+            key_groups = torch.cat(_all_gather_no_grad(groups), dim=0)
+            self_index = self_index + dist.rank() * embeddings.shape[0]
+        batch_keys, batch_groups = keys, key_groups
+        if self.memory_bank is not None:
+            bank, bank_labels = self.memory_bank.get()
+            if labels is None:
+                bank_labels = torch.full_like(bank_labels, -1)  # never an anchor's image id
+            keys = torch.cat([keys, bank.to(keys)], dim=0)
+            key_groups = torch.cat([key_groups, bank_labels.to(key_groups.device)], dim=0)
+        weights = default_anchor_weights(groups, key_groups, self_index, embeddings.dtype)
+        if distributed:
+            weights = _global_mean_weights(weights)
+        loss = tcl_loss(
+            embeddings, groups, self.temperature, self.k1, self.k2,
+            keys=keys, key_groups=key_groups, self_index=self_index,
+            anchor_weights=weights, normalize=False,
+        )
+        if self.memory_bank is not None and self.training:
+            self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)
+        return loss
+
+
+def _all_gather_no_grad(tensor: Tensor) -> list[Tensor]:
+    out = [torch.empty_like(tensor) for _ in range(dist.world_size())]
+    torch.distributed.all_gather(out, tensor.contiguous())
+    return out
+
+
+def _global_mean_weights(local_weights: Tensor) -> Tensor:
+    """Rescale local mean weights so that the mean over processes is the global-batch mean.
+
+    ``local_weights`` are ``has_positive / n_local``; the result is
+    ``has_positive * world_size / n_global``.
+    """
+    has_pos = (local_weights > 0).to(local_weights.dtype)
+    count = has_pos.sum().detach().clone()
+    torch.distributed.all_reduce(count)
+    return has_pos * dist.world_size() / count.clamp_min(1)
 
 
 def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,79 @@
+"""TCLLoss(gather_distributed=True) on 2 CPU processes (gloo) equals one process on the whole batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from tcl_ssl import TCLLoss
+
+WORLD = 2
+BATCH = 8  # per process
+DIM = 16
+
+
+def _inputs(supervised: bool):
+    gen = torch.Generator().manual_seed(0)
+    views = [torch.randn(WORLD * BATCH, DIM, generator=gen, dtype=torch.float64) for _ in range(2)]
+    labels = torch.randint(0, 4, (WORLD * BATCH,), generator=gen) if supervised else None
+    return views, labels
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, supervised: bool, bank: bool, results) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        views, labels = _inputs(supervised)
+        rows = slice(rank * BATCH, (rank + 1) * BATCH)
+        local = [v[rows].clone().requires_grad_(True) for v in views]
+        local_labels = None if labels is None else labels[rows]
+        loss_fn = TCLLoss(temperature=0.2, k1=50.0, k2=1.5, gather_distributed=True,
+                          memory_bank_size=(64, DIM) if bank else 0)
+        losses = []
+        for _ in range(2 if bank else 1):  # with a bank, the second step sees the first's keys
+            for v in local:
+                v.grad = None
+            loss = loss_fn(*local, labels=local_labels)
+            loss.backward()
+            losses.append(loss.detach())
+        results[rank] = (torch.stack(losses), [v.grad.clone() for v in local])
+    finally:
+        torch_dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("supervised,bank", [(False, False), (True, False), (True, True), (False, True)])
+def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank):
+    results = mp.Manager().dict()
+    mp.spawn(_worker, args=(_free_port(), supervised, bank, results), nprocs=WORLD, join=True)
+
+    views, labels = _inputs(supervised)
+    views = [v.clone().requires_grad_(True) for v in views]
+    reference = TCLLoss(temperature=0.2, k1=50.0, k2=1.5, memory_bank_size=(64, DIM) if bank else 0)
+    expected = []
+    for _ in range(2 if bank else 1):
+        for v in views:
+            v.grad = None
+        loss = reference(*views, labels=labels)
+        loss.backward()
+        expected.append(loss.detach())
+
+    # DDP averages over processes: the mean of the local losses is the global loss ...
+    mean_loss = (results[0][0] + results[1][0]) / WORLD
+    torch.testing.assert_close(mean_loss, torch.stack(expected))
+    # ... and each process's gradient, averaged as DDP does, is the single-process gradient.
+    for rank in range(WORLD):
+        rows = slice(rank * BATCH, (rank + 1) * BATCH)
+        for grad, v in zip(results[rank][1], views):
+            torch.testing.assert_close(grad / WORLD, v.grad[rows])
