@@ -1,0 +1,143 @@
+"""The ``tcl-ssl`` command line: ``pretrain``, ``bench`` and ``gradients``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from tcl_ssl.train import PretrainConfig
+
+_DEFAULTS = PretrainConfig()
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a backbone (TCL by default) and evaluate it with kNN",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--method", default=_DEFAULTS.method, help="tcl, or a baseline (see --list-methods)")
+    p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
+    p.add_argument(
+        "--dataset",
+        default=_DEFAULTS.dataset,
+        help="mnist5k (built in), cifar10, cifar100, mnist, fashion-mnist, svhn, stl10, "
+        "torchvision:<ClassName>, or the path of an image folder root/<class>/<image>",
+    )
+    p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--supervised", action="store_true", help="use labels (positives = same class)")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>-<method>)")
+    p.add_argument("--backbone", default=_DEFAULTS.backbone, help="resnet18, resnet34 or resnet50")
+    p.add_argument("--stem", default=None, help="imagenet, small or small-pool (default: small for <= 64 px on a GPU, else imagenet)")
+    p.add_argument("--augmentation", default=_DEFAULTS.augmentation, help="augmentation recipe")
+    p.add_argument("--num-views", type=int, default=_DEFAULTS.num_views)
+    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="learning rate at batch size 256")
+    p.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
+    p.add_argument("--warmup-epochs", type=int, default=_DEFAULTS.warmup_epochs)
+    p.add_argument("--temperature", type=float, default=None, help="loss temperature (method default)")
+    p.add_argument("--k1", type=float, default=None, help="TCL hard-positive weight (method default)")
+    p.add_argument("--k2", type=float, default=None, help="TCL negative weight (method default)")
+    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true, bf16-mixed")
+    p.add_argument("--accelerator", default=_DEFAULTS.accelerator)
+    p.add_argument("--devices", default=_DEFAULTS.devices)
+    p.add_argument("--knn-k", type=int, default=_DEFAULTS.knn_k)
+    p.add_argument("--knn-every", type=int, default=_DEFAULTS.knn_every_n_epochs, help="epochs between kNN checks (0: off)")
+    p.add_argument("--data-dir", default=None, help="where torchvision datasets are stored/downloaded")
+    p.add_argument("--image-size", type=int, default=None, help="image folders are resized to this")
+    p.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
+    p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. RUN/checkpoints/last.ckpt)")
+    p.add_argument("--limit-train-batches", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=_run_pretrain)
+
+
+def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    options = {k: getattr(args, k) for k in ("temperature", "k1", "k2") if getattr(args, k) is not None}
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    limit = args.limit_train_batches
+    return PretrainConfig(
+        method=args.method,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        supervised=args.supervised,
+        seed=args.seed,
+        out=args.out,
+        backbone=args.backbone,
+        stem=args.stem,
+        augmentation=args.augmentation,
+        num_views=args.num_views,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        method_options=options,
+        precision=args.precision,
+        accelerator=args.accelerator,
+        devices=devices,
+        knn_k=args.knn_k,
+        knn_every_n_epochs=args.knn_every,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        val_fraction=args.val_fraction,
+        resume=args.resume,
+        limit_train_batches=int(limit) if limit > 1 else limit,
+    )
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from tcl_ssl.registry import available_methods
+    from tcl_ssl.train import pretrain
+
+    if args.list_methods:
+        print("\n".join(available_methods()))
+        return 0
+    summary = pretrain(_config_from_args(args))
+    print()
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """A short table of a run's final figures."""
+    mode = "supervised" if summary["supervised"] else "self-supervised"
+    rows = [
+        ("method", f"{summary['method']} ({mode})"),
+        ("dataset", summary["dataset"]),
+        ("epochs", str(summary["epochs"])),
+        ("kNN top-1, pretrained", f"{summary['knn_top1']:.2f} %"),
+        ("kNN top-1, random init", f"{summary['random_init_knn_top1']:.2f} %"),
+        ("gain", f"{summary['knn_gain']:+.2f} points"),
+        ("training time", f"{summary['train_seconds']:.0f} s"),
+        ("run directory", summary["run_dir"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tcl-ssl", description="Tuned Contrastive Learning for PyTorch")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_pretrain(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        warnings.filterwarnings("ignore", module="lightning_fabric")
+    try:
+        return args.func(args)
+    except ValueError as error:
+        print(f"tcl-ssl: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

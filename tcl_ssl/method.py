@@ -1,0 +1,124 @@
+"""The shared base of all pretraining methods (TCL and the baselines) as a LightningModule.
+
+A method owns a backbone and whatever heads and losses it needs; it receives batches of uint8
+images already on the device, augments them there in one batched call, and returns a loss.
+It never knows where the data came from. Subclasses implement :meth:`Method.training_loss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from lightly.utils.scheduler import cosine_warmup_schedule
+from torch import Tensor, nn
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum and a cosine schedule with linear warm-up (per step).
+
+    ``lr`` is the learning rate at batch size 256; it is scaled linearly with the batch size.
+    """
+
+    lr: float = 0.06
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+class Method(pl.LightningModule):
+    """Backbone + on-device augmentation + optimiser; the loss is the subclass's.
+
+    Args:
+        backbone: maps images ``(B, C, H, W)`` to features ``(B, feature_dim)``.
+        feature_dim: backbone output width.
+        augment: maps a uint8 batch ``(B, C, H, W)`` to a list of ``V`` float views.
+        supervised: pass labels to :meth:`training_loss` (otherwise it gets ``None``).
+        num_classes: number of classes in the data (used by supervised methods).
+        optim: optimiser settings.
+    """
+
+    #: methods that can only be trained with labels (e.g. cross-entropy) set this to True
+    requires_labels: bool = False
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        augment: nn.Module,
+        *,
+        supervised: bool = False,
+        num_classes: int = 10,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if self.requires_labels and not supervised:
+            raise ValueError(f"method {type(self).__name__} is supervised only; pass supervised=True")
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.augment = augment
+        self.supervised = supervised
+        self.num_classes = num_classes
+        self.optim = optim or OptimConfig()
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Backbone features ``(B, feature_dim)`` of normalised images."""
+        return self.backbone(images)
+
+    def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
+        """Scalar loss of one batch given ``V`` augmented views ``(B, C, H, W)`` each."""
+        raise NotImplementedError
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment on the device: uint8 ``(images, labels)`` -> ``(views, labels)``."""
+        if self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            with torch.no_grad():
+                batch = (self.augment(images), labels)
+        return batch
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        views, labels = batch
+        loss = self.training_loss(views, labels if self.supervised else None)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
+        return loss
+
+    def parameter_groups(self) -> list[dict]:
+        """Parameter groups for the optimiser; norms and biases get no weight decay."""
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        lr = self.optim.lr * self.optim.batch_size / 256
+        optimizer = torch.optim.SGD(
+            self.parameter_groups(), lr=lr, momentum=self.optim.momentum, weight_decay=self.optim.weight_decay
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        warmup = min(self.optim.warmup_epochs * steps_per_epoch, total - 1)
+        # A plain function is not saved in the scheduler's state_dict, so a resumed run with
+        # more epochs follows the new horizon instead of the checkpoint's.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_lr_factor, warmup=warmup, total=total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine to 0.001."""
+    return cosine_warmup_schedule(min(step, total), total, 1.0, 0.001, warmup, 0.0)

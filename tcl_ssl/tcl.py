@@ -1,0 +1,46 @@
+"""TCL as a pretraining method: backbone -> projection head (lightly's) -> TCLLoss."""
+
+from __future__ import annotations
+
+import torch
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor
+
+from tcl_ssl.loss import TCLLoss
+from tcl_ssl.method import Method
+
+#: Self-supervised defaults, chosen by the sweep described in README.md ("Choosing the defaults").
+SELF_SUPERVISED_DEFAULTS = {"temperature": 0.2, "k1": 1.0, "k2": 1.0}
+#: The paper's supervised setting.
+SUPERVISED_DEFAULTS = {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
+
+
+class TCL(Method):
+    """Tuned Contrastive Learning; self-supervised by default, supervised with labels.
+
+    Hyper-parameters left as ``None`` take :data:`SUPERVISED_DEFAULTS` or
+    :data:`SELF_SUPERVISED_DEFAULTS` depending on ``supervised``.
+    """
+
+    def __init__(
+        self,
+        *args,
+        temperature: float | None = None,
+        k1: float | None = None,
+        k2: float | None = None,
+        hidden_dim: int = 512,
+        output_dim: int = 128,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        defaults = SUPERVISED_DEFAULTS if self.supervised else SELF_SUPERVISED_DEFAULTS
+        self.criterion = TCLLoss(
+            temperature=defaults["temperature"] if temperature is None else temperature,
+            k1=defaults["k1"] if k1 is None else k1,
+            k2=defaults["k2"] if k2 is None else k2,
+        )
+        self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
+
+    def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
+        projections = self.projection_head(self.backbone(torch.cat(views))).chunk(len(views))
+        return self.criterion(*projections, labels=labels)

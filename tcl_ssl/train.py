@@ -1,0 +1,236 @@
+"""The pretraining recipe: data -> on-device augmentation -> method -> Lightning Trainer -> kNN.
+
+:func:`pretrain` runs one pretraining job from a :class:`PretrainConfig` and writes the run
+directory::
+
+    <out>/config.json        the resolved configuration
+    <out>/checkpoints/       last.ckpt (resumable with ``resume=<out>/checkpoints/last.ckpt``)
+    <out>/logs/version_N/metrics.csv   per-step and per-epoch metrics (Lightning's CSVLogger;
+                             a resumed run writes the next version, nothing is overwritten)
+    <out>/summary.json       final figures: knn_top1, random_init_knn_top1, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+import augmentations
+from tcl_ssl.backbones import build_backbone
+from tcl_ssl.data import ImageData, batch_loader, load_dataset
+from tcl_ssl.evaluation import extract_features, knn_top1
+from tcl_ssl.method import Method, OptimConfig
+from tcl_ssl.registry import method_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines one pretraining run (all defaults give the CPU quick start)."""
+
+    method: str = "tcl"
+    dataset: str = "mnist5k"
+    epochs: int = 8
+    batch_size: int = 256
+    supervised: bool = False
+    seed: int = 0
+    out: str | None = None
+    backbone: str = "resnet18"
+    stem: str | None = None  # None: chosen by image size and device, see resolved_stem()
+    augmentation: str = "simclr"
+    num_views: int = 2
+    lr: float = 0.06
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. temperature, k1, k2
+    precision: str | None = None  # None: bf16-mixed on a GPU that supports it, else 32-true
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_every_n_epochs: int = 1  # 0 turns the per-epoch kNN monitor off
+    data_dir: str | None = None
+    image_size: int | None = None  # image folders are resized to this (default 32)
+    val_fraction: float = 0.1
+    resume: str | None = None
+    limit_train_batches: float | int = 1.0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field, before any work is done."""
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.num_views < 2:
+            raise ValueError(f"num_views must be >= 2, got {self.num_views}")
+        if self.knn_k < 1:
+            raise ValueError(f"knn_k must be >= 1, got {self.knn_k}")
+        if self.knn_every_n_epochs < 0:
+            raise ValueError(f"knn_every_n_epochs must be >= 0, got {self.knn_every_n_epochs}")
+        if self.augmentation not in augmentations.available():
+            raise ValueError(
+                f"unknown augmentation {self.augmentation!r}; available: {', '.join(augmentations.available())}"
+            )
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise ValueError(f"resume checkpoint {self.resume!r} does not exist")
+        method_class(self.method)  # raises on unknown names
+        OptimConfig(self.lr, weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs)
+
+    def run_dir(self) -> Path:
+        if self.out is not None:
+            return Path(self.out)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / f"{stamp}-{self.method}{'-sup' if self.supervised else ''}"
+
+
+def resolved_stem(config: PretrainConfig, image_size: int) -> str:
+    """The configured stem or, if unset: ``small`` (full resolution, the CIFAR stem) for images
+    up to 64 px on a GPU; ``imagenet`` (4x downsampling) for larger images, and on the CPU,
+    where the full-resolution stem is ~10x slower."""
+    if config.stem is not None:
+        return config.stem
+    on_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "small" if on_gpu and image_size <= 64 else "imagenet"
+
+
+def default_precision(accelerator: str) -> str:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+class KNNMonitor(Callback):
+    """Logs ``knn_top1`` of the backbone on held-out data every ``every_n_epochs`` epochs."""
+
+    def __init__(self, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float, every_n_epochs: int = 1) -> None:
+        self.data = data
+        self.preprocess = preprocess
+        self.k = k
+        self.temperature = temperature
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs == 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        top1 = knn_score(pl_module.backbone, self.data, self.preprocess, self.k, self.temperature)
+        pl_module.log("knn_top1", top1, prog_bar=True, sync_dist=False)
+
+
+def knn_score(backbone: torch.nn.Module, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float) -> float:
+    """kNN top-1 (percent): train split as the bank, test split as the queries."""
+    preprocess = preprocess.to(next(backbone.parameters()).device)
+    train = extract_features(backbone, data.train, preprocess)
+    test = extract_features(backbone, data.test, preprocess)
+    return knn_top1(train, data.train.labels, test, data.test.labels, data.num_classes, k, temperature)
+
+
+def build_method(config: PretrainConfig, data: ImageData) -> Method:
+    """The configured method with a fresh backbone and its training augmentation."""
+    backbone, feature_dim = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
+    augment = augmentations.build(
+        config.augmentation, image_size=data.image_size, mean=data.mean, std=data.std, num_views=config.num_views
+    )
+    optim = OptimConfig(
+        lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, batch_size=config.batch_size
+    )
+    cls = method_class(config.method)
+    try:
+        return cls(
+            backbone,
+            feature_dim,
+            augment,
+            supervised=config.supervised,
+            num_classes=data.num_classes,
+            optim=optim,
+            **config.method_options,
+        )
+    except TypeError as error:
+        raise ValueError(f"method {config.method!r} does not accept options {config.method_options}: {error}") from error
+
+
+def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str, Any]:
+    """Run one pretraining job and return its summary (also written to ``summary.json``)."""
+    config.validate()
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    if data is None:
+        data = load_dataset(
+            config.dataset,
+            data_dir=Path(config.data_dir) if config.data_dir else None,
+            image_size=config.image_size,
+            val_fraction=config.val_fraction,
+        )
+    if len(data.train) < config.batch_size:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
+    precision = config.precision or default_precision(config.accelerator)
+    resolved = dataclasses.asdict(config) | {
+        "run_dir": str(run_dir),
+        "precision": precision,
+        "stem": resolved_stem(config, data.image_size),
+        "data": {"train": len(data.train), "test": len(data.test), "classes": data.num_classes,
+                 "channels": data.channels, "image_size": data.image_size, "mean": data.mean, "std": data.std},
+    }
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+
+    method = build_method(config, data)
+    preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    random_backbone, _ = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
+    random_top1 = knn_score(random_backbone, data, preprocess, config.knn_k, config.knn_temperature)
+
+    callbacks: list[Callback] = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    if config.knn_every_n_epochs:
+        callbacks.append(KNNMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs))
+    logger = CSVLogger(run_dir, name="logs")
+    trainer = pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        precision=precision,
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=10,
+        limit_train_batches=config.limit_train_batches,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        deterministic=False,
+    )
+    loader = batch_loader(data.train, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
+    start = time.perf_counter()
+    trainer.fit(method, train_dataloaders=loader, ckpt_path=config.resume)
+    train_seconds = time.perf_counter() - start
+
+    top1 = knn_score(method.backbone, data, preprocess, config.knn_k, config.knn_temperature)
+    summary = {
+        "method": config.method,
+        "supervised": config.supervised,
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        "knn_top1": top1,
+        "random_init_knn_top1": random_top1,
+        "knn_gain": top1 - random_top1,
+        "train_seconds": train_seconds,
+        "final_train_loss": _last_metric(trainer, "train_loss_epoch"),
+        "metrics_csv": str(Path(logger.log_dir) / "metrics.csv"),
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _last_metric(trainer: pl.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)

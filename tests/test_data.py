@@ -1,0 +1,86 @@
+"""Dataset sources: built-in digits, image folders, torchvision datasets, batched loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.io import write_png
+
+from tcl_ssl.data import (
+    Split,
+    batch_loader,
+    channel_stats,
+    load_builtin,
+    load_dataset,
+    load_image_folder,
+    split_from_pil_dataset,
+)
+
+
+def test_builtin_digits_are_a_fixed_stratified_split():
+    data = load_builtin()
+    assert data.train.images.shape == (4000, 1, 28, 28) and data.test.images.shape == (1000, 1, 28, 28)
+    assert data.train.images.dtype == torch.uint8
+    assert torch.bincount(data.test.labels).tolist() == [100] * 10  # stratified
+    again = load_builtin()
+    assert torch.equal(again.test.labels, data.test.labels) and torch.equal(again.test.images, data.test.images)
+    assert data.num_classes == 10
+    # MNIST's well-known statistics
+    assert data.mean[0] == pytest.approx(0.13, abs=0.01) and data.std[0] == pytest.approx(0.31, abs=0.01)
+
+
+def test_channel_stats_match_numpy():
+    images = torch.randint(0, 256, (10, 3, 5, 7), dtype=torch.uint8)
+    mean, std = channel_stats(images, chunk=3)
+    x = images.numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)))
+
+
+def _write_folder(root, classes=("cat", "dog", "emu"), per_class=10, size=(20, 24)):
+    gen = torch.Generator().manual_seed(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            write_png(torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen), str(root / cls / f"{i}.png"))
+
+
+def test_image_folder_is_decoded_resized_split_and_cached(tmp_path):
+    _write_folder(tmp_path / "images")
+    cache = tmp_path / "cache"
+    data = load_image_folder(tmp_path / "images", image_size=16, val_fraction=0.2, cache_dir=cache)
+    assert data.train.images.shape == (24, 3, 16, 16) and data.test.images.shape == (6, 3, 16, 16)
+    assert torch.bincount(data.test.labels).tolist() == [2, 2, 2]
+    assert data.num_classes == 3
+    assert len(list(cache.glob("folder-*.pt"))) == 1
+    again = load_image_folder(tmp_path / "images", image_size=16, val_fraction=0.2, cache_dir=cache)
+    assert torch.equal(again.train.images, data.train.images)
+
+
+def test_bad_dataset_specs_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("imagenet-21k")
+    with pytest.raises(ValueError, match="no images found"):
+        (tmp_path / "empty" / "a").mkdir(parents=True)
+        load_dataset(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="fraction"):
+        _write_folder(tmp_path / "ok")
+        load_image_folder(tmp_path / "ok", val_fraction=1.5, cache_dir=tmp_path)
+
+
+def test_torchvision_style_pil_dataset_is_decoded():
+    fake = torchvision.datasets.FakeData(size=12, image_size=(3, 10, 10), num_classes=4, random_offset=0)
+    split = split_from_pil_dataset(fake)
+    assert split.images.shape == (12, 3, 10, 10) and split.images.dtype == torch.uint8
+    assert split.labels.max() < 4
+
+
+def test_batch_loader_yields_whole_uint8_batches():
+    split = Split(torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1), torch.arange(10))
+    batches = list(batch_loader(split, batch_size=4, shuffle=True, drop_last=True, seed=0))
+    assert len(batches) == 2
+    images, labels = batches[0]
+    assert images.shape == (4, 1, 1, 1) and images.dtype == torch.uint8
+    assert torch.equal(images.flatten().long(), labels)  # images and labels stay paired
