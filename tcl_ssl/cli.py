@@ -34,6 +34,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=_DEFAULTS.backbone, help="resnet18, resnet34 or resnet50")
     p.add_argument("--stem", default=None, help="imagenet, small or small-pool (default: small for <= 64 px on a GPU, else imagenet)")
     p.add_argument("--augmentation", default=_DEFAULTS.augmentation, help="augmentation recipe")
+    p.add_argument("--min-scale", type=float, default=None, help="smallest crop area fraction (recipe default)")
     p.add_argument("--num-views", type=int, default=_DEFAULTS.num_views)
     p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="learning rate at batch size 256")
     p.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
@@ -69,6 +70,7 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         backbone=args.backbone,
         stem=args.stem,
         augmentation=args.augmentation,
+        augmentation_options={} if args.min_scale is None else {"min_scale": args.min_scale},
         num_views=args.num_views,
         lr=args.lr,
         weight_decay=args.weight_decay,
@@ -117,11 +119,38 @@ def format_summary(summary: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+#: sub-commands whose own ``main(argv)`` parses the rest of the command line
+_FORWARDED = {
+    ("bench", "loss"): ("tcl_ssl.bench_loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
+    ("bench", "augment"): ("tcl_ssl.bench_augment", "images/s of the batched augmentation vs lightly's per-image transform"),
+    ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
+}
+
+
+def _add_forwarded(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks that print ratios").add_subparsers(dest="bench", required=True)
+    for words, (module, help_text) in _FORWARDED.items():
+        target = bench if words[0] == "bench" else sub
+        p = target.add_parser(words[-1], help=help_text, add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_forward(module))
+
+
+def _forward(module_name: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module_name).main(args.args) or 0
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tcl-ssl", description="Tuned Contrastive Learning for PyTorch")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(sub)
+    _add_forwarded(sub)
     return parser
 
 

@@ -317,8 +317,14 @@ def default_anchor_weights(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """``(N,)`` weights that average the loss over anchors with at least one positive."""
-    rows, _ = positive_pairs(anchor_groups, key_groups, self_index)
-    has_pos = (torch.bincount(rows, minlength=anchor_groups.numel()) > 0).to(dtype)
+    sorted_keys = torch.sort(key_groups).values
+    counts = torch.searchsorted(sorted_keys, anchor_groups, right=True) - torch.searchsorted(
+        sorted_keys, anchor_groups, right=False
+    )
+    if self_index is not None:  # the anchor's own key is not its positive
+        own = (self_index >= 0) & (key_groups[self_index.clamp_min(0)] == anchor_groups)
+        counts = counts - own.long()
+    has_pos = (counts > 0).to(dtype)
     return has_pos / has_pos.sum().clamp_min(1)
 
 

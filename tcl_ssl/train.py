@@ -50,6 +50,7 @@ class PretrainConfig:
     backbone: str = "resnet18"
     stem: str | None = None  # None: chosen by image size and device, see resolved_stem()
     augmentation: str = "simclr"
+    augmentation_options: dict[str, Any] = field(default_factory=dict)  # e.g. min_scale
     num_views: int = 2
     lr: float = 0.06
     weight_decay: float = 5e-4
@@ -140,7 +141,12 @@ def build_method(config: PretrainConfig, data: ImageData) -> Method:
     """The configured method with a fresh backbone and its training augmentation."""
     backbone, feature_dim = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
     augment = augmentations.build(
-        config.augmentation, image_size=data.image_size, mean=data.mean, std=data.std, num_views=config.num_views
+        config.augmentation,
+        image_size=data.image_size,
+        mean=data.mean,
+        std=data.std,
+        num_views=config.num_views,
+        **config.augmentation_options,
     )
     optim = OptimConfig(
         lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, batch_size=config.batch_size

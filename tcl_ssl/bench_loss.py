@@ -1,0 +1,411 @@
+"""Speed and memory of the TCL loss against its peers (``tcl-ssl bench loss``).
+
+For each batch size ``N`` (embeddings ``(N, D)``, ``num_labels`` classes) one forward +
+backward pass of each loss is timed (the minimum over ``repeats`` runs, after a warm-up run)
+and its peak *extra* memory is measured (memory allocated during forward + backward beyond
+the inputs, the gradient of the embeddings included). The losses:
+
+- ``tcl``: :func:`tcl_ssl.loss.tcl_loss` with labels (what ``TCLLoss`` runs);
+- ``supcon``: pytorch-metric-learning's ``SupConLoss`` with the same labels;
+- ``official``: the official TCL formula written naively (dense ``exp()``/``sum()`` with
+  masks, :func:`official_formula`), also the check that ``tcl`` computes the same loss;
+- ``ntxent``: lightly's ``NTXentLoss`` on two views of ``N / 2`` (no labels);
+- ``floor``: ``(z @ z.T).sum()``, the matrix products any of these losses needs.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. On
+CPU, torch keeps no allocation statistics (and ``tracemalloc`` does not see its buffers), so
+the run is recorded with ``torch.profiler`` (``profile_memory=True``) and the allocation and
+free events are replayed in time order; the peak of the running sum is the peak extra
+memory. :func:`check_memory_tracker` validates this on known allocations before a run.
+Memory is reported in MiB and in units of one ``N x N`` float32 matrix (``4 N^2`` bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from tcl_ssl.loss import tcl_loss
+
+__all__ = [
+    "LOSSES",
+    "official_formula",
+    "peak_extra_memory",
+    "check_memory_tracker",
+    "run",
+    "format_table",
+    "main",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: benchmarked losses, in table order, with the name printed for each
+LOSSES: dict[str, str] = {
+    "tcl": "TCLLoss",
+    "supcon": "PML SupConLoss",
+    "official": "official formula",
+    "ntxent": "lightly NTXentLoss",
+    "floor": "floor z@z.T",
+}
+
+
+def official_formula(z: Tensor, labels: Tensor, temperature: float, k1: float, k2: float) -> Tensor:
+    """TCL as the official implementation writes it: dense masks and ``exp()``/``sum()``.
+
+    Args:
+        z: ``(N, D)`` embeddings (normalised here); labels: ``(N,)`` group ids.
+
+    Returns:
+        Mean ``L_i`` over the anchors that have a positive (scalar).
+    """
+    z = F.normalize(z, dim=1)
+    sim = z @ z.T
+    not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    pos = (labels[:, None] == labels[None, :]) & not_self
+    neg = labels[:, None] != labels[None, :]
+    exp_logits = torch.exp(sim / temperature)
+    denom = (
+        (exp_logits * pos).sum(1)
+        + k1 * (torch.exp(-sim) * pos).sum(1)
+        + k2 * (exp_logits * neg).sum(1)
+    )
+    log_prob = sim / temperature - torch.log(denom)[:, None]
+    num_pos = pos.sum(1)
+    has_pos = num_pos > 0
+    return (-(log_prob * pos).sum(1)[has_pos] / num_pos[has_pos]).mean()
+
+
+def _loss_functions(temperature: float, k1: float, k2: float) -> dict[str, LossFn]:
+    from lightly.loss import NTXentLoss
+    from pytorch_metric_learning.losses import SupConLoss
+
+    supcon = SupConLoss(temperature=temperature)
+    ntxent = NTXentLoss(temperature=temperature)
+
+    def ntxent_two_views(z: Tensor, labels: Tensor) -> Tensor:
+        half = z.shape[0] // 2
+        return ntxent(z[:half], z[half : 2 * half])
+
+    return {
+        "tcl": lambda z, labels: tcl_loss(z, labels, temperature, k1, k2),
+        "supcon": lambda z, labels: supcon(z, labels),
+        "official": lambda z, labels: official_formula(z, labels, temperature, k1, k2),
+        "ntxent": ntxent_two_views,
+        "floor": lambda z, labels: (z @ z.T).sum(),
+    }
+
+
+def _leaf(z: Tensor) -> Tensor:
+    """A fresh leaf copy of ``z`` that requires grad (made outside the measured region)."""
+    return z.detach().clone().requires_grad_(True)
+
+
+def _forward_backward(fn: LossFn, leaf: Tensor, labels: Tensor) -> Tensor:
+    """One forward + backward pass; returns the detached loss (``leaf.grad`` holds dL/dz)."""
+    loss = fn(leaf, labels)
+    loss.backward()
+    return loss.detach()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_peak_bytes(work: Callable[[], object]) -> int:
+    """Peak of the running sum of torch CPU allocations (bytes) while ``work()`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        work()
+    # Raw events: every allocation and free is its own "[memory]" event with a signed size
+    # (the per-op FunctionEvents net out temporaries freed inside an op).
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]"
+    )
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+def peak_extra_memory(work: Callable[[], object], device: torch.device) -> int:
+    """Peak memory (bytes) allocated by ``work()`` beyond what was allocated before it."""
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        work()
+        _synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    return _cpu_peak_bytes(work)
+
+
+def _measure_memory(
+    fn: LossFn, z: Tensor, labels: Tensor, device: torch.device
+) -> tuple[int, tuple[Tensor, Tensor]]:
+    """Peak extra memory (bytes) of one forward + backward pass, and its ``(loss, dL/dz)``."""
+    leaf = _leaf(z)
+    outputs: list[Tensor] = []
+    peak = peak_extra_memory(lambda: outputs.append(_forward_backward(fn, leaf, labels)), device)
+    assert leaf.grad is not None
+    return peak, (outputs[0], leaf.grad)
+
+
+def check_memory_tracker(device: torch.device, n: int = 512) -> None:
+    """Raise ``RuntimeError`` unless :func:`peak_extra_memory` measures known allocations.
+
+    The probe holds two ``(n, n)`` float32 buffers at once, frees one, allocates a third:
+    the peak is ``8 n^2`` bytes.
+    """
+
+    def probe() -> None:
+        a = torch.ones(n, n, device=device)
+        b = torch.exp(a)
+        del a
+        c = torch.neg(b)
+        del b, c
+
+    expected = 2 * 4 * n * n
+    measured = peak_extra_memory(probe, device)
+    if abs(measured - expected) > 1024:  # a few bytes of bookkeeping are fine
+        raise RuntimeError(
+            f"memory tracker on {device} measured {measured} bytes for a known peak of {expected}"
+        )
+
+
+def _default_repeats(size: int) -> int:
+    return 5 if size <= 1024 else 3 if size <= 4096 else 2
+
+
+def run(
+    sizes: Sequence[int] = (512, 1024, 2048, 4096, 8192),
+    dim: int = 128,
+    num_labels: int = 10,
+    device: str | torch.device | None = None,
+    repeats: int | None = None,
+    losses: Sequence[str] = tuple(LOSSES),
+    max_size: dict[str, int] | None = None,
+    temperature: float = 0.1,
+    k1: float = 5000.0,
+    k2: float = 1.0,
+    seed: int = 0,
+) -> list[dict]:
+    """Time forward + backward and measure peak extra memory of each loss at each size.
+
+    Args:
+        sizes: batch sizes ``N`` (even, for the two NT-Xent views).
+        dim: embedding width ``D``.
+        num_labels: classes the labels are drawn from (uniformly).
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA if available.
+        repeats: timed runs per case (the minimum is kept); default 5 up to ``N = 1024``,
+            3 up to 4096, 2 above. One extra untimed run measures memory and warms up.
+        losses: keys of :data:`LOSSES` to run.
+        max_size: skip a loss above this ``N`` (e.g. ``{"official": 4096}``).
+        temperature, k1, k2: TCL's hyper-parameters (``temperature`` for all losses).
+        seed: seed of the random embeddings and labels.
+
+    Returns:
+        One dict per (size, loss) that ran, in order: ``size``, ``dim``, ``loss``, ``name``,
+        ``device``, ``threads``, ``repeats``, ``seconds`` (best fwd+bwd), ``peak_bytes`` (peak
+        extra memory), ``peak_nxn`` (in ``4 N^2`` bytes), ``value`` (the loss). The ``tcl``
+        row also has ``official_loss_diff`` and ``official_grad_diff``: absolute difference
+        of the loss and max absolute difference of ``dL/dz`` from the official formula, and
+        ``official_grad_scale``, the official formula's max ``|dL/dz|`` (``nan`` if it did
+        not run).
+    """
+    unknown = [name for name in [*losses, *(max_size or {})] if name not in LOSSES]
+    if unknown:
+        raise ValueError(f"unknown losses {unknown}; choose from {list(LOSSES)}")
+    bad_sizes = [n for n in sizes if n < 2 or n % 2]
+    if bad_sizes:
+        raise ValueError(f"sizes must be even and >= 2, got {bad_sizes}")
+    if dim < 1 or num_labels < 1:
+        raise ValueError(f"dim and num_labels must be >= 1, got dim={dim}, num_labels={num_labels}")
+    if repeats is not None and repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_memory_tracker(dev)
+    functions = _loss_functions(temperature, k1, k2)
+    limits = max_size or {}
+    rows: list[dict] = []
+    for size in sizes:
+        gen = torch.Generator().manual_seed(seed + size)
+        z = torch.randn(size, dim, generator=gen).to(dev)
+        labels = torch.randint(0, num_labels, (size,), generator=gen).to(dev)
+        count = repeats if repeats is not None else _default_repeats(size)
+        active = [name for name in losses if size <= limits.get(name, math.inf)]
+        results: dict[str, tuple[Tensor, Tensor]] = {}
+        peaks: dict[str, int] = {}
+        for name in active:  # memory run, also the warm-up
+            peaks[name], results[name] = _measure_memory(functions[name], z, labels, dev)
+        best = {name: math.inf for name in active}
+        for _ in range(count):  # round robin, so that load changes hit every loss alike
+            for name in active:
+                leaf = _leaf(z)
+                _synchronize(dev)
+                start = time.perf_counter()
+                _forward_backward(functions[name], leaf, labels)
+                _synchronize(dev)
+                best[name] = min(best[name], time.perf_counter() - start)
+        for name in active:
+            rows.append(
+                {
+                    "size": size,
+                    "dim": dim,
+                    "loss": name,
+                    "name": LOSSES[name],
+                    "device": str(dev),
+                    "threads": torch.get_num_threads(),
+                    "repeats": count,
+                    "seconds": best[name],
+                    "peak_bytes": peaks[name],
+                    "peak_nxn": peaks[name] / (4.0 * size * size),
+                    "value": float(results[name][0]),
+                }
+            )
+        if "tcl" in results:
+            tcl_row = next(row for row in rows if row["size"] == size and row["loss"] == "tcl")
+            if "official" in results:
+                (tcl_value, tcl_grad), (ref_value, ref_grad) = results["tcl"], results["official"]
+                tcl_row["official_loss_diff"] = float((tcl_value - ref_value).abs())
+                tcl_row["official_grad_diff"] = float((tcl_grad - ref_grad).abs().max())
+                tcl_row["official_grad_scale"] = float(ref_grad.abs().max())
+            else:
+                tcl_row["official_loss_diff"] = tcl_row["official_grad_diff"] = math.nan
+                tcl_row["official_grad_scale"] = math.nan
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A plain-text table of :func:`run`'s rows: time, TCL/this ratio, peak memory, checks."""
+    header = (
+        f"{'N':>6}  {'loss':<20} {'fwd+bwd ms':>11} {'TCL/this':>9} "
+        f"{'peak MiB':>9} {'peak NxN':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    sizes = list(dict.fromkeys(row["size"] for row in rows))
+    for size in sizes:
+        group = [row for row in rows if row["size"] == size]
+        tcl = next((row for row in group if row["loss"] == "tcl"), None)
+        for row in group:
+            ratio = f"{tcl['seconds'] / row['seconds']:9.2f}" if tcl else f"{'-':>9}"
+            lines.append(
+                f"{size:>6}  {row['name']:<20} {1e3 * row['seconds']:>11.1f} {ratio} "
+                f"{row['peak_bytes'] / 2**20:>9.1f} {row['peak_nxn']:>9.2f}"
+            )
+        if tcl is not None and not math.isnan(tcl.get("official_loss_diff", math.nan)):
+            lines.append(
+                f"{'':>6}  check vs official formula: |loss diff| = {tcl['official_loss_diff']:.2e}, "
+                f"max |grad diff| = {tcl['official_grad_diff']:.2e} "
+                f"(max |grad| = {tcl['official_grad_scale']:.2e})"
+            )
+    return "\n".join(lines)
+
+
+def _max_size_item(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    if name not in LOSSES or not value.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected LOSS=N with LOSS in {list(LOSSES)} (e.g. official=4096), got {text!r}"
+        )
+    return name, int(value)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``tcl-ssl bench loss`` (added to ``parser`` if given)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="tcl-ssl bench loss",
+        description="Time forward+backward and peak memory of TCLLoss against its peers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--sizes", default="512,1024,2048,4096,8192", help="batch sizes N")
+    parser.add_argument("--dim", type=int, default=128, help="embedding width D")
+    parser.add_argument("--num-labels", type=int, default=10)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default by N)")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="losses to run")
+    parser.add_argument(
+        "--max-n", action="append", default=[], metavar="LOSS=N", type=_max_size_item,
+        help="skip LOSS above batch size N (repeatable), e.g. --max-n official=4096",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--k1", type=float, default=5000.0)
+    parser.add_argument("--k2", type=float, default=1.0)
+    return parser
+
+
+#: acceptance targets of TCLLoss at N = 4096: (what, limit)
+TARGETS = (("supcon", 0.5), ("official", 0.35), ("floor", 3.0), ("memory", 3.0))
+
+
+def _targets(rows: Sequence[dict], size: int = 4096) -> list[str]:
+    """Pass/fail lines for :data:`TARGETS` at ``size`` (time ratios and peak memory)."""
+    by_loss = {row["loss"]: row for row in rows if row["size"] == size}
+    if "tcl" not in by_loss:
+        return []
+    tcl = by_loss["tcl"]
+    lines = []
+    for what, limit in TARGETS:
+        if what == "memory":
+            label, value = "TCL peak extra memory (N x N float32)", tcl["peak_nxn"]
+        elif what in by_loss:
+            label, value = f"TCL / {LOSSES[what]} time", tcl["seconds"] / by_loss[what]["seconds"]
+        else:
+            continue
+        verdict = "ok" if value <= limit else "MISSED"
+        lines.append(f"N={size}: {label} = {value:.2f} (target <= {limit:g}): {verdict}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tcl-ssl bench loss``: run the benchmark and print the table."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated integers, got {args.sizes!r}")
+    losses = [v.strip() for v in args.losses.split(",") if v.strip()]
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    try:
+        rows = run(
+            sizes, args.dim, args.num_labels, args.device, args.repeats, losses,
+            dict(args.max_n), args.temperature, args.k1, args.k2,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    first = rows[0] if rows else {"device": "-", "threads": "-"}
+    print(
+        f"TCL loss benchmark: D={args.dim}, {args.num_labels} labels, t={args.temperature:g}, "
+        f"k1={args.k1:g}, k2={args.k2:g}, device={first['device']}, threads={first['threads']}; "
+        "time = min over repeats of forward+backward; peak = extra memory during it"
+    )
+    print(format_table(rows))
+    for line in _targets(rows):
+        print(line)
+    print(
+        f"total {time.perf_counter() - started:.0f} s; load average (1 min) "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""Gradient analysis of TCL: how hard the loss pulls each positive and pushes each negative.
+
+For anchor ``i`` and key ``j`` with similarity ``S_ij = z_i . z_j`` (normalised embeddings),
+the closed-form gradient of the anchor's loss ``L_i`` (see :mod:`tcl_ssl.loss`) is::
+
+    positive p:  dL_i/dS_ip = (exp(S_ip / t) / t - k1 exp(-S_ip)) / D_i - 1 / (|P(i)| t)
+    negative n:  dL_i/dS_in = k2 exp(S_in / t) / (t D_i)
+
+A gradient step changes ``S_ij`` by ``-lr * dL_i/dS_ij``, so the *pull* on a positive is
+``-dL_i/dS_ip`` (negative when that positive already dominates the other positives: it is
+then pushed back towards them) and the *push* on a negative is ``dL_i/dS_in`` (always > 0).
+``k1`` adds ``k1 exp(-S_ip) / D_i`` to the pull, which grows as the positive gets harder
+(lower ``S_ip``), and enlarges ``D_i``, which shrinks every other term; ``k2`` multiplies the
+push of every negative (by less than ``k2`` where the negatives dominate ``D_i``).
+
+:func:`gradient_coefficients` returns these coefficients for a batch (from the library's
+closed form, :func:`tcl_ssl.loss._tcl_terms`); :func:`sweep_pair_coefficient` evaluates them
+in a controlled setting, :func:`plot_gradients` draws them and :func:`main` is the
+``tcl-ssl gradients`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from tcl_ssl.loss import _tcl_terms, validate_hyperparameters
+
+__all__ = [
+    "GradientCoefficients",
+    "SweepSetting",
+    "similarity_gradient",
+    "gradient_coefficients",
+    "sweep_pair_coefficient",
+    "plot_gradients",
+    "main",
+]
+
+
+@dataclass
+class GradientCoefficients:
+    """Closed-form ``dL_i/dS_ij`` of every anchor ``i`` with respect to every key ``j``.
+
+    Attributes:
+        coefficients: ``(N, M)`` ``dL_i/dS_ij``, per anchor (not weighted by the mean over
+            anchors); 0 on the anchor's own key and on the rows of anchors without a
+            positive (they have no loss).
+        positive_mask: ``(N, M)`` bool, ``j`` is a positive of ``i``.
+        negative_mask: ``(N, M)`` bool, ``j`` is a negative of ``i``.
+    """
+
+    coefficients: Tensor
+    positive_mask: Tensor
+    negative_mask: Tensor
+
+    @property
+    def pull(self) -> Tensor:
+        """``(N, M)`` pull ``-dL_i/dS_ip`` on positives (> 0 draws ``p`` closer), 0 elsewhere."""
+        return torch.where(self.positive_mask, -self.coefficients, torch.zeros_like(self.coefficients))
+
+    @property
+    def push(self) -> Tensor:
+        """``(N, M)`` push ``dL_i/dS_in`` (> 0) on negatives, 0 elsewhere."""
+        return torch.where(self.negative_mask, self.coefficients, torch.zeros_like(self.coefficients))
+
+
+def similarity_gradient(
+    similarity: Tensor,
+    anchor_groups: Tensor,
+    key_groups: Tensor,
+    temperature: float = 0.1,
+    k1: float = 5000.0,
+    k2: float = 1.0,
+    self_index: Tensor | None = None,
+) -> GradientCoefficients:
+    """Per-anchor gradient coefficients from a similarity matrix.
+
+    Args:
+        similarity: ``(N, M)`` cosine similarities ``S_ij`` in ``[-1, 1]`` between anchors
+            and keys (float32 or float64; not modified).
+        anchor_groups: ``(N,)`` group ids of the anchors; key_groups: ``(M,)`` of the keys.
+        temperature, k1, k2: TCL's hyper-parameters.
+        self_index: ``(N,)`` column of each anchor's own key (neither positive nor negative),
+            ``-1`` for none; ``None`` when no anchor is among the keys.
+    """
+    validate_hyperparameters(temperature, k1, k2)
+    if similarity.ndim != 2 or similarity.shape != (anchor_groups.numel(), key_groups.numel()):
+        raise ValueError(
+            f"similarity must have shape ({anchor_groups.numel()}, {key_groups.numel()}) "
+            f"to match the groups, got {tuple(similarity.shape)}"
+        )
+    anchor_groups, key_groups = anchor_groups.long(), key_groups.long()
+    self_index = None if self_index is None else self_index.long()
+    terms = _tcl_terms(
+        similarity.detach().clone(), anchor_groups, key_groups, self_index,
+        float(temperature), float(k1), float(k2), True,
+    )
+    assert terms.grad_similarity is not None
+    same = anchor_groups[:, None] == key_groups[None, :]
+    is_self = torch.zeros_like(same)
+    if self_index is not None:
+        rows = torch.nonzero(self_index >= 0).squeeze(1)
+        is_self[rows, self_index[rows]] = True
+    return GradientCoefficients(terms.grad_similarity, same & ~is_self, ~same)
+
+
+def gradient_coefficients(
+    embeddings: Tensor,
+    groups: Tensor,
+    temperature: float = 0.1,
+    k1: float = 5000.0,
+    k2: float = 1.0,
+) -> GradientCoefficients:
+    """Gradient coefficients of a batch: anchors and keys are all ``N`` embeddings.
+
+    Args:
+        embeddings: ``(N, D)`` embeddings (L2-normalised here).
+        groups: ``(N,)`` integer group ids (labels, or image ids for self-supervised views).
+
+    Returns:
+        ``(N, N)`` coefficients ``dL_i/dS_ij`` with masks; see :class:`GradientCoefficients`.
+    """
+    if embeddings.ndim != 2 or groups.shape != (embeddings.shape[0],):
+        raise ValueError(
+            f"embeddings must be (N, D) and groups (N,), got {tuple(embeddings.shape)} "
+            f"and {tuple(groups.shape)}"
+        )
+    z = F.normalize(embeddings.detach().to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
+    index = torch.arange(z.shape[0], device=z.device)
+    return similarity_gradient(z @ z.T, groups, groups, temperature, k1, k2, self_index=index)
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """A controlled anchor: fixed similarities to all keys but one, which is swept.
+
+    Attributes:
+        num_positives: positives of the anchor, the swept one included.
+        num_negatives: negatives of the anchor, the swept one included.
+        positive_similarity: cosine similarity of the other positives to the anchor.
+        negative_similarity: cosine similarity of the other negatives to the anchor.
+        temperature: TCL's ``t``.
+    """
+
+    num_positives: int = 4
+    num_negatives: int = 252
+    positive_similarity: float = 0.5
+    negative_similarity: float = 0.0
+    temperature: float = 0.1
+
+    def describe(self) -> str:
+        return (
+            f"one anchor, {self.num_positives} positives + {self.num_negatives} negatives, "
+            f"t = {self.temperature:g}; the others fixed at cos {self.positive_similarity:g} "
+            f"(positives) and {self.negative_similarity:g} (negatives)"
+        )
+
+
+def sweep_pair_coefficient(
+    similarities: Tensor,
+    kind: Literal["positive", "negative"],
+    k1: float,
+    k2: float,
+    setting: SweepSetting = SweepSetting(),
+) -> Tensor:
+    """``dL/dS`` on one swept pair of the controlled anchor, for each swept similarity.
+
+    Args:
+        similarities: ``(K,)`` cosine similarities of the swept positive (``kind="positive"``)
+            or negative (``kind="negative"``) to the anchor.
+        k1, k2: TCL's knobs (``k1=0, k2=1`` is SupCon).
+        setting: the fixed rest of the anchor's keys.
+
+    Returns:
+        ``(K,)`` ``dL_i/dS`` of the swept pair (pull = minus this for a positive, push = this
+        for a negative), in the dtype of ``similarities``.
+    """
+    if kind not in ("positive", "negative"):
+        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}")
+    if setting.num_positives < 1 or setting.num_negatives < 1:
+        raise ValueError(f"the setting needs at least one positive and one negative, got {setting}")
+    count = similarities.numel()
+    device = similarities.device
+    num_keys = setting.num_positives + setting.num_negatives
+    key_groups = (torch.arange(num_keys, device=device) >= setting.num_positives).long()  # 0: positive
+    similarity = torch.full(
+        (count, key_groups.numel()), setting.negative_similarity, dtype=similarities.dtype, device=device
+    )
+    similarity[:, : setting.num_positives] = setting.positive_similarity
+    column = 0 if kind == "positive" else setting.num_positives
+    similarity[:, column] = similarities
+    result = similarity_gradient(
+        similarity, torch.zeros(count, dtype=torch.long, device=device), key_groups,
+        setting.temperature, k1, k2,
+    )
+    return result.coefficients[:, column]
+
+
+def plot_gradients(
+    path: str | Path,
+    k1_values: Sequence[float] = (0.0, 100.0, 1000.0, 5000.0),
+    k2_values: Sequence[float] = (1.0, 2.0, 4.0),
+    k1_for_k2: float = 5000.0,
+    setting: SweepSetting = SweepSetting(),
+    points: int = 201,
+) -> Path:
+    """Plot pull on one positive and push on one negative against their cosine similarity.
+
+    Four panels: pull (top) and push (bottom), for TCL at each ``k1`` with ``k2 = 1`` (left)
+    and at each ``k2`` with ``k1 = k1_for_k2`` (right); SupCon (``k1=0, k2=1``) is the dashed
+    black reference in every panel. Writes a PNG to ``path`` and returns it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    x = torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
+    columns = [
+        ("k1 varies, k2 = 1", [(k1, 1.0) for k1 in k1_values if k1 > 0], "k1"),
+        (f"k2 varies, k1 = {k1_for_k2:g}", [(k1_for_k2, k2) for k2 in k2_values], "k2"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), sharex=True)
+    colors = plt.get_cmap("viridis")
+    for col, (title, knobs, varied) in enumerate(columns):
+        for row, kind in enumerate(("positive", "negative")):
+            ax = axes[row, col]
+            sign = -1.0 if kind == "positive" else 1.0
+            supcon = sign * sweep_pair_coefficient(x, kind, 0.0, 1.0, setting)
+            ax.plot(x, supcon, "k--", lw=2, label="SupCon (k1=0, k2=1)")
+            for index, (k1, k2) in enumerate(knobs):
+                y = sign * sweep_pair_coefficient(x, kind, k1, k2, setting)
+                value = k1 if varied == "k1" else k2
+                color = colors(0.15 + 0.7 * index / max(len(knobs) - 1, 1))
+                ax.plot(x, y, color=color, lw=2, label=f"TCL {varied}={value:g}")
+            if kind == "positive":
+                ax.axhline(0.0, color="grey", lw=0.8)
+                ax.set_ylabel("pull on the positive  $-\\partial L_i/\\partial s_{ip}$")
+                ax.set_title(f"Pull on one positive ({title})", fontsize=11)
+            else:
+                ax.set_yscale("log")
+                ax.set_ylabel("push on the negative  $\\partial L_i/\\partial s_{in}$ (log)")
+                ax.set_title(f"Push on one negative ({title})", fontsize=11)
+                ax.set_xlabel("cosine similarity of that pair to the anchor")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=9)
+    # Same y-range for both pull panels, both push panels.
+    for row in range(2):
+        low = min(ax.get_ylim()[0] for ax in axes[row])
+        high = max(ax.get_ylim()[1] for ax in axes[row])
+        for ax in axes[row]:
+            ax.set_ylim(low, high)
+    fig.suptitle(
+        "TCL gradient on one pair vs. its similarity to the anchor "
+        "(hard positives: low similarity, left; hard negatives: high similarity, right)\n"
+        + setting.describe(),
+        fontsize=11,
+    )
+    fig.text(
+        0.5, 0.005,
+        "Pull < 0: a positive that already dominates the other positives is pushed back towards them "
+        "(SupCon's L_out). Computed with tcl-ssl gradients.",
+        ha="center", fontsize=8.5,
+    )
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of ``tcl-ssl gradients`` (added to ``parser`` if given)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="tcl-ssl gradients",
+        description="Plot TCL's pull on positives and push on negatives against their similarity.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    default = SweepSetting()
+    parser.add_argument("--out", default="docs/gradients.png", help="PNG to write")
+    parser.add_argument("--k1", type=_floats, default="0,100,1000,5000", help="k1 values (k2 = 1)")
+    parser.add_argument("--k2", type=_floats, default="1,2,4", help="k2 values")
+    parser.add_argument("--k1-for-k2", type=float, default=5000.0, help="k1 used with the k2 values")
+    parser.add_argument("--temperature", type=float, default=default.temperature)
+    parser.add_argument("--num-positives", type=int, default=default.num_positives)
+    parser.add_argument("--num-negatives", type=int, default=default.num_negatives)
+    parser.add_argument("--positive-similarity", type=float, default=default.positive_similarity)
+    parser.add_argument("--negative-similarity", type=float, default=default.negative_similarity)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tcl-ssl gradients``: write the figure and print its path."""
+    args = build_parser().parse_args(argv)
+    setting = SweepSetting(
+        args.num_positives, args.num_negatives, args.positive_similarity,
+        args.negative_similarity, args.temperature,
+    )
+    path = plot_gradients(args.out, args.k1, args.k2, args.k1_for_k2, setting)
+    print(f"wrote {path}  ({setting.describe()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

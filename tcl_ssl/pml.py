@@ -1,0 +1,148 @@
+"""TCL for pytorch-metric-learning (PML) users.
+
+:class:`TCLPMLLoss` is a PML loss function like PML's own ``SupConLoss``: it is a
+``GenericPairLoss`` (matrix based), so it takes ``loss(embeddings, labels)``, an
+``indices_tuple`` (pairs or triplets, e.g. from a miner), ``ref_emb`` / ``ref_labels``, a PML
+``distance`` (default ``CosineSimilarity``), a PML ``reducer`` and an
+``embedding_regularizer``::
+
+    from tcl_ssl.pml import TCLPMLLoss
+    loss_fn = TCLPMLLoss(temperature=0.1, k1=5000.0, k2=1.0)
+    loss = loss_fn(embeddings, labels)                        # (N, D), (N,)
+    loss = loss_fn(embeddings, labels, indices_tuple=miner(embeddings, labels))
+
+For anchor ``i`` the positives ``P(i)`` and negatives ``N(i)`` are the pairs PML gives the
+loss (by default: same label / other label, the anchor itself excluded), ``S`` is the
+similarity from the distance (``-distance`` for a non-inverted distance such as
+``LpDistance``, as in ``SupConLoss``), and the per-anchor loss is TCL's (see
+:mod:`tcl_ssl.loss`)::
+
+    L_i = log D_i - 1/|P(i)| sum_{p in P(i)} S_ip / t
+    D_i = sum_P exp(S_ip / t) + k1 sum_P exp(-S_ip) + k2 sum_N exp(S_in / t)
+
+computed in log space (one log-sum-exp). The loss returns one element per anchor that has
+at least one positive, and the default ``MeanReducer`` averages them: with the default
+distance this is exactly :func:`tcl_ssl.loss.tcl_loss` (the mean over anchors with a
+positive). ``AvgNonZeroReducer`` (``SupConLoss``'s default) gives the same value except in
+the degenerate case where an anchor's loss is exactly 0. With ``k1=0, k2=1`` the loss is
+``SupConLoss``. Keys that are neither a positive nor a negative of an anchor (e.g. dropped
+by a miner) are left out of its denominator, as in ``SupConLoss``.
+
+PML's wrappers ``SelfSupervisedLoss`` and ``CrossBatchMemory`` accept only the losses
+named in their hard-coded ``supported_losses()``. This module exports subclasses of the
+two wrappers, under the same names, whose list adds ``TCLPMLLoss``; everything else
+(queue, self-comparison removal, symmetric views) is PML's own code::
+
+    from tcl_ssl.pml import CrossBatchMemory, SelfSupervisedLoss, TCLPMLLoss
+    loss_fn = CrossBatchMemory(TCLPMLLoss(), embedding_size=128, memory_size=4096)
+    loss_fn = SelfSupervisedLoss(TCLPMLLoss())          # loss_fn(emb, ref_emb)
+
+Why subclasses: they are ordinary public subclasses (``isinstance`` of PML's classes, same
+constructor and behaviour, every PML loss still accepted), they change nothing in PML for
+anyone else, and they survive PML upgrades that only change the list. The alternatives are
+worse: editing PML's list at import time changes a third-party library globally, naming our
+class ``SupConLoss`` lies to every tool that reads the name, and swapping the wrapped loss
+after construction depends on PML's private attribute layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning.distances import CosineSimilarity
+from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.utils import common_functions as c_f
+from torch import Tensor
+
+from tcl_ssl.loss import validate_hyperparameters
+
+__all__ = ["TCLPMLLoss", "SelfSupervisedLoss", "CrossBatchMemory"]
+
+
+class TCLPMLLoss(pml_losses.GenericPairLoss):
+    """Tuned Contrastive Learning as a pytorch-metric-learning loss function.
+
+    Call it as any PML loss: ``loss(embeddings, labels=None, indices_tuple=None,
+    ref_emb=None, ref_labels=None)`` with ``embeddings`` ``(N, D)``, ``labels`` ``(N,)``,
+    ``ref_emb`` ``(M, D)`` and ``ref_labels`` ``(M,)``. The result is a scalar tensor.
+
+    Args:
+        temperature: softmax temperature ``t`` (> 0).
+        k1: weight of the hard-positive term ``exp(-S_ip)`` (>= 0; 0 gives SupCon).
+        k2: weight of the negatives (> 0).
+        **kwargs: PML's ``distance``, ``reducer``, ``embedding_regularizer``, ... .
+            Defaults: ``CosineSimilarity()`` and ``MeanReducer()`` over the anchors that
+            have a positive.
+    """
+
+    def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0, **kwargs) -> None:
+        validate_hyperparameters(temperature, k1, k2)
+        super().__init__(mat_based_loss=True, **kwargs)
+        self.temperature = float(temperature)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+        self.add_to_recordable_attributes(list_of_names=["temperature", "k1", "k2"], is_stat=False)
+
+    def _compute_loss(self, mat: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> dict:
+        """Per-anchor TCL losses from the ``(N, M)`` distance matrix and 0/1 pair masks."""
+        pos, neg = pos_mask.bool(), neg_mask.bool()
+        has_pos = pos.any(dim=1)
+        if not bool(has_pos.any()):
+            return self.zero_losses()
+        anchors = torch.nonzero(has_pos).squeeze(1)
+        # Only rows with a positive: every log-sum-exp below has a finite term.
+        mat, pos, neg = mat[anchors], pos[anchors], neg[anchors]
+        mat = mat.to(torch.promote_types(mat.dtype, torch.float32))  # float16 under autocast
+        sim = mat if self.distance.is_inverted else -mat
+        logits = sim / self.temperature
+        floor = c_f.neg_inf(logits.dtype)  # finite, so masked rows give no NaN gradients
+        # Columns of D_i: exp(logit) for positives, k2 exp(logit) for negatives, and
+        # k1 exp(-S) for positives, all in log space.
+        weighted = torch.where(neg, logits + math.log(self.k2), logits).masked_fill(~(pos | neg), floor)
+        parts = [weighted]
+        if self.k1 > 0:
+            parts.append((math.log(self.k1) - sim).masked_fill(~pos, floor))
+        log_denominator = torch.logsumexp(torch.cat(parts, dim=1), dim=1)
+        mean_pos_logit = (logits * pos).sum(dim=1) / pos.sum(dim=1)
+        return {
+            "loss": {
+                "losses": log_denominator - mean_pos_logit,
+                "indices": anchors,
+                "reduction_type": "element",
+            }
+        }
+
+    def get_default_reducer(self) -> MeanReducer:
+        return MeanReducer()
+
+    def get_default_distance(self) -> CosineSimilarity:
+        return CosineSimilarity()
+
+
+class SelfSupervisedLoss(pml_losses.SelfSupervisedLoss):
+    """PML's ``SelfSupervisedLoss`` that also accepts :class:`TCLPMLLoss`.
+
+    ``loss_fn(embeddings, ref_emb)`` with two ``(B, D)`` views: item ``b`` of both views
+    share the label ``b``. ``symmetric=True`` (default) stacks both views as anchors and
+    keys (TCL/NT-Xent over ``2B`` samples); ``symmetric=False`` uses ``embeddings`` as
+    anchors and ``ref_emb`` as keys.
+    """
+
+    @staticmethod
+    def supported_losses() -> list[str]:
+        return [*pml_losses.SelfSupervisedLoss.supported_losses(), TCLPMLLoss.__name__]
+
+
+class CrossBatchMemory(pml_losses.CrossBatchMemory):
+    """PML's ``CrossBatchMemory`` (a queue of past embeddings) that also accepts :class:`TCLPMLLoss`.
+
+    ``loss_fn(embeddings, labels)``: the batch is enqueued first, then the anchors (the
+    batch) are contrasted with the whole memory, the current batch included, each anchor's
+    own memory slot excluded. Memory entries carry no gradient.
+    """
+
+    @staticmethod
+    def supported_losses() -> list[str]:
+        return [*pml_losses.CrossBatchMemory.supported_losses(), TCLPMLLoss.__name__]
