@@ -1,0 +1,13 @@
+"""Batched multi-view augmentation pipelines built from kornia ops, on the device of the batch.
+
+    import augmentations
+    pipeline = augmentations.build("simclr", image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+    view1, view2 = pipeline(images_uint8)   # (B, 3, H, W) uint8 -> two (B, 3, 32, 32) float32
+
+Recipes (see :mod:`augmentations.recipes`): simclr, mocov2, byol, supcon, simaug, eval.
+"""
+
+from augmentations.pipeline import Pipeline
+from augmentations.recipes import available, build
+
+__all__ = ["Pipeline", "available", "build"]

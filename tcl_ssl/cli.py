@@ -52,7 +52,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
     p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. RUN/checkpoints/last.ckpt)")
     p.add_argument("--limit-train-batches", type=float, default=1.0, help=argparse.SUPPRESS)
-    p.set_defaults(func=_run_pretrain)
+    p.set_defaults(func=_run_pretrain, forwarded=False)
 
 
 def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -89,7 +89,7 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
     )
 
 
-def _run_pretrain(args: argparse.Namespace) -> int:
+def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
     from tcl_ssl.registry import available_methods
     from tcl_ssl.train import pretrain
 
@@ -132,15 +132,14 @@ def _add_forwarded(sub: argparse._SubParsersAction) -> None:
     for words, (module, help_text) in _FORWARDED.items():
         target = bench if words[0] == "bench" else sub
         p = target.add_parser(words[-1], help=help_text, add_help=False)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_forward(module))
+        p.set_defaults(func=_forward(module), forwarded=True)
 
 
 def _forward(module_name: str):
-    def run(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace, rest: list[str]) -> int:
         import importlib
 
-        return importlib.import_module(module_name).main(args.args) or 0
+        return importlib.import_module(module_name).main(rest) or 0
 
     return run
 
@@ -156,13 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.forwarded:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not args.verbose:
         warnings.filterwarnings("ignore", module="pytorch_lightning")
         warnings.filterwarnings("ignore", module="lightning_fabric")
     try:
-        return args.func(args)
+        return args.func(args, rest)
     except ValueError as error:
         print(f"tcl-ssl: error: {error}", file=sys.stderr)
         return 2

@@ -83,6 +83,11 @@ class Method(pl.LightningModule):
         """Scalar loss of one batch given ``V`` augmented views ``(B, C, H, W)`` each."""
         raise NotImplementedError
 
+    def on_fit_start(self) -> None:
+        """Give each process its own augmentation stream (seed_everything seeds all alike)."""
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment on the device: uint8 ``(images, labels)`` -> ``(views, labels)``."""
         if self.trainer is not None and self.trainer.training:

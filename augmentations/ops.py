@@ -1,0 +1,154 @@
+"""Building blocks of the recipes: kornia ops configured for an image size and a channel count.
+
+Every op works on float32 batches ``(B, C, H, W)`` with values in ``[0, 1]`` and is a kornia
+augmentation, so it runs batched on the device of its input. Random ops draw one set of
+parameters per image (crop box, flip, jitter factors, blur sigma, apply/skip), as torchvision
+does per call; the exceptions are documented where the op is built.
+
+Size rules shared by all recipes (the papers' settings, scaled to the image size):
+
+- images of ``SMALL_IMAGE`` pixels or less get no Gaussian blur (SimCLR / BYOL on CIFAR);
+  larger ones get a kernel of about 10% of the image side, rounded to an odd size;
+- the padding of a padded random crop is 4 pixels at 32 px, scaled with the image size.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia import augmentation as K
+from kornia.augmentation.auto import AutoAugment
+from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy, imagenet_policy, svhn_policy
+from torch import nn
+
+SMALL_IMAGE = 32
+"""Side in pixels up to which an image counts as small: no blur, CIFAR-10 AutoAugment policy."""
+
+AUTOAUGMENT_POLICIES = {"cifar10": cifar10_policy, "imagenet": imagenet_policy, "svhn": svhn_policy}
+"""kornia's AutoAugment policies by name (lists of sub-policies of ``(op, probability, magnitude)``)."""
+
+
+def blur_kernel_size(image_size: int) -> int | None:
+    """Gaussian blur kernel side in pixels for ``image_size``: ~10% of it, odd; ``None`` (no blur) when small.
+
+    96 px -> 9, 224 px -> 23 (BYOL's kernel), 32 px and below -> ``None``.
+    """
+    if image_size <= SMALL_IMAGE:
+        return None
+    return (image_size // 10) | 1
+
+
+def crop_padding(image_size: int) -> int:
+    """Padding in pixels of the padded random crop: 4 at 32 px, scaled linearly (96 px -> 12)."""
+    return round(4 * image_size / 32)
+
+
+def resized_crop(image_size: int, scale: tuple[float, float]) -> K.RandomResizedCrop:
+    """Random crop of area fraction in ``scale`` and aspect ratio in [3/4, 4/3], resized to ``image_size``.
+
+    The crop box is drawn as ``torchvision.transforms.RandomResizedCrop.get_params`` draws it.
+    Crop and resize are one bilinear warp over the whole batch (``cropping_mode="resample"``), which
+    maps the corner pixels of the box onto the corner pixels of the output; kornia's default
+    ``"slice"`` mode would resize image by image in a Python loop. There is no antialiasing, so a
+    crop much larger than ``image_size`` is sampled rather than averaged (torchvision antialiases).
+    """
+    return K.RandomResizedCrop((image_size, image_size), scale=scale, ratio=(3 / 4, 4 / 3), cropping_mode="resample")
+
+
+def padded_crop(image_size: int, padding: int) -> K.RandomCrop:
+    """Random ``image_size`` crop of the input zero-padded by ``padding`` pixels on each side.
+
+    As ``torchvision.transforms.RandomCrop(image_size, padding=padding)``: the offset is uniform over
+    the ``2 * padding + 1`` positions on each axis. The input must be ``image_size`` square (see
+    :class:`FitToSize`). Cropping is one batched warp at whole-pixel offsets, which copies the
+    values up to float rounding (~1e-6); kornia's ``"slice"`` mode would slice image by image.
+    """
+    return K.RandomCrop((image_size, image_size), padding=padding, fill=0.0, cropping_mode="resample")
+
+
+def horizontal_flip() -> K.RandomHorizontalFlip:
+    """Mirror left-right with probability 0.5 per image."""
+    return K.RandomHorizontalFlip(p=0.5)
+
+
+def colour_jitter(
+    channels: int, brightness: float, contrast: float, saturation: float, hue: float, p: float = 0.8
+) -> K.ColorJitter:
+    """torchvision's ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)``.
+
+    Factors are drawn per image from torchvision's ranges (``[1 - b, 1 + b]``, ..., hue
+    ``[-h, h]``) and applied with torchvision's formulas. The order of the four adjustments is a
+    random permutation drawn once per call and shared by the batch (torchvision draws one per
+    image). A 1-channel batch gets brightness and contrast only: saturation and hue are undefined
+    without colour.
+    """
+    if channels == 1:
+        saturation, hue = 0.0, 0.0
+    return K.ColorJitter(brightness, contrast, saturation, hue, p=p)
+
+
+def grayscale(channels: int, p: float = 0.2) -> K.RandomGrayscale | None:
+    """Convert to grayscale (ITU-R 601 luma, kept as 3 channels) with probability ``p``; none for 1 channel."""
+    if channels == 1:
+        return None
+    return K.RandomGrayscale(p=p)
+
+
+def gaussian_blur(image_size: int, p: float) -> K.RandomGaussianBlur | None:
+    """Gaussian blur with sigma drawn per image from [0.1, 2.0] px, probability ``p``.
+
+    The kernel side is :func:`blur_kernel_size`; ``None`` (no blur) for small images or ``p == 0``.
+    Borders are reflected, as in torchvision's ``GaussianBlur``.
+    """
+    kernel = blur_kernel_size(image_size)
+    if kernel is None or p == 0:
+        return None
+    return K.RandomGaussianBlur((kernel, kernel), sigma=(0.1, 2.0), border_type="reflect", p=p)
+
+
+def solarize(p: float) -> K.RandomSolarize | None:
+    """torchvision's ``RandomSolarize(threshold=0.5, p)``: values >= 0.5 become ``1 - value``.
+
+    ``None`` (no op) when ``p == 0``.
+    """
+    if p == 0:
+        return None
+    return K.RandomSolarize(thresholds=(0.5, 0.5), additions=(0.0, 0.0), p=p)
+
+
+def auto_augment(channels: int, policy: str) -> AutoAugment:
+    """kornia's AutoAugment with the named policy (``"cifar10"``, ``"imagenet"`` or ``"svhn"``).
+
+    kornia draws one sub-policy per call, shared by the batch (torchvision draws one per image);
+    the magnitudes and apply decisions of its ops are drawn per image. For 1-channel batches the
+    ``"color"`` (saturation) ops are dropped from the policy: they are the identity on gray images
+    and kornia's implementation requires 3 channels.
+    """
+    sub_policies = AUTOAUGMENT_POLICIES[policy]
+    if channels == 1:
+        sub_policies = [[op for op in sub_policy if op[0] != "color"] for sub_policy in sub_policies]
+    return AutoAugment(sub_policies)
+
+
+class FitToSize(nn.Module):
+    """Resize the shorter side to ``size`` and centre-crop to ``(size, size)``, as torchvision's
+    ``Resize(size)`` + ``CenterCrop(size)``.
+
+    Input ``(B, C, H, W)`` float in [0, 1]; output ``(B, C, size, size)``. Bilinear, antialiased when
+    shrinking; a batch that is already ``size`` square is returned as is.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.resize = K.Resize(size, side="short", align_corners=False, antialias=True)
+        self.crop = K.CenterCrop(size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-2:] == (self.size, self.size):
+            return images
+        return self.crop(self.resize(images))
+
+
+def sequential(*ops: nn.Module | None) -> nn.Sequential:
+    """Chain the given ops, leaving out the ``None`` ones (ops that do not apply at this size)."""
+    return nn.Sequential(*(op for op in ops if op is not None))

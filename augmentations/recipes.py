@@ -1,0 +1,228 @@
+"""Augmentation recipes of the published methods, their registry, and :func:`build`.
+
+A recipe is a function ``recipe(view, *, image_size, channels, **options) -> nn.Module`` that
+returns the transform of view number ``view`` (0-based): a module mapping float32
+``(B, C, H, W)`` in [0, 1] to ``(B, C, image_size, image_size)`` in [0, 1], built from
+:mod:`augmentations.ops`. Symmetric recipes ignore ``view``. Options are keyword arguments with
+the method's published defaults; :func:`build` passes its ``recipe_options`` through.
+
+A new recipe is one function here plus one line in ``RECIPES``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from augmentations import ops
+from augmentations.pipeline import Pipeline
+
+Recipe = Callable[..., nn.Module]
+
+
+def simclr(
+    view: int, *, image_size: int, channels: int, min_scale: float = 0.08, jitter_strength: float = 0.5
+) -> nn.Sequential:
+    """SimCLR (Chen et al., 2020), as in the paper's appendix A.
+
+    Random resized crop (area ``min_scale``-1), horizontal flip, colour jitter of strength ``s``
+    (brightness, contrast, saturation ``0.8 s``, hue ``0.2 s``; ``s = 0.5`` is the paper's CIFAR-10
+    setting, 0.4/0.4/0.4/0.1) with p 0.8, grayscale p 0.2, Gaussian blur p 0.5 above 32 px.
+    """
+    _check_fraction("min_scale", min_scale)
+    _check_range("jitter_strength", jitter_strength, 0.0, 1.25)
+    s = jitter_strength
+    return ops.sequential(
+        ops.resized_crop(image_size, (min_scale, 1.0)),
+        ops.horizontal_flip(),
+        ops.colour_jitter(channels, 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=0.8),
+        ops.grayscale(channels, p=0.2),
+        ops.gaussian_blur(image_size, p=0.5),
+    )
+
+
+def mocov2(view: int, *, image_size: int, channels: int, min_scale: float = 0.2) -> nn.Sequential:
+    """MoCo v2 (Chen et al., 2020), the ``aug_plus`` recipe of the official code.
+
+    Random resized crop (area ``min_scale``-1), colour jitter 0.4/0.4/0.4/0.1 with p 0.8,
+    grayscale p 0.2, Gaussian blur p 0.5 above 32 px, horizontal flip.
+    """
+    _check_fraction("min_scale", min_scale)
+    return ops.sequential(
+        ops.resized_crop(image_size, (min_scale, 1.0)),
+        ops.colour_jitter(channels, 0.4, 0.4, 0.4, 0.1, p=0.8),
+        ops.grayscale(channels, p=0.2),
+        ops.gaussian_blur(image_size, p=0.5),
+        ops.horizontal_flip(),
+    )
+
+
+def byol(view: int, *, image_size: int, channels: int, min_scale: float = 0.08) -> nn.Sequential:
+    """BYOL (Grill et al., 2020), table 6: two asymmetric view configurations.
+
+    Both: random resized crop (area ``min_scale``-1), horizontal flip, colour jitter
+    0.4/0.4/0.2/0.1 with p 0.8, grayscale p 0.2. Even views (0, 2, ...): Gaussian blur p 1.0, no
+    solarization; odd views: blur p 0.1, solarization p 0.2. Blur only above 32 px.
+    """
+    _check_fraction("min_scale", min_scale)
+    first = view % 2 == 0
+    return ops.sequential(
+        ops.resized_crop(image_size, (min_scale, 1.0)),
+        ops.horizontal_flip(),
+        ops.colour_jitter(channels, 0.4, 0.4, 0.2, 0.1, p=0.8),
+        ops.grayscale(channels, p=0.2),
+        ops.gaussian_blur(image_size, p=1.0 if first else 0.1),
+        ops.solarize(p=0.0 if first else 0.2),
+    )
+
+
+def supcon(
+    view: int, *, image_size: int, channels: int, policy: str | None = None, padding: int | None = None
+) -> nn.Sequential:
+    """Supervised Contrastive Learning (Khosla et al., 2020): the supervised default, AutoAugment.
+
+    Fit to ``image_size`` (resize the shorter side, centre crop), random crop with ``padding``
+    pixels of zero padding (default 4 at 32 px, scaled), horizontal flip, AutoAugment with
+    ``policy`` (default ``"cifar10"`` at 32 px and below, ``"imagenet"`` above).
+    """
+    if policy is None:
+        policy = "cifar10" if image_size <= ops.SMALL_IMAGE else "imagenet"
+    if policy not in ops.AUTOAUGMENT_POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(ops.AUTOAUGMENT_POLICIES)}; got {policy!r}")
+    if padding is None:
+        padding = ops.crop_padding(image_size)
+    _check_int("padding", padding, minimum=0)
+    return ops.sequential(
+        ops.FitToSize(image_size),
+        ops.padded_crop(image_size, padding),
+        ops.horizontal_flip(),
+        ops.auto_augment(channels, policy),
+    )
+
+
+def simaug(view: int, *, image_size: int, channels: int, min_scale: float = 0.2) -> nn.Sequential:
+    """SimAugment, the SimCLR-style recipe of the official SupCon code (its ``TwoCropTransform``).
+
+    Random resized crop (area ``min_scale``-1), horizontal flip, colour jitter 0.4/0.4/0.4/0.1
+    with p 0.8, grayscale p 0.2. No blur.
+    """
+    _check_fraction("min_scale", min_scale)
+    return ops.sequential(
+        ops.resized_crop(image_size, (min_scale, 1.0)),
+        ops.horizontal_flip(),
+        ops.colour_jitter(channels, 0.4, 0.4, 0.4, 0.1, p=0.8),
+        ops.grayscale(channels, p=0.2),
+    )
+
+
+def evaluation(view: int, *, image_size: int, channels: int) -> ops.FitToSize:
+    """Evaluation: resize the shorter side to ``image_size`` and centre crop. Deterministic."""
+    return ops.FitToSize(image_size)
+
+
+RECIPES: dict[str, Recipe] = {
+    "simclr": simclr,
+    "mocov2": mocov2,
+    "byol": byol,
+    "supcon": supcon,
+    "simaug": simaug,
+    "eval": evaluation,
+}
+"""Recipes by the name :func:`build` takes."""
+
+
+def available() -> list[str]:
+    """Names of the recipes :func:`build` knows."""
+    return list(RECIPES)
+
+
+def build(
+    name: str,
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_views: int = 2,
+    weak_view: bool = False,
+    seed: int | None = None,
+    **recipe_options: object,
+) -> Pipeline:
+    """Build the augmentation pipeline of recipe ``name``.
+
+    Args:
+        name: one of :func:`available`.
+        image_size: side in pixels of the square views.
+        mean: per-channel mean in [0, 1] units; 3 values for RGB, 1 for grayscale (the
+            recipe then leaves out saturation, hue and grayscale conversion).
+        std: per-channel standard deviation in [0, 1] units, positive, as many as ``mean``.
+        num_views: number of views of the recipe.
+        weak_view: append one more view, fitted to size (shorter side resized, centre crop)
+            and randomly flipped only, as an extra positive.
+        seed: seed of the pipeline's own random stream (see :class:`Pipeline`); ``None``
+            draws from torch's global generator.
+        **recipe_options: keyword options of the recipe function, e.g. ``min_scale``.
+
+    Returns:
+        A :class:`Pipeline` returning ``num_views + weak_view`` views.
+
+    Raises:
+        ValueError: naming the bad argument and what is allowed.
+    """
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(RECIPES)}")
+    _check_int("image_size", image_size, minimum=1)
+    _check_int("num_views", num_views, minimum=1)
+    if not isinstance(weak_view, bool):
+        raise ValueError(f"weak_view must be True or False, got {weak_view!r}")
+    if seed is not None:
+        _check_int("seed", seed, minimum=0)
+    mean, std = _check_stats(mean, std)
+    allowed = [p for p in inspect.signature(recipe).parameters if p not in ("view", "image_size", "channels")]
+    unknown = sorted(set(recipe_options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for recipe {name!r}; "
+            f"allowed: {', '.join(allowed) if allowed else 'none'}"
+        )
+    views = [recipe(i, image_size=image_size, channels=len(mean), **recipe_options) for i in range(num_views)]
+    if weak_view:
+        views.append(ops.sequential(ops.FitToSize(image_size), ops.horizontal_flip()))
+    return Pipeline(views, image_size=image_size, mean=mean, std=std, seed=seed)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_range(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+
+
+def _check_fraction(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+
+
+def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validate per-channel statistics; return them as float tuples."""
+    stats = {}
+    for name, values in (("mean", mean), ("std", std)):
+        try:
+            stats[name] = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a sequence of 1 or 3 numbers, got {values!r}") from None
+        if len(stats[name]) not in (1, 3) or not all(math.isfinite(v) for v in stats[name]):
+            raise ValueError(
+                f"{name} must have 1 (grayscale) or 3 (RGB) finite values, got {len(stats[name])}: {values!r}"
+            )
+    if len(stats["std"]) != len(stats["mean"]):
+        raise ValueError(f"std must have as many values as mean ({len(stats['mean'])}), got {len(stats['std'])}")
+    if any(v <= 0 for v in stats["std"]):
+        raise ValueError(f"std values must be > 0, got {std!r}")
+    return stats["mean"], stats["std"]
