@@ -56,11 +56,15 @@ LOSSES: dict[str, str] = {
 }
 
 
-def official_formula(z: Tensor, labels: Tensor, temperature: float, k1: float, k2: float) -> Tensor:
+def official_formula(
+    z: Tensor, labels: Tensor, temperature: float, k1: float, k2: float, is_anchor: Tensor | None = None
+) -> Tensor:
     """TCL as the official implementation writes it: dense masks and ``exp()``/``sum()``.
 
     Args:
         z: ``(N, D)`` embeddings (normalised here); labels: ``(N,)`` group ids.
+        is_anchor: ``(N,)`` bool, which samples are anchors (default all); the others only
+            serve as positives/negatives of the anchors (like memory-bank entries).
 
     Returns:
         Mean ``L_i`` over the anchors that have a positive (scalar).
@@ -79,6 +83,8 @@ def official_formula(z: Tensor, labels: Tensor, temperature: float, k1: float, k
     log_prob = sim / temperature - torch.log(denom)[:, None]
     num_pos = pos.sum(1)
     has_pos = num_pos > 0
+    if is_anchor is not None:
+        has_pos = has_pos & is_anchor
     return (-(log_prob * pos).sum(1)[has_pos] / num_pos[has_pos]).mean()
 
 

@@ -14,13 +14,7 @@ GRAY = {"mean": (0.48,), "std": (0.24,)}
 RANDOM_RECIPES = [name for name in augmentations.available() if name != "eval"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one torch thread is as fast, and is not stalled by other load on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def uint8_images(batch: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

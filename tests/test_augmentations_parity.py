@@ -37,13 +37,7 @@ JITTER = {
 BLUR = {("simclr", 0): 0.5, ("mocov2", 0): 0.5, ("byol", 0): 1.0, ("byol", 1): 0.1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one torch thread is as fast, and is not stalled by other load on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def op(name: str, kind: type, *, view: int = 0, image_size: int = 32, stats_: dict = RGB) -> nn.Module:
