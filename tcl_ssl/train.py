@@ -43,7 +43,7 @@ class PretrainConfig:
     method: str = "tcl"
     dataset: str = "mnist5k"
     epochs: int = 8
-    batch_size: int = 256
+    batch_size: int = 128
     supervised: bool = False
     seed: int = 0
     out: str | None = None
