@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
@@ -50,9 +51,14 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="where torchvision datasets are stored/downloaded")
     p.add_argument("--image-size", type=int, default=None, help="image folders are resized to this")
     p.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
-    p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. RUN/checkpoints/last.ckpt)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="checkpoint to resume from (RUN/checkpoints/last.ckpt): the run's config.json is used, "
+        "changed only by the options given here (e.g. --epochs), and the run continues in RUN",
+    )
     p.add_argument("--limit-train-batches", type=float, default=1.0, help=argparse.SUPPRESS)
-    p.set_defaults(func=_run_pretrain, forwarded=False)
+    p.set_defaults(func=_run_pretrain, forwarded=False, parser=p)
 
 
 def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -89,6 +95,42 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
     )
 
 
+#: config fields set by CLI options whose destination has another name
+_FIELD_OF_DEST = {
+    "knn_every": "knn_every_n_epochs",
+    "min_scale": "augmentation_options",
+    "temperature": "method_options",
+    "k1": "method_options",
+    "k2": "method_options",
+}
+
+
+def _given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the options that appear on the command line (not defaults)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(token == option or token.startswith(option + "=") for token in argv):
+                given.add(action.dest)
+    return given
+
+
+def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig:
+    """The checkpoint's run configuration, with only the options given on this command line changed."""
+    from tcl_ssl.train import PretrainConfig
+
+    saved = PretrainConfig.saved(args.resume)
+    asked = _config_from_args(args)
+    changes: dict = {"resume": args.resume}
+    for dest in _given_dests(args.parser, argv) - {"resume"}:
+        field = _FIELD_OF_DEST.get(dest, dest)
+        if field in ("method_options", "augmentation_options"):
+            changes[field] = getattr(saved, field) | getattr(asked, field)
+        elif hasattr(saved, field):
+            changes[field] = getattr(asked, field)
+    return dataclasses.replace(saved, **changes)
+
+
 def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
     from tcl_ssl.registry import available_methods
     from tcl_ssl.train import pretrain
@@ -96,7 +138,8 @@ def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
     if args.list_methods:
         print("\n".join(available_methods()))
         return 0
-    summary = pretrain(_config_from_args(args))
+    config = _resumed_config(args, args.argv) if args.resume else _config_from_args(args)
+    summary = pretrain(config)
     print()
     print(format_summary(summary))
     return 0
@@ -155,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(argv)
+    args.argv = argv
     if rest and not args.forwarded:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -8,7 +8,8 @@ A source yields an :class:`ImageData`: ``train`` and ``test`` splits of uint8 im
   4,000 / 1,000, stratified, with a fixed seed. No download.
 - torchvision datasets by name (``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``,
   ``svhn``, ``stl10``) or as ``torchvision:ClassName``; their own train/test splits.
-- an image folder (``root/<class>/<image>``; a path, or ``folder:PATH``): decoded once,
+- an image folder (``root/<class>/<image>``; a path, or ``folder:PATH`` for a folder named
+  like a torchvision dataset): decoded once,
   resized to ``image_size`` and cached under the cache directory; a stratified validation
   split of ``val_fraction`` is held out with a fixed seed.
 """
@@ -258,12 +259,12 @@ def load_dataset(
     """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it."""
     if spec == BUILTIN:
         return load_builtin()
+    name = spec.removeprefix("torchvision:")
+    if spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES:  # before folders:
+        return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download)
     if spec.startswith("folder:") or Path(spec).is_dir():
         path = Path(spec.removeprefix("folder:")).expanduser()
         return load_image_folder(path, image_size or 32, val_fraction)
-    name = spec.removeprefix("torchvision:")
-    if spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES:
-        return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download)
     raise ValueError(
         f"unknown dataset {spec!r}: use {BUILTIN!r} (built in), one of {sorted(_TORCHVISION_ALIASES)}, "
         "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>)"

@@ -390,6 +390,11 @@ class TCLLoss(nn.Module):
             groups = groups + dist.rank() * views[0].shape[0]  # image ids unique across processes
         elif self.memory_bank is not None and bool((labels < 0).any()):
             raise ValueError("labels must be >= 0 when a memory bank is used")
+        if self.memory_bank is not None and embeddings.shape[1] != self.memory_bank.dim:
+            raise ValueError(
+                f"embeddings have dimension {embeddings.shape[1]} but the memory bank was built "
+                f"for {self.memory_bank.dim} (memory_bank_size=({self.memory_bank.size}, {self.memory_bank.dim}))"
+            )
         distributed = self.gather_distributed and dist.world_size() > 1
         if not distributed and self.memory_bank is None:
             return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)

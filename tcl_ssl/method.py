@@ -20,7 +20,8 @@ from torch import Tensor, nn
 class OptimConfig:
     """SGD with momentum and a cosine schedule with linear warm-up (per step).
 
-    ``lr`` is the learning rate at batch size 256; it is scaled linearly with the batch size.
+    ``lr`` is the learning rate at batch size 256; it is scaled linearly with the global batch
+    size (``batch_size`` per process times the number of processes).
     """
 
     lr: float = 0.06
@@ -111,7 +112,7 @@ class Method(pl.LightningModule):
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def configure_optimizers(self):
-        lr = self.optim.lr * self.optim.batch_size / 256
+        lr = self.optim.lr * self.optim.batch_size * self.trainer.world_size / 256  # global batch
         optimizer = torch.optim.SGD(
             self.parameter_groups(), lr=lr, momentum=self.optim.momentum, weight_decay=self.optim.weight_decay
         )

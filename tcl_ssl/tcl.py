@@ -39,6 +39,7 @@ class TCL(Method):
             temperature=defaults["temperature"] if temperature is None else temperature,
             k1=defaults["k1"] if k1 is None else k1,
             k2=defaults["k2"] if k2 is None else k2,
+            gather_distributed=True,  # a no-op in a single process
         )
         self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
 

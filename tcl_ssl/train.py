@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,9 @@ from tcl_ssl.method import Method, OptimConfig
 from tcl_ssl.registry import method_class
 
 log = logging.getLogger(__name__)
+
+#: environment variable that hands the run directory to DDP child processes
+RUN_DIR_ENV = "TCL_SSL_RUN_DIR"
 
 
 @dataclass
@@ -90,10 +94,24 @@ class PretrainConfig:
         OptimConfig(self.lr, weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs)
 
     def run_dir(self) -> Path:
+        """``out``, or ``runs/<timestamp>-<method>``; DDP child processes (which re-run the
+        script) get their parent's directory through ``TCL_SSL_RUN_DIR``."""
         if self.out is not None:
             return Path(self.out)
+        if RUN_DIR_ENV in os.environ:
+            return Path(os.environ[RUN_DIR_ENV])
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return Path("runs") / f"{stamp}-{self.method}{'-sup' if self.supervised else ''}"
+
+    @classmethod
+    def saved(cls, checkpoint: str | Path) -> PretrainConfig:
+        """The configuration of the run a checkpoint (``<run>/checkpoints/*.ckpt``) belongs to."""
+        path = Path(checkpoint).resolve().parent.parent / "config.json"
+        if not path.is_file():
+            raise ValueError(f"no config.json next to checkpoint {str(checkpoint)!r} (looked for {path})")
+        saved = json.loads(path.read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names} | {"out": saved["run_dir"]})
 
 
 def resolved_stem(config: PretrainConfig, image_size: int) -> str:
@@ -170,7 +188,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     """Run one pretraining job and return its summary (also written to ``summary.json``)."""
     config.validate()
     run_dir = config.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if data is None:
         data = load_dataset(
@@ -182,20 +200,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     if len(data.train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
     precision = config.precision or default_precision(config.accelerator)
-    resolved = dataclasses.asdict(config) | {
-        "run_dir": str(run_dir),
-        "precision": precision,
-        "stem": resolved_stem(config, data.image_size),
-        "data": {"train": len(data.train), "test": len(data.test), "classes": data.num_classes,
-                 "channels": data.channels, "image_size": data.image_size, "mean": data.mean, "std": data.std},
-    }
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
-
     method = build_method(config, data)
     preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    random_backbone, _ = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
-    random_top1 = knn_score(random_backbone, data, preprocess, config.knn_k, config.knn_temperature)
 
     callbacks: list[Callback] = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
     if config.knn_every_n_epochs:
@@ -214,12 +220,32 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         enable_model_summary=False,
         deterministic=False,
     )
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = dataclasses.asdict(config) | {
+            "run_dir": str(run_dir),
+            "precision": precision,
+            "stem": resolved_stem(config, data.image_size),
+            "data": {"train": len(data.train), "test": len(data.test), "classes": data.num_classes,
+                     "channels": data.channels, "image_size": data.image_size, "mean": data.mean, "std": data.std},
+        }
+        if config.resume is None or not (run_dir / "config.json").exists():
+            (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
     loader = batch_loader(data.train, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
     start = time.perf_counter()
-    trainer.fit(method, train_dataloaders=loader, ckpt_path=config.resume)
+    try:
+        trainer.fit(method, train_dataloaders=loader, ckpt_path=config.resume)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)  # a later run in this process gets its own directory
     train_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
 
-    top1 = knn_score(method.backbone, data, preprocess, config.knn_k, config.knn_temperature)
+    device = trainer.strategy.root_device
+    top1 = knn_score(method.backbone.to(device), data, preprocess, config.knn_k, config.knn_temperature)
+    pl.seed_everything(config.seed, workers=True, verbose=False)  # the same initial weights as the method's
+    random_backbone, _ = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
+    random_top1 = knn_score(random_backbone.to(device), data, preprocess, config.knn_k, config.knn_temperature)
     summary = {
         "method": config.method,
         "supervised": config.supervised,

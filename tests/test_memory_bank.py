@@ -78,3 +78,9 @@ def test_negative_labels_with_bank_raise():
     views, _ = _step(0)
     with pytest.raises(ValueError, match="labels must be >= 0"):
         TCLLoss(memory_bank_size=(10, DIM))(*views, labels=-torch.ones(6, dtype=torch.long))
+
+
+def test_bank_of_another_width_raises():
+    views, _ = _step(0)
+    with pytest.raises(ValueError, match="memory bank was built for 4"):
+        TCLLoss(memory_bank_size=(10, 4))(*views)

@@ -98,3 +98,18 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
 def test_cli_reports_bad_input_without_a_traceback(capsys):
     assert main(["pretrain", "--dataset", "no-such-data", "--out", "/tmp/unused-run"]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--supervised", "--k1", "3", "--epochs", "1", "--batch-size", "64",
+            "--limit-train-batches", "2", "--knn-every", "0", "--knn-k", "10", "--out", str(run)]
+    assert main(args) == 0
+    assert main(["pretrain", "--resume", str(run / "checkpoints" / "last.ckpt"), "--epochs", "2"]) == 0
+    config = json.loads((run / "config.json").read_text())  # kept from the first run
+    assert config["supervised"] and config["method_options"] == {"k1": 3.0}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["supervised"] and summary["epochs"] == 2
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    assert (run / "logs" / "version_1" / "metrics.csv").is_file()  # the first run's logs are kept
