@@ -132,7 +132,7 @@ def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig
 
 
 def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
-    from tcl_ssl.registry import available_methods
+    from tcl_ssl.methods import available_methods
     from tcl_ssl.train import pretrain
 
     if args.list_methods:
@@ -164,8 +164,8 @@ def format_summary(summary: dict) -> str:
 
 #: sub-commands whose own ``main(argv)`` parses the rest of the command line
 _FORWARDED = {
-    ("bench", "loss"): ("tcl_ssl.bench_loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
-    ("bench", "augment"): ("tcl_ssl.bench_augment", "images/s of the batched augmentation vs lightly's per-image transform"),
+    ("bench", "loss"): ("tcl_ssl.bench.loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
+    ("bench", "augment"): ("tcl_ssl.bench.augment", "images/s of the batched augmentation vs lightly's per-image transform"),
     ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
 }
 

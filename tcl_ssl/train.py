@@ -31,8 +31,7 @@ import augmentations
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.data import ImageData, batch_loader, load_dataset
 from tcl_ssl.evaluation import extract_features, knn_top1
-from tcl_ssl.method import Method, OptimConfig
-from tcl_ssl.registry import method_class
+from tcl_ssl.methods import Method, OptimConfig, method_class
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from tcl_ssl.gradients import (
     similarity_gradient,
     sweep_pair_coefficient,
 )
-from tcl_ssl.bench_loss import official_formula as official_tcl_loss
+from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 
 HYPERPARAMETERS = [(0.1, 5000.0, 1.0), (0.2, 100.0, 3.0), (0.5, 1.0, 0.5), (0.1, 0.0, 1.0)]
 

@@ -9,7 +9,7 @@ from pytorch_metric_learning.losses import SupConLoss
 
 from tcl_ssl import TCLLoss, tcl_loss
 from tcl_ssl.loss import positive_pairs
-from tcl_ssl.bench_loss import official_formula as official_tcl_loss
+from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 
 
 def _views(batch: int = 24, dim: int = 16, num_views: int = 2, seed: int = 0, dtype=torch.float32):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tcl_ssl import TCLLoss, tcl_loss
-from tcl_ssl.bench_loss import official_formula as official_tcl_loss
+from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 
 
 def _batch(n: int = 64, d: int = 32, seed: int = 0):

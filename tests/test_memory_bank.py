@@ -7,7 +7,7 @@ import torch
 
 from tcl_ssl import TCLLoss
 from tcl_ssl.memory_bank import LabeledMemoryBank
-from tcl_ssl.bench_loss import official_formula as official_tcl_loss
+from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 
 DIM = 8
 

@@ -12,7 +12,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from tcl_ssl import TCLLoss, tcl_loss
 from tcl_ssl.pml import CrossBatchMemory, SelfSupervisedLoss, TCLPMLLoss
-from tcl_ssl.bench_loss import official_formula as official_tcl_loss
+from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 
 HYPERPARAMETERS = [(0.1, 5000.0, 1.0), (0.2, 100.0, 3.0), (0.5, 1.0, 0.5), (1.0, 0.0, 2.0)]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-from tcl_ssl.method import Method
+from tcl_ssl.methods.base import Method
 
 #: name -> "module:Class". tcl_ssl knows the baselines only through this table.
 METHODS: dict[str, str] = {
-    "tcl": "tcl_ssl.tcl:TCL",
+    "tcl": "tcl_ssl.methods.tcl:TCL",
 }
 
 

@@ -1,6 +1,6 @@
 """A picture of every augmentation recipe's views of a few CIFAR-10 images (``docs/augment_grid.png``).
 
-    python -m tcl_ssl.augment_grid --output docs/augment_grid.png
+    python -m augmentations.grid --output docs/augment_grid.png
 
 One block per recipe; in each, a row per image: the original, then ``num_views`` views
 (un-normalised for display).
@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 import augmentations
-from tcl_ssl.bench_augment import CIFAR10_MEAN, CIFAR10_STD, DEFAULT_IMAGE_ROOT, load_images
+from augmentations.samples import CIFAR10_MEAN, CIFAR10_STD, DEFAULT_IMAGE_ROOT, load_images
 
 __all__ = ["render_grid", "main"]
 
@@ -75,7 +75,7 @@ def render_grid(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Render the grid of ``--num-images`` images spread evenly over the sorted JPEGs to ``--output``."""
-    parser = argparse.ArgumentParser(prog="python -m tcl_ssl.augment_grid", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m augmentations.grid", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("docs/augment_grid.png"))
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGE_ROOT, help="folder of <class>/*.jpg")
     parser.add_argument("--num-images", type=int, default=6)

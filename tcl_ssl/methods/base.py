@@ -7,38 +7,13 @@ It never knows where the data came from. Subclasses implement :meth:`Method.trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import pytorch_lightning as pl
 import torch
-from lightly.utils.scheduler import cosine_warmup_schedule
 from torch import Tensor, nn
 
-
-@dataclass
-class OptimConfig:
-    """SGD with momentum and a cosine schedule with linear warm-up (per step).
-
-    ``lr`` is the learning rate at batch size 256; it is scaled linearly with the global batch
-    size (``batch_size`` per process times the number of processes).
-    """
-
-    lr: float = 0.06
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+from tcl_ssl.methods.optim import OptimConfig, _lr_factor
 
 
 class Method(pl.LightningModule):
@@ -123,8 +98,3 @@ class Method(pl.LightningModule):
         # more epochs follows the new horizon instead of the checkpoint's.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_lr_factor, warmup=warmup, total=total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine to 0.001."""
-    return cosine_warmup_schedule(min(step, total), total, 1.0, 0.001, warmup, 0.0)

@@ -7,7 +7,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
 
 from tcl_ssl.loss import TCLLoss
-from tcl_ssl.method import Method
+from tcl_ssl.methods.base import Method
 
 #: Recipe defaults, chosen by the sweeps in README.md ("Choosing the defaults"). The paper's
 #: k1 = 5000 (TCLLoss's default) drowns the negatives at these batch sizes: kNN fell below a

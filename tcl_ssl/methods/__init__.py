@@ -1,0 +1,11 @@
+"""Pretraining methods: the shared :class:`Method` base, optimiser settings, the registry, TCL.
+
+Baselines live in the top-level ``baselines`` package and are imported by name, lazily,
+through :func:`method_class`.
+"""
+
+from tcl_ssl.methods.base import Method
+from tcl_ssl.methods.optim import OptimConfig
+from tcl_ssl.methods.registry import available_methods, method_class
+
+__all__ = ["Method", "OptimConfig", "available_methods", "method_class"]
