@@ -328,6 +328,9 @@ def default_anchor_weights(
     return has_pos / has_pos.sum().clamp_min(1)
 
 
+ANCHOR_MODES = ("all", "first")
+
+
 class TCLLoss(nn.Module):
     """Tuned Contrastive Learning loss, a drop-in for lightly's ``NTXentLoss``.
 
@@ -350,10 +353,17 @@ class TCLLoss(nn.Module):
             contrasted with the global batch. Each process must pass the same batch size.
             The returned value is weighted so that its mean over processes is the loss of
             the global batch, and the gradients DDP averages equal the single-process ones.
-        memory_bank_size: ``(K, D)`` to keep the last ``K`` embeddings of width ``D`` (all
-            views, after gathering) as extra keys: with labels, bank entries of the anchor's
-            label are positives and the rest negatives; without labels all are negatives.
-            ``0`` (default) disables it. The bank is saved in ``state_dict()``.
+        memory_bank_size: ``(K, D)`` or ``K`` (the width ``D`` is then taken from the first
+            batch) to keep the last ``K`` keys (after gathering) as extra keys: with labels,
+            bank entries of the anchor's label are positives and the rest negatives; without
+            labels all are negatives. ``0`` (default) disables it. The bank starts empty and
+            is saved in ``state_dict()``.
+        anchors: ``"all"`` (default): every view is both anchors and keys, and all views go
+            into the bank. ``"first"``: lightly's query/key form (MoCo): ``out0`` are the
+            anchors (queries) and ``out1, ...`` the keys, the only entries that go into the
+            bank; an anchor's positives are its own image's keys (or, with labels, every key
+            and bank entry of its label), its negatives every other key in the batch and in
+            the bank.
     """
 
     def __init__(
@@ -363,6 +373,7 @@ class TCLLoss(nn.Module):
         k2: float = 1.0,
         gather_distributed: bool = False,
         memory_bank_size: int | tuple[int, int] = 0,
+        anchors: str = "all",
     ) -> None:
         super().__init__()
         validate_hyperparameters(temperature, k1, k2)
@@ -371,42 +382,45 @@ class TCLLoss(nn.Module):
         self.k2 = float(k2)
         if gather_distributed and not torch.distributed.is_available():
             raise ValueError("gather_distributed=True but torch.distributed is not available")
+        if anchors not in ANCHOR_MODES:
+            raise ValueError(f"anchors must be one of {', '.join(ANCHOR_MODES)}; got {anchors!r}")
         self.gather_distributed = gather_distributed
-        self.memory_bank: LabeledMemoryBank | None = None
-        if memory_bank_size != 0:
-            if not (isinstance(memory_bank_size, (tuple, list)) and len(memory_bank_size) == 2):
-                raise ValueError(
-                    f"memory_bank_size must be 0 or a (size, dim) pair, got {memory_bank_size!r}"
-                )
-            self.memory_bank = LabeledMemoryBank(int(memory_bank_size[0]), int(memory_bank_size[1]))
+        self.anchors = anchors
+        self.memory_bank = _memory_bank(memory_bank_size)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}"
+        return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}, anchors={self.anchors!r}"
 
     def forward(self, *views: Tensor, labels: Tensor | None = None) -> Tensor:
         """Loss of ``V >= 2`` views, each ``(B, D)``; ``labels`` ``(B,)`` for supervised TCL."""
         embeddings, groups = flatten_views(views, labels)
+        batch = views[0].shape[0]
         if labels is None:
-            groups = groups + dist.rank() * views[0].shape[0]  # image ids unique across processes
+            groups = groups + dist.rank() * batch  # image ids unique across processes
         elif self.memory_bank is not None and bool((labels < 0).any()):
             raise ValueError("labels must be >= 0 when a memory bank is used")
-        if self.memory_bank is not None and embeddings.shape[1] != self.memory_bank.dim:
-            raise ValueError(
-                f"embeddings have dimension {embeddings.shape[1]} but the memory bank was built "
-                f"for {self.memory_bank.dim} (memory_bank_size=({self.memory_bank.size}, {self.memory_bank.dim}))"
-            )
+        if self.memory_bank is not None:
+            self._check_bank_width(embeddings.shape[1])
         distributed = self.gather_distributed and dist.world_size() > 1
-        if not distributed and self.memory_bank is None:
+        queries = self.anchors == "first"
+        if not distributed and self.memory_bank is None and not queries:
             return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)
 
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             embeddings = F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
-        keys, key_groups = embeddings, groups
-        self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
+        if queries:
+            anchors, anchor_groups = embeddings[:batch], groups[:batch]
+            keys, key_groups = embeddings[batch:], groups[batch:]
+            self_index = None
+        else:
+            anchors, anchor_groups = keys, key_groups = embeddings, groups
+            self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
         if distributed:
-            keys = torch.cat(dist.gather(embeddings), dim=0)
-            key_groups = torch.cat(_all_gather_no_grad(groups), dim=0)
-            self_index = self_index + dist.rank() * embeddings.shape[0]
+            local_keys = keys.shape[0]
+            keys = torch.cat(dist.gather(keys), dim=0)
+            key_groups = torch.cat(_all_gather_no_grad(key_groups), dim=0)
+            if self_index is not None:
+                self_index = self_index + dist.rank() * local_keys
         batch_keys, batch_groups = keys, key_groups
         if self.memory_bank is not None:
             bank, bank_labels = self.memory_bank.get()
@@ -414,17 +428,41 @@ class TCLLoss(nn.Module):
                 bank_labels = torch.full_like(bank_labels, -1)  # never an anchor's image id
             keys = torch.cat([keys, bank.to(keys)], dim=0)
             key_groups = torch.cat([key_groups, bank_labels.to(key_groups.device)], dim=0)
-        weights = default_anchor_weights(groups, key_groups, self_index, embeddings.dtype)
+        weights = default_anchor_weights(anchor_groups, key_groups, self_index, anchors.dtype)
         if distributed:
             weights = _global_mean_weights(weights)
         loss = tcl_loss(
-            embeddings, groups, self.temperature, self.k1, self.k2,
+            anchors, anchor_groups, self.temperature, self.k1, self.k2,
             keys=keys, key_groups=key_groups, self_index=self_index,
             anchor_weights=weights, normalize=False,
         )
         if self.memory_bank is not None and self.training:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)
         return loss
+
+    def _check_bank_width(self, dim: int) -> None:
+        bank = self.memory_bank
+        assert bank is not None
+        if bank.dim is None:
+            bank.materialize(dim)
+        elif dim != bank.dim:
+            raise ValueError(
+                f"embeddings have dimension {dim} but the memory bank was built "
+                f"for {bank.dim} (memory_bank_size=({bank.size}, {bank.dim}))"
+            )
+
+
+def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
+    """The bank for ``memory_bank_size``: ``0`` none, ``K`` lazy width, ``(K, D)`` fixed."""
+    if isinstance(size, bool):
+        raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair, got {size!r}")
+    if isinstance(size, int):
+        if size < 0:
+            raise ValueError(f"memory_bank_size must be >= 0, got {size}")
+        return LabeledMemoryBank(size) if size else None
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return LabeledMemoryBank(int(size[0]), int(size[1])) if size[0] else None
+    raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair, got {size!r}")
 
 
 def _all_gather_no_grad(tensor: Tensor) -> list[Tensor]:

@@ -30,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, supervised: bool, bank: bool, results) -> None:
+def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, results) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -40,7 +40,7 @@ def _worker(rank: int, port: int, supervised: bool, bank: bool, results) -> None
         local = [v[rows].clone().requires_grad_(True) for v in views]
         local_labels = None if labels is None else labels[rows]
         loss_fn = TCLLoss(temperature=0.2, k1=50.0, k2=1.5, gather_distributed=True,
-                          memory_bank_size=(64, DIM) if bank else 0)
+                          memory_bank_size=(64, DIM) if bank else 0, anchors=anchors)
         losses = []
         for _ in range(2 if bank else 1):  # with a bank, the second step sees the first's keys
             for v in local:
@@ -53,14 +53,18 @@ def _worker(rank: int, port: int, supervised: bool, bank: bool, results) -> None
         torch_dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("supervised,bank", [(False, False), (True, False), (True, True), (False, True)])
-def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank):
+@pytest.mark.parametrize(
+    "supervised,bank,anchors",
+    [(False, False, "all"), (True, False, "all"), (True, True, "all"), (False, True, "all"),
+     (False, True, "first"), (True, True, "first")],
+)
+def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank, anchors):
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), supervised, bank, results), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), supervised, bank, anchors, results), nprocs=WORLD, join=True)
 
     views, labels = _inputs(supervised)
     views = [v.clone().requires_grad_(True) for v in views]
-    reference = TCLLoss(temperature=0.2, k1=50.0, k2=1.5, memory_bank_size=(64, DIM) if bank else 0)
+    reference = TCLLoss(temperature=0.2, k1=50.0, k2=1.5, memory_bank_size=(64, DIM) if bank else 0, anchors=anchors)
     expected = []
     for _ in range(2 if bank else 1):
         for v in views:

@@ -68,7 +68,7 @@ def test_bank_is_not_updated_in_eval_mode():
     assert int(loss_fn.memory_bank.filled) == 0
 
 
-@pytest.mark.parametrize("size", [5, (5,), (5, 8, 1)])
+@pytest.mark.parametrize("size", [-1, True, 2.5, (5,), (5, 8, 1)])
 def test_bad_bank_size_raises(size):
     with pytest.raises(ValueError, match="memory_bank_size"):
         TCLLoss(memory_bank_size=size)
@@ -84,3 +84,69 @@ def test_bank_of_another_width_raises():
     views, _ = _step(0)
     with pytest.raises(ValueError, match="memory bank was built for 4"):
         TCLLoss(memory_bank_size=(10, 4))(*views)
+
+
+def test_int_bank_size_takes_the_width_from_the_first_batch():
+    lazy, sized = TCLLoss(memory_bank_size=50), TCLLoss(memory_bank_size=(50, DIM))
+    for seed in range(3):
+        views, labels = _step(seed)
+        torch.testing.assert_close(lazy(*views, labels=labels), sized(*views, labels=labels))
+    assert lazy.memory_bank.dim == DIM
+    torch.testing.assert_close(lazy.memory_bank.get()[0], sized.memory_bank.get()[0])
+
+
+def test_int_bank_size_loads_a_saved_bank_before_its_first_batch():
+    saved = TCLLoss(memory_bank_size=(50, DIM))
+    for seed in range(2):
+        views, labels = _step(seed)
+        saved(*views, labels=labels)
+    restored = TCLLoss(memory_bank_size=50)
+    restored.load_state_dict(saved.state_dict())
+    views, labels = _step(7)
+    torch.testing.assert_close(restored(*views, labels=labels), saved(*views, labels=labels))
+
+
+def _direct_tcl(anchors, anchor_groups, keys, key_groups, t, k1, k2):
+    """The reference definition, anchor by anchor (anchors are not among the keys)."""
+    anchors = torch.nn.functional.normalize(anchors, dim=1)
+    keys = torch.nn.functional.normalize(keys, dim=1)
+    losses = []
+    for z, group in zip(anchors, anchor_groups):
+        sim = keys @ z
+        pos, neg = sim[key_groups == group], sim[key_groups != group]
+        if pos.numel() == 0:
+            continue
+        denom = (pos / t).exp().sum() + k1 * (-pos).exp().sum() + k2 * (neg / t).exp().sum()
+        losses.append(-((pos / t) - denom.log()).mean())
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_first_view_anchors_contrast_with_the_keys_and_the_bank(supervised):
+    loss_fn = TCLLoss(0.2, 30.0, 2.0, memory_bank_size=(100, DIM), anchors="first")
+    (q0, k0), labels0 = _step(0)
+    loss_fn(q0, k0, labels=labels0 if supervised else None)
+    assert int(loss_fn.memory_bank.filled) == 6  # only the keys were enqueued
+    (q1, k1), labels1 = _step(1)
+    loss = loss_fn(q1, k1, labels=labels1 if supervised else None)
+
+    keys = torch.cat([k1, k0])
+    if supervised:
+        anchor_groups, key_groups = labels1, torch.cat([labels1, labels0])
+    else:  # each query's positive is its own key; bank entries are negatives
+        anchor_groups, key_groups = torch.arange(6), torch.cat([torch.arange(6), 100 + torch.arange(6)])
+    expected = _direct_tcl(q1, anchor_groups, keys, key_groups, 0.2, 30.0, 2.0)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_first_view_anchors_with_one_image_are_lightlys_ntxent_with_a_memory_bank():
+    from lightly.loss import NTXentLoss
+
+    gen = torch.Generator().manual_seed(3)
+    bank = torch.nn.functional.normalize(torch.randn(16, DIM, generator=gen, dtype=torch.float64), dim=1)
+    ours = TCLLoss(temperature=0.3, k1=0.0, k2=1.0, memory_bank_size=(16, DIM), anchors="first").double()
+    ours.memory_bank.enqueue(bank)
+    lightly = NTXentLoss(temperature=0.3, memory_bank_size=(16, DIM)).double()
+    lightly.memory_bank.bank.copy_(bank)
+    query, key = (torch.randn(1, DIM, generator=gen, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(ours(query, key), lightly(query, key))
