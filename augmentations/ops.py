@@ -3,7 +3,8 @@
 Every op works on float32 batches ``(B, C, H, W)`` with values in ``[0, 1]`` and is a kornia
 augmentation, so it runs batched on the device of its input. Random ops draw one set of
 parameters per image (crop box, flip, jitter factors, blur sigma, apply/skip), as torchvision
-does per call; the exceptions are documented where the op is built.
+does per call; colour-jitter orders and AutoAugment sub-policies are chosen per image too
+(:class:`RandomChoice`), where kornia alone would share one per batch.
 
 Size rules shared by all recipes (the papers' settings, scaled to the image size):
 
@@ -13,6 +14,9 @@ Size rules shared by all recipes (the papers' settings, scaled to the image size
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import permutations
 
 import torch
 from kornia import augmentation as K
@@ -72,18 +76,22 @@ def horizontal_flip() -> K.RandomHorizontalFlip:
 
 def colour_jitter(
     channels: int, brightness: float, contrast: float, saturation: float, hue: float, p: float = 0.8
-) -> K.ColorJitter:
+) -> RandomChoice:
     """torchvision's ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)``.
 
     Factors are drawn per image from torchvision's ranges (``[1 - b, 1 + b]``, ..., hue
-    ``[-h, h]``) and applied with torchvision's formulas. The order of the four adjustments is a
-    random permutation drawn once per call and shared by the batch (torchvision draws one per
-    image). A 1-channel batch gets brightness and contrast only: saturation and hue are undefined
-    without colour.
+    ``[-h, h]``) and applied with torchvision's formulas, in an order drawn per image as
+    torchvision does: one kornia ``ColorJitter`` per order of the four adjustments, one of them
+    chosen per image (:class:`RandomChoice`; kornia alone draws one order per call, shared by the
+    batch). A 1-channel batch gets brightness and contrast only (two orders): saturation and hue
+    are undefined without colour.
     """
+    steps = (0, 1) if channels == 1 else (0, 1, 2, 3)
     if channels == 1:
         saturation, hue = 0.0, 0.0
-    return K.ColorJitter(brightness, contrast, saturation, hue, p=p)
+    return RandomChoice(
+        [K.ColorJitter(brightness, contrast, saturation, hue, p=p, order=order) for order in permutations(steps)]
+    )
 
 
 def grayscale(channels: int, p: float = 0.2) -> K.RandomGrayscale | None:
@@ -115,18 +123,55 @@ def solarize(p: float) -> K.RandomSolarize | None:
     return K.RandomSolarize(thresholds=(0.5, 0.5), additions=(0.0, 0.0), p=p)
 
 
-def auto_augment(channels: int, policy: str) -> AutoAugment:
-    """kornia's AutoAugment with the named policy (``"cifar10"``, ``"imagenet"`` or ``"svhn"``).
+def auto_augment(channels: int, policy: str) -> RandomChoice:
+    """AutoAugment with the named policy (``"cifar10"``, ``"imagenet"`` or ``"svhn"``), as torchvision's.
 
-    kornia draws one sub-policy per call, shared by the batch (torchvision draws one per image);
-    the magnitudes and apply decisions of its ops are drawn per image. For 1-channel batches the
-    ``"color"`` (saturation) ops are dropped from the policy: they are the identity on gray images
-    and kornia's implementation requires 3 channels.
+    One sub-policy is chosen uniformly per image, as torchvision does (:class:`RandomChoice` over
+    one kornia ``AutoAugment`` per sub-policy; kornia alone chooses one per call, shared by the
+    batch); the magnitudes and apply decisions of its ops are drawn per image. For 1-channel
+    batches the ``"color"`` (saturation) ops are dropped from the policy: they are the identity on
+    gray images and kornia's implementation requires 3 channels.
     """
     sub_policies = AUTOAUGMENT_POLICIES[policy]
     if channels == 1:
         sub_policies = [[op for op in sub_policy if op[0] != "color"] for sub_policy in sub_policies]
-    return AutoAugment(sub_policies)
+    return RandomChoice([AutoAugment([sub_policy]) for sub_policy in sub_policies])
+
+
+class RandomChoice(nn.Module):
+    """Apply one of ``options`` to each image, chosen uniformly and independently per image.
+
+    Input and output ``(B, C, H, W)``; every option must keep the shape. Images are grouped by
+    their choice, so a call costs one call of each option that was chosen, on its images only.
+    The choices are drawn from torch's global CPU generator (the pipeline's random stream), like
+    kornia's parameters.
+
+    Args:
+        options: modules mapping ``(b, C, H, W)`` to the same shape.
+        per_image: ``False`` chooses one option per call for the whole batch (kornia's behaviour
+            for colour-jitter orders and AutoAugment sub-policies): cheaper, less varied.
+    """
+
+    def __init__(self, options: Sequence[nn.Module], per_image: bool = True) -> None:
+        super().__init__()
+        if not options:
+            raise ValueError("RandomChoice needs at least one option")
+        self.options = nn.ModuleList(options)
+        self.per_image = per_image
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        count = len(self.options)
+        if not self.per_image or images.shape[0] == 1:
+            return self.options[int(torch.randint(count, ()))](images)
+        choice = torch.randint(count, (images.shape[0],))
+        out = torch.empty_like(images)
+        for option in torch.unique(choice).tolist():
+            index = (choice == option).nonzero().squeeze(1).to(images.device)
+            out[index] = self.options[option](images[index])
+        return out
+
+    def extra_repr(self) -> str:
+        return f"per_image={self.per_image}"
 
 
 class FitToSize(nn.Module):

@@ -118,6 +118,16 @@ def simaug(view: int, *, image_size: int, channels: int, min_scale: float = 0.2)
     )
 
 
+def crop_flip(view: int, *, image_size: int, channels: int, min_scale: float = 0.2) -> nn.Sequential:
+    """Random resized crop (area ``min_scale``-1) and horizontal flip, nothing else.
+
+    The training augmentation of the supervised cross-entropy baseline in the official SupCon
+    code (``main_ce.py``: ``RandomResizedCrop(scale=(0.2, 1))``, ``RandomHorizontalFlip``).
+    """
+    _check_fraction("min_scale", min_scale)
+    return ops.sequential(ops.resized_crop(image_size, (min_scale, 1.0)), ops.horizontal_flip())
+
+
 def evaluation(view: int, *, image_size: int, channels: int) -> ops.FitToSize:
     """Evaluation: resize the shorter side to ``image_size`` and centre crop. Deterministic."""
     return ops.FitToSize(image_size)
@@ -129,6 +139,7 @@ RECIPES: dict[str, Recipe] = {
     "byol": byol,
     "supcon": supcon,
     "simaug": simaug,
+    "crop-flip": crop_flip,
     "eval": evaluation,
 }
 """Recipes by the name :func:`build` takes."""
@@ -148,6 +159,7 @@ def build(
     num_views: int = 2,
     weak_view: bool = False,
     seed: int | None = None,
+    per_image_choices: bool = True,
     **recipe_options: object,
 ) -> Pipeline:
     """Build the augmentation pipeline of recipe ``name``.
@@ -163,6 +175,9 @@ def build(
             and randomly flipped only, as an extra positive.
         seed: seed of the pipeline's own random stream (see :class:`Pipeline`); ``None``
             draws from torch's global generator.
+        per_image_choices: choose the colour-jitter order and the AutoAugment sub-policy per
+            image, as torchvision does; ``False`` chooses one per view for the whole batch
+            (kornia's own behaviour), which is cheaper but less varied within a batch.
         **recipe_options: keyword options of the recipe function, e.g. ``min_scale``.
 
     Returns:
@@ -176,8 +191,9 @@ def build(
         raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(RECIPES)}")
     _check_int("image_size", image_size, minimum=1)
     _check_int("num_views", num_views, minimum=1)
-    if not isinstance(weak_view, bool):
-        raise ValueError(f"weak_view must be True or False, got {weak_view!r}")
+    for flag, value in (("weak_view", weak_view), ("per_image_choices", per_image_choices)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
     if seed is not None:
         _check_int("seed", seed, minimum=0)
     mean, std = _check_stats(mean, std)
@@ -191,7 +207,11 @@ def build(
     views = [recipe(i, image_size=image_size, channels=len(mean), **recipe_options) for i in range(num_views)]
     if weak_view:
         views.append(ops.sequential(ops.FitToSize(image_size), ops.horizontal_flip()))
-    return Pipeline(views, image_size=image_size, mean=mean, std=std, seed=seed)
+    pipeline = Pipeline(views, image_size=image_size, mean=mean, std=std, seed=seed)
+    for module in pipeline.modules():
+        if isinstance(module, ops.RandomChoice):
+            module.per_image = per_image_choices
+    return pipeline
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

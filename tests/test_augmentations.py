@@ -30,8 +30,8 @@ def unnormalise(view: torch.Tensor, stats: dict) -> torch.Tensor:
     return view * std + mean
 
 
-def test_available_names_the_six_recipes():
-    assert augmentations.available() == ["simclr", "mocov2", "byol", "supcon", "simaug", "eval"]
+def test_available_names_the_seven_recipes():
+    assert augmentations.available() == ["simclr", "mocov2", "byol", "supcon", "simaug", "crop-flip", "eval"]
 
 
 @pytest.mark.parametrize("image_size", [32, 96])
@@ -175,9 +175,11 @@ def test_grayscale_recipes_have_no_colour_ops():
 @pytest.mark.parametrize("image_size", [32, 96])
 def test_grayscale_supcon_runs_every_autoaugment_sub_policy(image_size):
     pipeline = augmentations.build("supcon", image_size=image_size, **GRAY)
-    auto_augment = next(m for m in pipeline.modules() if isinstance(m, AutoAugment))
+    auto_augments = [m for m in pipeline.views[0].modules() if isinstance(m, AutoAugment)]
     batch = torch.rand(4, 1, image_size, image_size)
-    for sub_policy in auto_augment.children():
+    assert len(auto_augments) == 25
+    for auto_augment in auto_augments:
+        (sub_policy,) = auto_augment.children()
         assert sub_policy(batch).shape == batch.shape
 
 

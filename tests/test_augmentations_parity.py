@@ -142,7 +142,7 @@ def test_jitter_applies_to_eighty_percent_with_torchvision_formulas(name, stats_
     expected = images[checked]
     adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     keys = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
-    for step in jitter._params["order"].tolist():
+    for step in jitter._fixed_order:  # the first of the recipe's fixed-order jitters
         factors = jitter._params[keys[step]][checked]
         if channels == 1 and step >= 2:
             assert bool((factors == (0 if step == 3 else 1)).all())
@@ -249,12 +249,14 @@ def test_supcon_crop_is_torchvision_padded_random_crop(image_size, padding):
 )
 @pytest.mark.parametrize("stats_", [RGB, GRAY], ids=["rgb", "gray"])
 def test_supcon_autoaugment_policy_is_the_published_one(image_size, policy, stats_):
-    auto_augment = op("supcon", AutoAugment, image_size=image_size, stats_=stats_)
+    pipeline = augmentations.build("supcon", image_size=image_size, num_views=1, **stats_)
+    # One single-sub-policy AutoAugment per sub-policy, in the policy's order.
+    sub_policies = [next(m.children()) for m in pipeline.views[0].modules() if isinstance(m, AutoAugment)]
     # kornia calls torchvision's "Color" (saturation) op "Saturate".
     ours = [
         [(type(operation).__name__.replace("Saturate", "Color"), round(float(operation.probability), 3))
          for operation in sub_policy.children()]
-        for sub_policy in auto_augment.children()
+        for sub_policy in sub_policies
     ]
     published = [[(name, p) for name, p, _ in sub] for sub in T.AutoAugment(policy).policies]
     if len(stats_["mean"]) == 1:  # colour (saturation) is the identity on gray images
@@ -268,3 +270,79 @@ def test_eval_matches_torchvision_resize_and_center_crop(height, width):
     (view,) = augmentations.build("eval", image_size=32, num_views=1, **RGB)(images)
     reference = T.Compose([T.Resize(32, antialias=True), T.CenterCrop(32), T.Normalize(**RGB)])
     torch.testing.assert_close(view, reference(images.float() / 255), atol=1e-5, rtol=0)
+
+
+def _marking_options(count: int) -> list[nn.Module]:
+    """Options that add their own index to the image, so the output tells which one ran."""
+
+    class Add(nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value = value
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images + self.value
+
+    return [Add(float(k)) for k in range(count)]
+
+
+def test_random_choice_draws_uniformly_and_independently_per_image():
+    from augmentations.ops import RandomChoice
+
+    choice = RandomChoice(_marking_options(24))
+    torch.manual_seed(0)
+    chosen = torch.cat([choice(torch.zeros(100, 1, 2, 2))[:, 0, 0, 0].long() for _ in range(40)])
+    counts = torch.bincount(chosen, minlength=24)
+    assert stats.chisquare(counts.numpy()).pvalue > ALPHA
+    # independence: consecutive images agree at the chance rate 1/24
+    assert_rate(chosen[1:] == chosen[:-1], 1 / 24, "same choice as the previous image")
+
+
+def test_random_choice_per_batch_shares_one_choice():
+    from augmentations.ops import RandomChoice
+
+    choice = RandomChoice(_marking_options(24), per_image=False)
+    torch.manual_seed(0)
+    firsts = []
+    for _ in range(200):
+        out = choice(torch.zeros(50, 1, 2, 2))[:, 0, 0, 0]
+        assert bool((out == out[0]).all())
+        firsts.append(int(out[0]))
+    assert stats.chisquare(torch.bincount(torch.tensor(firsts), minlength=24).numpy()).pvalue > ALPHA
+
+
+@pytest.mark.parametrize(("stats_", "orders"), [(RGB, 24), (GRAY, 2)], ids=["rgb", "gray"])
+@pytest.mark.parametrize("per_image", [True, False])
+def test_jitter_order_is_chosen_among_every_order_of_the_steps(stats_, orders, per_image):
+    from itertools import permutations
+
+    from augmentations.ops import RandomChoice
+
+    pipeline = augmentations.build("simclr", image_size=32, per_image_choices=per_image, **stats_)
+    (choice,) = [m for m in pipeline.views[0].modules() if isinstance(m, RandomChoice)]
+    assert choice.per_image is per_image
+    fixed = [option._fixed_order for option in choice.options]
+    steps = range(4) if orders == 24 else range(2)
+    assert sorted(fixed) == sorted(permutations(steps))
+    assert all(isinstance(option, K.ColorJitter) and option.p == 0.8 for option in choice.options)
+
+
+def test_per_image_jitter_orders_give_torchvisions_spread_within_a_batch():
+    """Where brightness clips, brightness-then-contrast and contrast-then-brightness differ; the
+    share of images whose brightness step came first is 1/2 per image (torchvision), not 0 or 1."""
+    from augmentations.ops import RandomChoice
+
+    pipeline = augmentations.build("simclr", image_size=8, **GRAY)
+    (choice,) = [m for m in pipeline.views[0].modules() if isinstance(m, RandomChoice)]
+    for option in choice.options:  # fixed factors, always applied: brightness x1.8, contrast x0.5
+        option._param_generator = type(option._param_generator)((1.8, 1.8), (0.5, 0.5), 0.0, 0.0)
+        option.p = 1.0
+    images = torch.cat([torch.full((800, 1, 8, 4), 0.2), torch.full((800, 1, 8, 4), 0.8)], dim=-1)
+    torch.manual_seed(0)
+    out = choice(images)
+    b_then_c = TF.adjust_contrast(TF.adjust_brightness(images[:1], 1.8), 0.5)
+    c_then_b = TF.adjust_brightness(TF.adjust_contrast(images[:1], 0.5), 1.8)
+    first = (out - b_then_c).flatten(1).abs().amax(1) < 1e-4
+    second = (out - c_then_b).flatten(1).abs().amax(1) < 1e-4
+    assert bool((first ^ second).all())  # every image got exactly one of the two orders
+    assert_rate(first, 0.5, "brightness before contrast")

@@ -36,7 +36,7 @@ from torchvision.transforms.functional import to_pil_image
 import augmentations
 from augmentations.samples import CIFAR10_MEAN, CIFAR10_STD, load_images
 
-__all__ = ["run", "format_table", "main"]
+__all__ = ["run", "choice_cost", "format_table", "main"]
 
 REPEATS = 5
 LOADER_WORKERS = 2
@@ -181,6 +181,29 @@ def run(
     return rows
 
 
+def choice_cost(
+    recipes: Sequence[str] = ("simclr", "supcon"), image_size: int = 32, num_images: int = 1024, batch_size: int = 256
+) -> list[dict]:
+    """Throughput of each recipe with colour-jitter orders / AutoAugment sub-policies chosen per
+    image (the default, as torchvision) and once per batch (kornia's own behaviour), on the CPU.
+
+    Returns one dict per recipe: ``recipe``, ``per_image`` and ``per_batch`` (images/s, two
+    views), and ``ratio`` (``per_image / per_batch``).
+    """
+    images, _ = load_images(num_images - num_images % batch_size, image_size)
+    rows = []
+    for recipe in recipes:
+        rates = {}
+        for per_image in (True, False):
+            pipeline = augmentations.build(
+                recipe, image_size=image_size, mean=CIFAR10_MEAN, std=CIFAR10_STD, per_image_choices=per_image
+            )
+            rates[per_image] = _rate_batched(pipeline, images, batch_size, torch.device("cpu"))
+        rows.append({"recipe": recipe, "per_image": rates[True], "per_batch": rates[False],
+                     "ratio": rates[True] / rates[False]})
+    return rows
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """A Markdown table of :func:`run`'s rows."""
     lines = [
@@ -210,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"at the end; torch {torch.__version__}; best of {REPEATS} passes"
     )
     print(format_table(rows))
+    print()
+    print(f"Cost of per-image choices (colour-jitter order, AutoAugment sub-policy), {args.image_sizes[0]} px, CPU:")
+    print("| recipe | per image, images/s | per batch, images/s | per image / per batch |")
+    print("|---|---:|---:|---:|")
+    for row in choice_cost(image_size=args.image_sizes[0], num_images=args.num_images, batch_size=args.batch_size):
+        print(f"| {row['recipe']} | {row['per_image']:,.0f} | {row['per_batch']:,.0f} | {row['ratio']:.2f} |")
     for row in rows:
         if row["pipeline"] == OURS and row["device"].startswith("cpu"):
             print(
