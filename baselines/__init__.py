@@ -1,0 +1,12 @@
+"""Baseline pretraining methods, each a :class:`tcl_ssl.methods.Method` built from lightly's and
+pytorch-metric-learning's reference components and run through the same recipe as TCL.
+
+- :mod:`baselines.simclr`: SimCLR (NT-Xent), self-supervised;
+- :mod:`baselines.moco`: MoCo v2 (momentum encoder + queue), self-supervised;
+- :mod:`baselines.moco_tcl`: the MoCo machinery with TCL as the criterion, both settings;
+- :mod:`baselines.byol`: BYOL (momentum target, predictor), self-supervised;
+- :mod:`baselines.supcon`: SupCon (pytorch-metric-learning's ``SupConLoss``), supervised;
+- :mod:`baselines.ce`: cross-entropy with a linear classifier, supervised.
+
+They are registered by name in :mod:`tcl_ssl.methods.registry` and imported only when asked for.
+"""

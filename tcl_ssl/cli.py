@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import warnings
@@ -34,15 +35,22 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>-<method>)")
     p.add_argument("--backbone", default=_DEFAULTS.backbone, help="resnet18, resnet34 or resnet50")
     p.add_argument("--stem", default=None, help="imagenet, small or small-pool (default: small for <= 64 px on a GPU, else imagenet)")
-    p.add_argument("--augmentation", default=_DEFAULTS.augmentation, help="augmentation recipe")
-    p.add_argument("--min-scale", type=float, default=None, help="smallest crop area fraction (recipe default)")
-    p.add_argument("--num-views", type=int, default=_DEFAULTS.num_views)
-    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="learning rate at batch size 256")
-    p.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
-    p.add_argument("--warmup-epochs", type=int, default=_DEFAULTS.warmup_epochs)
-    p.add_argument("--temperature", type=float, default=None, help="loss temperature (method default)")
-    p.add_argument("--k1", type=float, default=None, help="TCL hard-positive weight (method default)")
-    p.add_argument("--k2", type=float, default=None, help="TCL negative weight (method default)")
+    recipe = p.add_argument_group("training recipe (default: the method's published recipe, see --list-methods)")
+    recipe.add_argument("--augmentation", default=None, help="augmentation recipe: " + ", ".join(_recipes()))
+    recipe.add_argument("--min-scale", type=float, default=None, help="smallest crop area fraction")
+    recipe.add_argument("--num-views", type=int, default=None)
+    recipe.add_argument("--optimizer", default=None, choices=("sgd", "lars"))
+    recipe.add_argument("--lr", type=float, default=None, help="peak learning rate at batch size 256 (scaled linearly)")
+    recipe.add_argument("--weight-decay", type=float, default=None)
+    recipe.add_argument("--warmup-epochs", type=int, default=None, help="(default: the method's, at most a tenth of the run)")
+    options = p.add_argument_group("method hyper-parameters (default: the method's)")
+    options.add_argument("--temperature", type=float, default=None, help="loss temperature")
+    options.add_argument("--k1", type=float, default=None, help="TCL hard-positive weight")
+    options.add_argument("--k2", type=float, default=None, help="TCL negative weight")
+    options.add_argument(
+        "-o", "--method-option", action="append", default=[], metavar="NAME=VALUE",
+        help="any option of the method (see --list-methods), e.g. -o queue_size=8192 -o momentum_start=0.996",
+    )
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true, bf16-mixed")
     p.add_argument("--accelerator", default=_DEFAULTS.accelerator)
     p.add_argument("--devices", default=_DEFAULTS.devices)
@@ -51,6 +59,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="where torchvision datasets are stored/downloaded")
     p.add_argument("--image-size", type=int, default=None, help="image folders are resized to this")
     p.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
+    p.add_argument(
+        "--eval-split", default=_DEFAULTS.eval_split, choices=("test", "val"),
+        help="evaluate on the test split, or on a validation split (--val-fraction) held out of train: "
+        "choose hyper-parameters with val, report with test",
+    )
     p.add_argument(
         "--resume",
         default=None,
@@ -61,8 +74,28 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_pretrain, forwarded=False, parser=p)
 
 
-def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
+def _recipes() -> list[str]:
+    import augmentations
+
+    return augmentations.available()
+
+
+def _method_options(args: argparse.Namespace) -> dict:
+    """``--temperature/--k1/--k2`` and every ``-o NAME=VALUE`` (values parsed as JSON numbers,
+    booleans or null where they are, else kept as strings)."""
     options = {k: getattr(args, k) for k in ("temperature", "k1", "k2") if getattr(args, k) is not None}
+    for item in args.method_option:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--method-option must be NAME=VALUE, got {item!r}")
+        try:
+            options[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name.strip()] = text
+    return options
+
+
+def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     limit = args.limit_train_batches
     return PretrainConfig(
@@ -78,10 +111,11 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         augmentation=args.augmentation,
         augmentation_options={} if args.min_scale is None else {"min_scale": args.min_scale},
         num_views=args.num_views,
+        optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs,
-        method_options=options,
+        method_options=_method_options(args),
         precision=args.precision,
         accelerator=args.accelerator,
         devices=devices,
@@ -90,6 +124,7 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         data_dir=args.data_dir,
         image_size=args.image_size,
         val_fraction=args.val_fraction,
+        eval_split=args.eval_split,
         resume=args.resume,
         limit_train_batches=int(limit) if limit > 1 else limit,
     )
@@ -102,6 +137,7 @@ _FIELD_OF_DEST = {
     "temperature": "method_options",
     "k1": "method_options",
     "k2": "method_options",
+    "method_option": "method_options",
 }
 
 
@@ -132,11 +168,12 @@ def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig
 
 
 def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
-    from tcl_ssl.methods import available_methods
     from tcl_ssl.train import pretrain
 
     if args.list_methods:
-        print("\n".join(available_methods()))
+        from tcl_ssl.methods.registry import describe_methods
+
+        print(describe_methods())
         return 0
     config = _resumed_config(args, args.argv) if args.resume else _config_from_args(args)
     summary = pretrain(config)

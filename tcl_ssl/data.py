@@ -82,6 +82,13 @@ class ImageData:
     def image_size(self) -> int:
         return self.train.images.shape[-1]
 
+    def with_validation_split(self, fraction: float) -> ImageData:
+        """This dataset with a stratified ``fraction`` of the train split (fixed seed) held out as
+        the evaluation split in place of the test split: for choosing hyper-parameters without
+        looking at the test split. Normalisation statistics come from the remaining train part."""
+        train_idx, val_idx = stratified_split(self.train.labels.numpy(), fraction)
+        return _make(self.name, self.train.images, self.train.labels, train_idx, val_idx)
+
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images ``(N, C, H, W)``, in ``[0, 1]`` units."""

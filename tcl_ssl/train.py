@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: environment variable that hands the run directory to DDP child processes
 RUN_DIR_ENV = "TCL_SSL_RUN_DIR"
+#: where the kNN evaluation takes its queries: the test split, or a validation split held out of train
+EVAL_SPLITS = ("test", "val")
 
 
 @dataclass
@@ -52,13 +55,15 @@ class PretrainConfig:
     out: str | None = None
     backbone: str = "resnet18"
     stem: str | None = None  # None: chosen by image size and device, see resolved_stem()
-    augmentation: str = "simclr"
+    # Training recipe; None takes the method's published default (see resolved()).
+    augmentation: str | None = None
     augmentation_options: dict[str, Any] = field(default_factory=dict)  # e.g. min_scale
-    num_views: int = 2
-    lr: float = 0.06
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. temperature, k1, k2
+    num_views: int | None = None
+    optimizer: str | None = None  # sgd or lars
+    lr: float | None = None  # at batch size 256
+    weight_decay: float | None = None
+    warmup_epochs: int | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. temperature, k1, queue_size
     precision: str | None = None  # None: bf16-mixed on a GPU that supports it, else 32-true
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -68,29 +73,58 @@ class PretrainConfig:
     data_dir: str | None = None
     image_size: int | None = None  # image folders are resized to this (default 32)
     val_fraction: float = 0.1
+    eval_split: str = "test"  # "val": hold a validation split out of train and evaluate on it
     resume: str | None = None
     limit_train_batches: float | int = 1.0
 
+    def resolved(self) -> PretrainConfig:
+        """This configuration with every unset recipe field taken from the method's defaults.
+
+        A default warm-up lasts at most a tenth of the run (rounded up), so that a short run
+        is not all warm-up; a warm-up given explicitly is kept as it is.
+        """
+        defaults = method_class(self.method).defaults
+        warmup = self.warmup_epochs
+        if warmup is None:
+            warmup = min(defaults.warmup_epochs, math.ceil(self.epochs / 10))
+        return dataclasses.replace(
+            self,
+            augmentation=self.augmentation or defaults.augmentation,
+            num_views=self.num_views or defaults.num_views,
+            optimizer=self.optimizer or defaults.optimizer,
+            lr=defaults.lr if self.lr is None else self.lr,
+            weight_decay=defaults.weight_decay if self.weight_decay is None else self.weight_decay,
+            warmup_epochs=warmup,
+        )
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field, before any work is done."""
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
-        if self.num_views < 2:
-            raise ValueError(f"num_views must be >= 2, got {self.num_views}")
-        if self.knn_k < 1:
-            raise ValueError(f"knn_k must be >= 1, got {self.knn_k}")
-        if self.knn_every_n_epochs < 0:
-            raise ValueError(f"knn_every_n_epochs must be >= 0, got {self.knn_every_n_epochs}")
-        if self.augmentation not in augmentations.available():
+        cls = method_class(self.method)  # raises on unknown names
+        config = self.resolved()
+        if config.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {config.epochs}")
+        if config.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {config.batch_size}")
+        if config.knn_k < 1:
+            raise ValueError(f"knn_k must be >= 1, got {config.knn_k}")
+        if config.knn_every_n_epochs < 0:
+            raise ValueError(f"knn_every_n_epochs must be >= 0, got {config.knn_every_n_epochs}")
+        if config.augmentation not in augmentations.available():
             raise ValueError(
-                f"unknown augmentation {self.augmentation!r}; available: {', '.join(augmentations.available())}"
+                f"unknown augmentation {config.augmentation!r}; available: {', '.join(augmentations.available())}"
             )
-        if self.resume is not None and not Path(self.resume).is_file():
-            raise ValueError(f"resume checkpoint {self.resume!r} does not exist")
-        method_class(self.method)  # raises on unknown names
-        OptimConfig(self.lr, weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs)
+        if config.eval_split not in EVAL_SPLITS:
+            raise ValueError(f"eval_split must be one of {', '.join(EVAL_SPLITS)}, got {config.eval_split!r}")
+        if config.resume is not None and not Path(config.resume).is_file():
+            raise ValueError(f"resume checkpoint {config.resume!r} does not exist")
+        unknown = sorted(set(config.method_options) - set(cls.options()))
+        if unknown:
+            allowed = ", ".join(cls.options()) or "none"
+            raise ValueError(f"method {config.method!r} does not accept options {', '.join(unknown)}; allowed: {allowed}")
+        cls.check_setting(config.supervised, config.num_views)
+        OptimConfig(
+            config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, optimizer=config.optimizer
+        )
 
     def run_dir(self) -> Path:
         """``out``, or ``runs/<timestamp>-<method>``; DDP child processes (which re-run the
@@ -155,7 +189,7 @@ def knn_score(backbone: torch.nn.Module, data: ImageData, preprocess: torch.nn.M
 
 
 def build_method(config: PretrainConfig, data: ImageData) -> Method:
-    """The configured method with a fresh backbone and its training augmentation."""
+    """The configured method (``config`` resolved) with a fresh backbone and its training augmentation."""
     backbone, feature_dim = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
     augment = augmentations.build(
         config.augmentation,
@@ -166,7 +200,8 @@ def build_method(config: PretrainConfig, data: ImageData) -> Method:
         **config.augmentation_options,
     )
     optim = OptimConfig(
-        lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, batch_size=config.batch_size
+        lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
+        batch_size=config.batch_size, optimizer=config.optimizer,
     )
     cls = method_class(config.method)
     try:
@@ -186,6 +221,7 @@ def build_method(config: PretrainConfig, data: ImageData) -> Method:
 def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str, Any]:
     """Run one pretraining job and return its summary (also written to ``summary.json``)."""
     config.validate()
+    config = config.resolved()
     run_dir = config.run_dir()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -196,6 +232,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             image_size=config.image_size,
             val_fraction=config.val_fraction,
         )
+    if config.eval_split == "val":
+        data = data.with_validation_split(config.val_fraction)
     if len(data.train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
     precision = config.precision or default_precision(config.accelerator)
@@ -225,6 +263,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             "run_dir": str(run_dir),
             "precision": precision,
             "stem": resolved_stem(config, data.image_size),
+            "method_defaults": method_class(config.method).options(),
             "data": {"train": len(data.train), "test": len(data.test), "classes": data.num_classes,
                      "channels": data.channels, "image_size": data.image_size, "mean": data.mean, "std": data.std},
         }
@@ -250,6 +289,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         "supervised": config.supervised,
         "dataset": config.dataset,
         "epochs": config.epochs,
+        "eval_split": config.eval_split,
         "knn_top1": top1,
         "random_init_knn_top1": random_top1,
         "knn_gain": top1 - random_top1,

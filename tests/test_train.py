@@ -9,6 +9,7 @@ import torch
 
 from tcl_ssl.cli import main
 from tcl_ssl.data import ImageData, Split, load_builtin
+from tcl_ssl.methods import method_class
 from tcl_ssl.train import PretrainConfig, pretrain
 
 
@@ -113,3 +114,45 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
     assert (run / "logs" / "version_1" / "metrics.csv").is_file()  # the first run's logs are kept
+
+
+@pytest.mark.parametrize(
+    "method,supervised",
+    [("simclr", False), ("moco", False), ("moco-tcl", False), ("byol", False),
+     ("moco-tcl", True), ("supcon", True), ("ce", True)],
+)
+def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, method, supervised):
+    options = {"queue_size": 256} if method.startswith("moco") else {}
+    config = _config(tmp_path, method=method, supervised=supervised, knn_every_n_epochs=0, method_options=options)
+    summary = pretrain(config, data=small_digits)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    defaults = method_class(method).defaults
+    assert summary["method"] == method and summary["final_train_loss"] is not None
+    assert (saved["optimizer"], saved["lr"], saved["augmentation"], saved["num_views"]) == (
+        defaults.optimizer, defaults.lr, defaults.augmentation, defaults.num_views)
+    assert saved["method_defaults"] == method_class(method).options()
+
+
+def test_recipe_fields_resolve_to_the_method_defaults_unless_given():
+    byol = PretrainConfig(method="byol", epochs=8).resolved()
+    assert (byol.optimizer, byol.lr, byol.weight_decay, byol.augmentation) == ("lars", 1.0, 1e-5, "byol")
+    assert byol.warmup_epochs == 1  # 10 by the recipe, at most a tenth of 8 epochs (rounded up)
+    assert PretrainConfig(method="byol", epochs=200).resolved().warmup_epochs == 10
+    given = PretrainConfig(method="byol", epochs=8, lr=0.3, optimizer="sgd", warmup_epochs=5, num_views=2).resolved()
+    assert (given.optimizer, given.lr, given.warmup_epochs) == ("sgd", 0.3, 5)
+    assert PretrainConfig(method="ce").resolved().num_views == 1
+
+
+def test_cli_passes_method_options_and_lists_the_methods(tmp_path, capsys):
+    from tcl_ssl.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(
+        ["pretrain", "--method", "moco", "-o", "queue_size=8192", "-o", "momentum_start=0.996", "--optimizer", "lars"]
+    )
+    config = _config_from_args(args)
+    assert config.method_options == {"queue_size": 8192, "momentum_start": 0.996} and config.optimizer == "lars"
+    assert main(["pretrain", "--list-methods"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"| `{name}` |" in listed for name in ("tcl", "simclr", "moco", "moco-tcl", "byol", "supcon", "ce"))
+    assert main(["pretrain", "--method", "moco", "-o", "k1=3", "--out", str(tmp_path / "x")]) == 2
+    assert "does not accept options k1; allowed: momentum_start" in capsys.readouterr().err

@@ -2,18 +2,42 @@
 
 A method owns a backbone and whatever heads and losses it needs; it receives batches of uint8
 images already on the device, augments them there in one batched call, and returns a loss.
-It never knows where the data came from. Subclasses implement :meth:`Method.training_loss`.
+It never knows where the data came from. Subclasses implement :meth:`Method.training_loss` and
+state their training defaults (:class:`TrainingDefaults`) and the settings they support.
 """
 
 from __future__ import annotations
 
-from functools import partial
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from tcl_ssl.methods.optim import OptimConfig, _lr_factor
+from tcl_ssl.methods.optim import OptimConfig, build_optimizer, build_scheduler
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """A method's published training recipe, used where a run's configuration leaves a field unset.
+
+    Attributes:
+        optimizer: ``sgd`` or ``lars``.
+        lr: peak learning rate at batch size 256 (scaled linearly with the global batch).
+        weight_decay: weight decay of weights (norms and biases get none).
+        warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs (rounded up).
+        augmentation: name of the ``augmentations`` recipe.
+        num_views: augmented views per image.
+    """
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    augmentation: str
+    num_views: int = 2
 
 
 class Method(pl.LightningModule):
@@ -28,8 +52,18 @@ class Method(pl.LightningModule):
         optim: optimiser settings.
     """
 
-    #: methods that can only be trained with labels (e.g. cross-entropy) set this to True
-    requires_labels: bool = False
+    #: registry name, used in messages
+    name: ClassVar[str] = "method"
+    #: whether the method trains without labels (self-supervised) and with labels (supervised)
+    without_labels: ClassVar[bool] = True
+    with_labels: ClassVar[bool] = False
+    #: the number of views the method's loss accepts: (minimum, maximum or None)
+    views: ClassVar[tuple[int, int | None]] = (2, None)
+    #: the method's published training recipe and where it comes from
+    defaults: ClassVar[TrainingDefaults]
+    source: ClassVar[str] = ""
+    #: what an option whose default is ``None`` resolves to, in words (for the methods table)
+    auto_options: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -42,14 +76,44 @@ class Method(pl.LightningModule):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        if self.requires_labels and not supervised:
-            raise ValueError(f"method {type(self).__name__} is supervised only; pass supervised=True")
+        self.check_setting(supervised)
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.augment = augment
         self.supervised = supervised
         self.num_classes = num_classes
         self.optim = optim or OptimConfig()
+
+    @classmethod
+    def check_setting(cls, supervised: bool, num_views: int | None = None) -> None:
+        """Raise ``ValueError`` if the method cannot train in this setting or with this many views."""
+        if supervised and not cls.with_labels:
+            raise ValueError(
+                f"method {cls.name!r} is self-supervised only and cannot use labels; drop --supervised "
+                "(supervised=True), or pick a method that trains with labels (see --list-methods)"
+            )
+        if not supervised and not cls.without_labels:
+            raise ValueError(
+                f"method {cls.name!r} needs labels; run it with --supervised (supervised=True)"
+            )
+        low, high = cls.views
+        if num_views is not None and not (low <= num_views and (high is None or num_views <= high)):
+            allowed = f"exactly {low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
+            raise ValueError(f"method {cls.name!r} takes {allowed} views per image, got num_views={num_views}")
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """The method's own keyword options (hyper-parameters beyond the base's arguments) and
+        their defaults (``None`` where the method resolves the value when it is built)."""
+        base = set(inspect.signature(Method.__init__).parameters)
+        options: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if not issubclass(klass, Method) or klass is Method or "__init__" not in vars(klass):
+                continue
+            for param in inspect.signature(klass.__init__).parameters.values():
+                if param.name not in base and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+                    options[param.name] = None if param.default is param.empty else param.default
+        return options
 
     def forward(self, images: Tensor) -> Tensor:
         """Backbone features ``(B, feature_dim)`` of normalised images."""
@@ -58,6 +122,13 @@ class Method(pl.LightningModule):
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         """Scalar loss of one batch given ``V`` augmented views ``(B, C, H, W)`` each."""
         raise NotImplementedError
+
+    def project_views(self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None) -> tuple[Tensor, ...]:
+        """``head(backbone(view))`` of each of the ``V`` views in one batched pass: ``V`` tensors ``(B, D)``.
+
+        ``backbone`` defaults to the method's own (pass a momentum copy for target networks).
+        """
+        return head((backbone or self.backbone)(torch.cat(views))).chunk(len(views))
 
     def on_fit_start(self) -> None:
         """Give each process its own augmentation stream (seed_everything seeds all alike)."""
@@ -78,23 +149,9 @@ class Method(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
         return loss
 
-    def parameter_groups(self) -> list[dict]:
-        """Parameter groups for the optimiser; norms and biases get no weight decay."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
     def configure_optimizers(self):
-        lr = self.optim.lr * self.optim.batch_size * self.trainer.world_size / 256  # global batch
-        optimizer = torch.optim.SGD(
-            self.parameter_groups(), lr=lr, momentum=self.optim.momentum, weight_decay=self.optim.weight_decay
+        optimizer = build_optimizer(self, self.optim, self.trainer.world_size)
+        scheduler = build_scheduler(
+            optimizer, self.optim, self.trainer.estimated_stepping_batches, self.trainer.max_epochs or 1
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
-        warmup = min(self.optim.warmup_epochs * steps_per_epoch, total - 1)
-        # A plain function is not saved in the scheduler's state_dict, so a resumed run with
-        # more epochs follows the new horizon instead of the checkpoint's.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_lr_factor, warmup=warmup, total=total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

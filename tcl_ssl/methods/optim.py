@@ -1,18 +1,33 @@
-"""Optimiser settings shared by every method, and the learning-rate schedule."""
+"""The optimiser machinery shared by every method: SGD or LARS, linear warm-up, cosine decay.
+
+Learning rates are given at batch size 256 and scaled linearly with the global batch (the
+convention of SimCLR, MoCo, BYOL and solo-learn). Norm and bias parameters get no weight decay,
+and LARS leaves them out of its layer-wise adaptation (lightly's ``LARS`` skips any parameter
+group whose weight decay is 0), as SimCLR and BYOL do.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+import torch
+from lightly.utils.lars import LARS
 from lightly.utils.scheduler import cosine_warmup_schedule
+from torch import nn
+
+OPTIMIZERS = ("sgd", "lars")
+#: the batch size the configured learning rates refer to
+REFERENCE_BATCH = 256
 
 
 @dataclass
 class OptimConfig:
-    """SGD with momentum and a cosine schedule with linear warm-up (per step).
+    """Optimiser settings: ``optimizer`` (``sgd`` or ``lars``, momentum 0.9 both) and a per-step
+    schedule of ``warmup_epochs`` of linear warm-up followed by a cosine decay to 0.001 x the peak.
 
-    ``lr`` is the learning rate at batch size 256; it is scaled linearly with the global batch
-    size (``batch_size`` per process times the number of processes).
+    ``lr`` is the peak learning rate at batch size 256; it is scaled linearly with the global
+    batch size (``batch_size`` per process times the number of processes).
     """
 
     lr: float = 0.06
@@ -20,8 +35,11 @@ class OptimConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     batch_size: int = 256
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; available: {', '.join(OPTIMIZERS)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -31,7 +49,46 @@ class OptimConfig:
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
+    def peak_lr(self, world_size: int = 1) -> float:
+        """The peak learning rate for the global batch ``batch_size * world_size``."""
+        return self.lr * self.batch_size * world_size / REFERENCE_BATCH
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+
+def parameter_groups(module: nn.Module) -> list[dict]:
+    """Trainable parameters in two groups: weights (decayed) and norms/biases (no weight decay).
+
+    Frozen parameters (``requires_grad=False``, e.g. momentum encoders) are left out.
+    """
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(module: nn.Module, config: OptimConfig, world_size: int = 1) -> torch.optim.Optimizer:
+    """SGD or lightly's LARS over :func:`parameter_groups` of ``module`` at the scaled peak lr."""
+    groups = parameter_groups(module)
+    lr = config.peak_lr(world_size)
+    if config.optimizer == "lars":
+        return LARS(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warm-up + cosine schedule over ``total_steps`` (``epochs`` epochs).
+
+    The multiplier is a plain function of the step, not saved in the scheduler's state, so a
+    run resumed with more epochs follows its new horizon instead of the checkpoint's.
+    """
+    total = max(int(total_steps), 1)
+    steps_per_epoch = max(total // max(epochs, 1), 1)
+    warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup=warmup, total=total))
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
     """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine to 0.001."""
     return cosine_warmup_schedule(min(step, total), total, 1.0, 0.001, warmup, 0.0)

@@ -9,11 +9,18 @@ from tcl_ssl.methods.base import Method
 #: name -> "module:Class". tcl_ssl knows the baselines only through this table.
 METHODS: dict[str, str] = {
     "tcl": "tcl_ssl.methods.tcl:TCL",
+    "simclr": "baselines.simclr:SimCLR",
+    "moco": "baselines.moco:MoCo",
+    "moco-tcl": "baselines.moco_tcl:MoCoTCL",
+    "byol": "baselines.byol:BYOL",
+    "supcon": "baselines.supcon:SupCon",
+    "ce": "baselines.ce:CrossEntropy",
 }
 
 
 def available_methods() -> list[str]:
-    return sorted(METHODS)
+    """Registered method names, in the table's order (TCL first, then the baselines)."""
+    return list(METHODS)
 
 
 def method_class(name: str) -> type[Method]:
@@ -22,3 +29,36 @@ def method_class(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
     module_name, class_name = METHODS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def describe_methods() -> str:
+    """A Markdown table of every method: settings, hyper-parameter defaults, recipe and source.
+
+    README.md shows this table (a test keeps them equal); ``tcl-ssl pretrain --list-methods``
+    prints it.
+    """
+    lines = [
+        "| method | trains | hyper-parameters (`-o NAME=VALUE`) | optimiser, lr at 256, weight decay, warm-up epochs "
+        "| augmentation, views | source |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in available_methods():
+        cls = method_class(name)
+        settings = [s for s, ok in (("self-supervised", cls.without_labels), ("supervised", cls.with_labels)) if ok]
+        options = ", ".join(
+            f"{key}={cls.auto_options.get(key, 'auto') if value is None else _format(value)}"
+            for key, value in cls.options().items()
+        ) or "-"
+        d = cls.defaults
+        recipe = f"{d.optimizer.upper()}, {_format(d.lr)}, {_format(d.weight_decay)}, {d.warmup_epochs}"
+        lines.append(
+            f"| `{name}` | {' + '.join(settings)} | {options} | {recipe} | `{d.augmentation}`, {d.num_views} "
+            f"| {cls.source} |"
+        )
+    return "\n".join(lines)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
 
 from tcl_ssl.loss import TCLLoss
-from tcl_ssl.methods.base import Method
+from tcl_ssl.methods.base import Method, TrainingDefaults
 
 #: Recipe defaults, chosen by the sweeps in README.md ("Choosing the defaults"). The paper's
 #: k1 = 5000 (TCLLoss's default) drowns the negatives at these batch sizes: kNN fell below a
@@ -19,9 +18,20 @@ SUPERVISED_DEFAULTS = {"temperature": 0.1, "k1": 10.0, "k2": 1.0}
 class TCL(Method):
     """Tuned Contrastive Learning; self-supervised by default, supervised with labels.
 
-    Hyper-parameters left as ``None`` take :data:`SUPERVISED_DEFAULTS` or
-    :data:`SELF_SUPERVISED_DEFAULTS` depending on ``supervised``.
+    Every view of every image is an anchor; its positives are the other views of the image
+    (self-supervised) or every view of every image of its class (supervised). The head is
+    lightly's ``SimCLRProjectionHead`` (``hidden_dim``, ``output_dim``). Hyper-parameters left as
+    ``None`` take :data:`SUPERVISED_DEFAULTS` or :data:`SELF_SUPERVISED_DEFAULTS`; these and the
+    training recipe (SGD, lr 0.06 at batch 256, weight decay 5e-4, 1 warm-up epoch, ``simclr``
+    augmentation) were chosen by measurement on the built-in digits (README, "Choosing the
+    defaults").
     """
+
+    name = "tcl"
+    with_labels = True
+    defaults = TrainingDefaults(optimizer="sgd", lr=0.06, weight_decay=5e-4, warmup_epochs=1, augmentation="simclr")
+    source = "this project's sweeps (README, Choosing the defaults)"
+    auto_options = {"temperature": "0.2 (supervised 0.1)", "k1": "10", "k2": "1"}
 
     def __init__(
         self,
@@ -44,5 +54,4 @@ class TCL(Method):
         self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
-        projections = self.projection_head(self.backbone(torch.cat(views))).chunk(len(views))
-        return self.criterion(*projections, labels=labels)
+        return self.criterion(*self.project_views(views, self.projection_head), labels=labels)

@@ -1,0 +1,39 @@
+"""SimCLR (Chen et al., ICML 2020): two views, a projection head, NT-Xent over the batch."""
+
+from __future__ import annotations
+
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor
+
+from tcl_ssl.methods import Method
+from tcl_ssl.methods.base import TrainingDefaults
+
+
+class SimCLR(Method):
+    """SimCLR with lightly's ``SimCLRProjectionHead`` and ``NTXentLoss`` (gathered across processes).
+
+    Defaults, from the official code's CIFAR-10 command (google-research/simclr README:
+    ``--train_batch_size=512 --learning_rate=1.0 --weight_decay=1e-4 --temperature=0.5
+    --color_jitter_strength=0.5 --use_blur=False``, linear lr scaling, LARS, 10 warm-up epochs):
+    temperature 0.5; LARS, lr 1.0 at batch 256, weight decay 1e-4; the ``simclr`` augmentation
+    (jitter strength 0.5, no blur at 32 px). Head (paper, section B.1): 2 layers, hidden width
+    = backbone width (``hidden_dim=None``), output 128, lightly's BatchNorm layout.
+
+    Self-supervised only: NT-Xent has no use for labels (``supcon`` or ``tcl --supervised`` do).
+    """
+
+    name = "simclr"
+    views = (2, 2)
+    defaults = TrainingDefaults(optimizer="lars", lr=1.0, weight_decay=1e-4, warmup_epochs=10, augmentation="simclr")
+    source = "SimCLR paper; official CIFAR-10 command (google-research/simclr README)"
+    auto_options = {"hidden_dim": "backbone width"}
+
+    def __init__(self, *args, temperature: float = 0.5, hidden_dim: int | None = None, output_dim: int = 128, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim or self.feature_dim, output_dim)
+        self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
+
+    def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
+        z0, z1 = self.project_views(views, self.projection_head)
+        return self.criterion(z0, z1)

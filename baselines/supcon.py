@@ -1,0 +1,52 @@
+"""Supervised Contrastive Learning (Khosla et al., NeurIPS 2020), pytorch-metric-learning's loss."""
+
+from __future__ import annotations
+
+import torch
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.models.utils import concat_all_gather
+from lightly.utils import dist
+from pytorch_metric_learning.losses import SupConLoss
+from torch import Tensor
+
+from tcl_ssl.methods import Method
+from tcl_ssl.methods.base import TrainingDefaults
+
+
+class SupCon(Method):
+    """SupCon (the L_out form) with pytorch-metric-learning's ``SupConLoss`` on all views and labels.
+
+    Every view of every image is an anchor; its positives are all views of the images of its
+    class. Under DDP, projections and labels are gathered (with gradients, lightly's
+    ``gather``) and every process computes the loss of the global batch, which gives the
+    single-process gradient.
+
+    Defaults, from the official code (HobbitLong/SupContrast): head ``Linear(d, d) - ReLU -
+    Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``); temperature 0.1, SGD lr
+    0.5 at batch 1024 (0.125 at 256), weight decay 1e-4, cosine with 10 warm-up epochs (the
+    README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). The official loss
+    is also multiplied by ``temperature / 0.07``, a constant factor PML's loss leaves out.
+    """
+
+    name = "supcon"
+    without_labels = False
+    with_labels = True
+    defaults = TrainingDefaults(optimizer="sgd", lr=0.125, weight_decay=1e-4, warmup_epochs=10, augmentation="simaug")
+    source = "SupCon official code (HobbitLong/SupContrast) README and main_supcon.py"
+    auto_options = {"hidden_dim": "backbone width"}
+
+    def __init__(self, *args, temperature: float = 0.1, hidden_dim: int | None = None, output_dim: int = 128, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.projection_head = SimCLRProjectionHead(
+            self.feature_dim, hidden_dim or self.feature_dim, output_dim, batch_norm=False
+        )
+        self.criterion = SupConLoss(temperature=temperature)
+
+    def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
+        assert labels is not None
+        embeddings = torch.cat(self.project_views(views, self.projection_head))
+        groups = labels.repeat(len(views))
+        if dist.world_size() > 1:
+            embeddings = torch.cat(dist.gather(embeddings))
+            groups = concat_all_gather(groups)
+        return self.criterion(embeddings, groups)

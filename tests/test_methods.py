@@ -1,0 +1,350 @@
+"""Every method (TCL and the baselines): settings, training mechanics, momentum targets, queues,
+checkpoints, and loss identities against independent implementations."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from lightly.models.utils import update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from torch import nn
+
+from tcl_ssl import TCLLoss, tcl_loss
+from tcl_ssl.data import Split, batch_loader, load_builtin
+from tcl_ssl.methods import Method, OptimConfig, available_methods, method_class
+from tcl_ssl.methods.momentum import MomentumMethod
+from tcl_ssl.methods.optim import build_optimizer
+
+BATCH = 16
+SELF_SUPERVISED = ["tcl", "simclr", "moco", "moco-tcl", "byol"]
+SUPERVISED = ["tcl", "moco-tcl", "supcon", "ce"]
+#: small heads and queues so that the tests run in seconds
+SMALL = {
+    "tcl": {"hidden_dim": 32, "output_dim": 16},
+    "simclr": {"hidden_dim": 32, "output_dim": 16},
+    "moco": {"hidden_dim": 32, "output_dim": 16, "queue_size": 48},
+    "moco-tcl": {"hidden_dim": 32, "output_dim": 16, "queue_size": 48},
+    "byol": {"hidden_dim": 32, "output_dim": 16},
+    "supcon": {"hidden_dim": 32, "output_dim": 16},
+    "ce": {},
+}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class TwoFixedViews(nn.Module):
+    """A deterministic 'augmentation': the image and its mirror image, normalised."""
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = images.float().div(255).sub(0.13).div(0.3)
+        return [x, x.flip(-1)]
+
+
+def tiny_backbone() -> tuple[nn.Module, int]:
+    backbone = nn.Sequential(
+        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    return backbone, 24
+
+
+def build(name: str, supervised: bool = False, seed: int = 0, **options) -> Method:
+    torch.manual_seed(seed)
+    backbone, dim = tiny_backbone()
+    optim = OptimConfig(lr=0.1, weight_decay=1e-4, warmup_epochs=0, batch_size=BATCH)
+    return method_class(name)(
+        backbone, dim, TwoFixedViews(), supervised=supervised, num_classes=10, optim=optim,
+        **(SMALL[name] | options),
+    )
+
+
+@pytest.fixture(scope="module")
+def shuffled_digits() -> Split:
+    data = load_builtin()  # sorted by class: shuffle, so that every batch has all classes
+    keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:14 * BATCH]
+    return Split(data.train.images[keep], data.train.labels[keep])
+
+
+@pytest.fixture(scope="module")
+def digits(shuffled_digits) -> Split:
+    """4 batches of digits."""
+    return Split(shuffled_digits.images[: 4 * BATCH], shuffled_digits.labels[: 4 * BATCH])
+
+
+@pytest.fixture(scope="module")
+def stream(shuffled_digits) -> Split:
+    """10 other batches of digits, to train on."""
+    return Split(shuffled_digits.images[4 * BATCH :], shuffled_digits.labels[4 * BATCH :])
+
+
+def _views_and_labels(digits: Split, start: int = 0):
+    images = digits.images[start:start + BATCH]
+    return TwoFixedViews()(images), digits.labels[start:start + BATCH]
+
+
+def _fill_queue_with_current_keys(method: Method, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """Put the key encoder's current keys of ``images`` (both views) in the method's queue, so that
+    a loss measured before and after training meets the negatives it would meet in training."""
+    bank = method.criterion.memory_bank
+    with torch.no_grad():
+        keys = torch.cat(method.project_views(TwoFixedViews()(images), method.projection_head_momentum,
+                                              method.backbone_momentum))
+    if hasattr(bank, "bank_ptr"):  # lightly's queue (MoCo)
+        bank.bank.copy_(nn.functional.normalize(keys, dim=1)[: bank.bank.shape[0]])
+    else:  # TCLLoss's labelled bank (moco-tcl)
+        bank.filled.zero_()
+        bank.position.zero_()
+        bank.enqueue(nn.functional.normalize(keys, dim=1), None if labels is None else labels.repeat(2))
+
+
+def _eval_loss(method: Method, views, labels, queue_images=None) -> float:
+    """The training loss on fixed views, without changing any queue (filled with current keys of
+    ``queue_images`` first, where the method has one)."""
+    criterion = getattr(method, "criterion", None)
+    has_queue = isinstance(method, MomentumMethod) and hasattr(criterion, "memory_bank")
+    if queue_images is not None and has_queue:
+        _fill_queue_with_current_keys(method, *queue_images)
+    if criterion is not None:
+        criterion.eval()
+    with torch.no_grad():
+        loss = float(method.training_loss(views, labels))
+    if criterion is not None:
+        criterion.train()
+    return loss
+
+
+def test_registry_lists_every_method_and_rejects_others():
+    assert available_methods() == ["tcl", "simclr", "moco", "moco-tcl", "byol", "supcon", "ce"]
+    for name in available_methods():
+        assert issubclass(method_class(name), Method) and method_class(name).name == name
+    with pytest.raises(ValueError, match="unknown method 'swav'; available: tcl, simclr, moco, moco-tcl, byol, supcon, ce"):
+        method_class("swav")
+
+
+@pytest.mark.parametrize(
+    "name,supervised",
+    [(n, False) for n in SELF_SUPERVISED] + [(n, True) for n in SUPERVISED],
+)
+def test_training_lowers_the_loss_with_finite_gradients(digits, stream, name, supervised):
+    """30 SGD steps on a stream of other images lower the loss on a held-out batch (queues
+    holding the current keys of other held-out images, before and after)."""
+    method = build(name, supervised)
+    views, labels = _views_and_labels(digits, 0)
+    labels = labels if supervised else None
+    queue = (digits.images[BATCH:2 * BATCH + BATCH // 2], digits.labels[BATCH:2 * BATCH + BATCH // 2] if supervised else None)
+    before = _eval_loss(method, views, labels, queue)
+    optimizer = build_optimizer(method, OptimConfig(lr=0.05, weight_decay=0.0, warmup_epochs=0, batch_size=256))
+    for step in range(30):
+        train_views, train_labels = _views_and_labels(stream, BATCH * (step % (len(stream) // BATCH)))
+        optimizer.zero_grad()
+        loss = method.training_loss(train_views, train_labels if supervised else None)
+        assert torch.isfinite(loss)
+        loss.backward()
+        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+        optimizer.step()
+        if isinstance(method, MomentumMethod):
+            for online, target in method.momentum_pairs():
+                update_momentum(online, target, 0.9)
+    after = _eval_loss(method, views, labels, queue)
+    assert after < before - 0.05 * abs(before), (before, after)
+
+
+@pytest.mark.parametrize("name", ["moco", "moco-tcl", "byol"])
+def test_targets_get_no_gradient_and_move_toward_the_online_networks(digits, name):
+    method = build(name)
+    views, _ = _views_and_labels(digits)
+    optimizer = build_optimizer(method, OptimConfig(lr=0.5, weight_decay=0.0, warmup_epochs=0, batch_size=256))
+    for start in (0, BATCH):
+        optimizer.zero_grad()
+        method.training_loss(_views_and_labels(digits, start)[0], None).backward()
+        optimizer.step()
+    for online, target in method.momentum_pairs():
+        target_params = list(target.parameters())
+        assert all(not p.requires_grad and p.grad is None for p in target_params)
+        optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        assert not optimised & {id(p) for p in target_params}
+        distance = lambda: sum(float((a - b).detach().norm()) for a, b in zip(online.parameters(), target.parameters()))
+        before = [p.clone() for p in target_params]
+        gap = distance()
+        assert gap > 0  # the online network has moved away from its copy
+        update_momentum(online, target, 0.75)
+        assert distance() == pytest.approx(0.75 * gap, rel=1e-4)  # EMA: the gap shrinks by m
+        assert any(not torch.equal(a, b) for a, b in zip(before, target.parameters()))
+
+
+def test_moco_queue_fills_with_the_keys_and_wraps(digits):
+    method = build("moco")  # queue of 48, 2 x 16 keys per step
+    bank = method.criterion.memory_bank
+    pointers = []
+    for start in (0, BATCH, 2 * BATCH):
+        views, _ = _views_and_labels(digits, start)
+        method.training_loss(views, None).backward()
+        pointers.append(int(bank.bank_ptr))
+    assert pointers == [32, 16, 0]  # 32, 64 -> 16 (wraps, truncating), 48 -> 0
+    with torch.no_grad():
+        k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
+    # the last step enqueued k1 (at 16..31) then k0 (at 32..47)
+    torch.testing.assert_close(bank.bank[16:32], nn.functional.normalize(k1, dim=1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bank.bank[32:48], nn.functional.normalize(k0, dim=1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_moco_tcl_queue_keeps_labels_and_wraps(digits, supervised):
+    method = build("moco-tcl", supervised)
+    bank = method.criterion.memory_bank
+    for start in (0, BATCH, 2 * BATCH):
+        views, labels = _views_and_labels(digits, start)
+        method.training_loss(views, labels if supervised else None).backward()
+    assert int(bank.filled) == 48 and int(bank.position) == (6 * BATCH) % 48
+    stored = bank.get()[1]
+    if supervised:  # the last step put k1 at 16..31 and k0 at 32..47, each with the batch's labels
+        assert stored[16:32].tolist() == labels.tolist() and stored[32:48].tolist() == labels.tolist()
+    else:
+        assert bool((stored == -1).all())
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_moco_tcl_is_the_tcl_core_on_queries_against_keys_and_queue(digits, supervised):
+    method = build("moco-tcl", supervised, k1=0.0, k2=1.5, temperature=0.3)
+    first, first_labels = _views_and_labels(digits, 0)
+    method.training_loss(first, first_labels if supervised else None)  # puts 32 keys in the queue
+    bank, bank_labels = (t.clone() for t in method.criterion.memory_bank.get())
+    views, labels = _views_and_labels(digits, BATCH)
+    loss = method.training_loss(views, labels if supervised else None)
+
+    with torch.no_grad():
+        q0, q1 = method.project_views(views, method.projection_head)
+        k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
+    groups = labels if supervised else torch.arange(BATCH)
+    queue_groups = bank_labels if supervised else torch.full((bank.shape[0],), -1)
+    k1n = nn.functional.normalize(k1, dim=1)
+    # The first call sees the queue, then enqueues its keys k1; the second sees both.
+    first_call = tcl_loss(q0, groups, 0.3, 0.0, 1.5, keys=torch.cat([k1, bank]),
+                          key_groups=torch.cat([groups, queue_groups]))
+    second_call = tcl_loss(q1, groups, 0.3, 0.0, 1.5, keys=torch.cat([k0, k1n, bank]),
+                           key_groups=torch.cat([groups, groups if supervised else torch.full((BATCH,), -1), queue_groups]))
+    torch.testing.assert_close(loss, 0.5 * (first_call + second_call))
+
+
+def test_simclr_loss_is_tcl_with_k1_zero(digits):
+    method = build("simclr", temperature=0.3)
+    views, _ = _views_and_labels(digits)
+    loss = method.training_loss(views, None)
+    z0, z1 = method.project_views(views, method.projection_head)
+    torch.testing.assert_close(loss, TCLLoss(temperature=0.3, k1=0.0, k2=1.0)(z0, z1))
+
+
+def test_supcon_loss_is_supervised_tcl_with_k1_zero(digits):
+    method = build("supcon", True, temperature=0.2)
+    views, labels = _views_and_labels(digits)
+    loss = method.training_loss(views, labels)
+    z0, z1 = method.project_views(views, method.projection_head)
+    torch.testing.assert_close(loss, TCLLoss(temperature=0.2, k1=0.0, k2=1.0)(z0, z1, labels=labels))
+
+
+def test_cross_entropy_is_the_classifiers_loss_on_every_view(digits):
+    method = build("ce", True)
+    views, labels = _views_and_labels(digits)
+    logits = method.classifier(method.backbone(torch.cat(views)))
+    expected = nn.functional.cross_entropy(logits, labels.repeat(2))
+    torch.testing.assert_close(method.training_loss(views, labels), expected)
+
+
+@pytest.mark.parametrize(
+    "name,supervised,num_views,match",
+    [
+        ("supcon", False, 2, "needs labels"),
+        ("ce", False, 1, "needs labels"),
+        ("simclr", True, 2, "self-supervised only"),
+        ("moco", True, 2, "self-supervised only"),
+        ("byol", True, 2, "self-supervised only"),
+        ("byol", False, 3, "exactly 2 views"),
+        ("tcl", False, 1, "2 or more views"),
+    ],
+)
+def test_methods_refuse_settings_they_cannot_train(name, supervised, num_views, match):
+    with pytest.raises(ValueError, match=match):
+        method_class(name).check_setting(supervised, num_views)
+
+
+@pytest.mark.parametrize("name,supervised", [("supcon", False), ("ce", False), ("simclr", True), ("byol", True)])
+def test_a_method_built_in_the_wrong_setting_raises(name, supervised):
+    with pytest.raises(ValueError, match="needs labels" if not supervised else "self-supervised only"):
+        build(name, supervised)
+
+
+@pytest.mark.parametrize("optimizer,cls_name", [("sgd", "SGD"), ("lars", "LARS")])
+def test_optimizer_machinery_builds_sgd_or_lars_with_no_decay_on_norms_and_biases(optimizer, cls_name):
+    method = build("byol")
+    config = OptimConfig(lr=0.4, weight_decay=1e-5, warmup_epochs=0, batch_size=128, optimizer=optimizer)
+    built = build_optimizer(method, config, world_size=4)
+    assert type(built).__name__ == cls_name
+    decayed, plain = built.param_groups
+    assert decayed["lr"] == pytest.approx(0.4 * 128 * 4 / 256) and decayed["weight_decay"] == 1e-5
+    assert plain["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in plain["params"])
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert {id(p) for g in built.param_groups for p in g["params"]} == trainable
+
+
+class _StopAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+class _RecordMomentum(Callback):
+    def __init__(self):
+        self.values = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.values.append(pl_module.ema_momentum())
+
+
+def _fit(method: Method, digits: Split, tmp_path, *, stop_after_first: bool = False, ckpt_path=None):
+    record = _RecordMomentum()
+    callbacks = [record, ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)]
+    if stop_after_first:
+        callbacks.append(_StopAfterFirstEpoch())
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    loader = batch_loader(digits, BATCH, shuffle=False, drop_last=True)
+    trainer.fit(method, train_dataloaders=loader, ckpt_path=ckpt_path)
+    return record.values
+
+
+@pytest.mark.parametrize("name", ["moco", "moco-tcl", "byol"])
+def test_resumed_run_continues_schedule_targets_and_queue_exactly(digits, tmp_path, name):
+    options = {"momentum_start": 0.9, "momentum_end": 0.99}
+    whole = build(name, **options)
+    whole_momenta = _fit(whole, digits, tmp_path / "whole")
+
+    first = build(name, **options)
+    first_momenta = _fit(first, digits, tmp_path / "part", stop_after_first=True)
+    checkpoint = torch.load(tmp_path / "part" / "last.ckpt", weights_only=False)
+    restored = build(name, seed=1, **options)  # other initial weights, empty queue
+    restored.load_state_dict(checkpoint["state_dict"])
+    for (key, value), expected in zip(restored.state_dict().items(), first.state_dict().values()):
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=key)  # targets and queue included
+    second_momenta = _fit(restored, digits, tmp_path / "part", ckpt_path=tmp_path / "part" / "last.ckpt")
+
+    steps = 2 * (4 * BATCH // BATCH)
+    assert whole_momenta == [cosine_schedule(s, steps, 0.9, 0.99) for s in range(steps)]
+    assert first_momenta + second_momenta == whole_momenta
+    for (key, value), expected in zip(restored.state_dict().items(), whole.state_dict().values()):
+        torch.testing.assert_close(value, expected, msg=key)
+
+
+def test_readme_table_of_method_defaults_is_the_code(tmp_path):
+    from pathlib import Path
+
+    from tcl_ssl.methods.registry import describe_methods
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert describe_methods() in readme
