@@ -7,7 +7,7 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import Tensor, nn
 
-from tcl_ssl.methods.base import TrainingDefaults
+from tcl_ssl.methods.base import TrainingDefaults, check_size
 from tcl_ssl.methods.momentum import MomentumMethod, momentum_copy
 
 
@@ -18,17 +18,19 @@ class BYOL(MomentumMethod):
     projection. The loss is the paper's symmetric ``2 - 2 cos`` summed over both directions,
     ``2 (NCS(p0, z1) + NCS(p1, z0))`` (a constant 4 below it).
 
-    Defaults, from solo-learn's CIFAR-10 recipe ``scripts/pretrain/cifar/byol.yaml``: projection
-    4096 -> 256, prediction 4096 -> 256, momentum 0.99 -> 1.0 (cosine by step), LARS lr 1.0 at
-    batch 256, weight decay 1e-5, 10 warm-up epochs; the ``byol`` augmentation (the paper's two
-    asymmetric views). LARS is lightly's (trust coefficient 0.001, as the BYOL paper's), where
-    solo-learn clips the adapted lr with a coefficient of 0.02.
+    Defaults, from the official code's preset for runs of up to 100 epochs
+    (google-deepmind/deepmind-research ``byol/configs/byol.py``; also lightly's ImageNet BYOL
+    benchmark): LARS (trust coefficient 0.001, lightly's), lr 0.45 at batch 256, weight decay
+    1e-6, 10 warm-up epochs, momentum 0.99 -> 1.0 (cosine by step); heads 4096 -> 256; the
+    ``byol`` augmentation (the paper's two asymmetric views). solo-learn's CIFAR-10 recipe
+    (lr 1.0, weight decay 1e-5) is tuned for its own LARS, which clips the adapted lr with a
+    trust coefficient of 0.02; with lightly's LARS its steps would be about 20x smaller.
     """
 
     name = "byol"
     views = (2, 2)
-    defaults = TrainingDefaults(optimizer="lars", lr=1.0, weight_decay=1e-5, warmup_epochs=10, augmentation="byol")
-    source = "solo-learn cifar/byol.yaml; heads and augmentation: BYOL paper"
+    defaults = TrainingDefaults(optimizer="lars", lr=0.45, weight_decay=1e-6, warmup_epochs=10, augmentation="byol")
+    source = "BYOL official code, up-to-100-epoch preset (as lightly's ImageNet benchmark); heads, augmentation: paper"
 
     def __init__(
         self,
@@ -40,6 +42,8 @@ class BYOL(MomentumMethod):
         **kwargs,
     ) -> None:
         super().__init__(*args, momentum_start=momentum_start, momentum_end=momentum_end, **kwargs)
+        check_size("hidden_dim", hidden_dim)
+        check_size("output_dim", output_dim)
         self.projection_head = BYOLProjectionHead(self.feature_dim, hidden_dim, output_dim)
         self.prediction_head = BYOLPredictionHead(output_dim, hidden_dim, output_dim)
         self.backbone_momentum = momentum_copy(self.backbone)
@@ -54,4 +58,4 @@ class BYOL(MomentumMethod):
         p0, p1 = (self.prediction_head(z) for z in z_online)
         with torch.no_grad():
             z0, z1 = self.project_views(views, self.projection_head_momentum, self.backbone_momentum)
-        return 2 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+        return 2 * (self.float32_loss(self.criterion, p0, z1) + self.float32_loss(self.criterion, p1, z0))

@@ -35,4 +35,4 @@ class CrossEntropy(Method):
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         assert labels is not None
         logits = self.classifier(self.backbone(torch.cat(views)))
-        return F.cross_entropy(logits, labels.repeat(len(views)))
+        return self.float32_loss(F.cross_entropy, logits, target=labels.repeat(len(views)))

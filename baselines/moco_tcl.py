@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from baselines.moco import MoCo
 from tcl_ssl.loss import TCLLoss
@@ -11,14 +11,16 @@ from tcl_ssl.loss import TCLLoss
 class MoCoTCL(MoCo):
     """MoCo's machinery (momentum key encoder, queue, symmetric loss, recipe) with ``TCLLoss``.
 
-    Queries are the anchors; the current keys plus the queue are the keys (``TCLLoss`` with
-    ``anchors="first"`` and a labelled memory bank). Without labels a query's positive is its
-    own key and every other key and queue entry is a negative; with labels (``--supervised``)
-    every key and queue entry of the query's class is a positive. This gives TCL a large set of
-    negatives on small batches, where the k1 term's weight against them matters most.
+    Queries are the anchors; the current keys of the other view plus the queue are the keys
+    (``TCLLoss`` with ``anchors="first"`` and a labelled memory bank). Without labels a query's
+    positive is its image's key and every other key and queue entry is a negative; with labels
+    (``--supervised``) every key and queue entry of the query's class is a positive. Both terms
+    see the queue as it was before the step; the keys of both views are enqueued after them.
+    This gives TCL a large set of negatives on small batches, where the k1 term's weight
+    against them matters most.
 
-    Defaults: MoCo's (``baselines.moco``), plus ``k2 = 1`` and ``k1 = 1`` (chosen on the
-    validation split of the built-in digits, README "TCL inside MoCo").
+    Defaults: MoCo's (``baselines.moco``), with ``k2 = 1`` and ``k1 = 1``, chosen on the
+    validation split of the built-in digits (README, "TCL inside MoCo").
     """
 
     name = "moco-tcl"
@@ -26,15 +28,17 @@ class MoCoTCL(MoCo):
     source = "moco's recipe; k1 chosen on validation (README)"
 
     def __init__(self, *args, k1: float = 1.0, k2: float = 1.0, **kwargs) -> None:
-        self._tcl_weights = (k1, k2)
         super().__init__(*args, **kwargs)
-
-    def build_criterion(self, temperature: float, queue_size: int, output_dim: int) -> nn.Module:
-        k1, k2 = self._tcl_weights
-        return TCLLoss(
-            temperature=temperature, k1=k1, k2=k2, gather_distributed=True,
-            memory_bank_size=(queue_size, output_dim), anchors="first",
+        self.criterion = TCLLoss(
+            temperature=self.temperature, k1=k1, k2=k2, gather_distributed=True,
+            memory_bank_size=(self.queue_size, self.output_dim), anchors="first",
         )
 
-    def contrast(self, queries: Tensor, keys: Tensor, labels: Tensor | None) -> Tensor:
-        return self.criterion(queries, keys, labels=labels)
+    def symmetric_loss(self, q0: Tensor, q1: Tensor, k0: Tensor, k1: Tensor, labels: Tensor | None) -> Tensor:
+        loss = 0.5 * (
+            self.criterion(q0, k1, labels=labels, update_bank=False)
+            + self.criterion(q1, k0, labels=labels, update_bank=False)
+        )
+        if self.criterion.training:
+            self.criterion.enqueue(k1, k0, labels=labels)
+        return loss

@@ -7,7 +7,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
 
 from tcl_ssl.methods import Method
-from tcl_ssl.methods.base import TrainingDefaults
+from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
 
 
 class SimCLR(Method):
@@ -31,9 +31,12 @@ class SimCLR(Method):
 
     def __init__(self, *args, temperature: float = 0.5, hidden_dim: int | None = None, output_dim: int = 128, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        check_positive("temperature", temperature)
+        check_size("hidden_dim", hidden_dim or self.feature_dim)
+        check_size("output_dim", output_dim)
         self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim or self.feature_dim, output_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         z0, z1 = self.project_views(views, self.projection_head)
-        return self.criterion(z0, z1)
+        return self.float32_loss(self.criterion, z0, z1)

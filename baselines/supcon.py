@@ -10,7 +10,7 @@ from pytorch_metric_learning.losses import SupConLoss
 from torch import Tensor
 
 from tcl_ssl.methods import Method
-from tcl_ssl.methods.base import TrainingDefaults
+from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
 
 
 class SupCon(Method):
@@ -24,8 +24,9 @@ class SupCon(Method):
     Defaults, from the official code (HobbitLong/SupContrast): head ``Linear(d, d) - ReLU -
     Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``); temperature 0.1, SGD lr
     0.5 at batch 1024 (0.125 at 256), weight decay 1e-4, cosine with 10 warm-up epochs (the
-    README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). The official loss
-    is also multiplied by ``temperature / 0.07``, a constant factor PML's loss leaves out.
+    README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). As in the
+    official ``losses.py``, PML's loss is multiplied by ``temperature / base_temperature``
+    (0.1 / 0.07), a constant factor on the gradient.
     """
 
     name = "supcon"
@@ -35,8 +36,21 @@ class SupCon(Method):
     source = "SupCon official code (HobbitLong/SupContrast) README and main_supcon.py"
     auto_options = {"hidden_dim": "backbone width"}
 
-    def __init__(self, *args, temperature: float = 0.1, hidden_dim: int | None = None, output_dim: int = 128, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        temperature: float = 0.1,
+        base_temperature: float = 0.07,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        check_positive("temperature", temperature)
+        check_positive("base_temperature", base_temperature)
+        check_size("hidden_dim", hidden_dim or self.feature_dim)
+        check_size("output_dim", output_dim)
+        self.scale = temperature / base_temperature
         self.projection_head = SimCLRProjectionHead(
             self.feature_dim, hidden_dim or self.feature_dim, output_dim, batch_norm=False
         )
@@ -44,9 +58,12 @@ class SupCon(Method):
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         assert labels is not None
-        embeddings = torch.cat(self.project_views(views, self.projection_head))
-        groups = labels.repeat(len(views))
+        return self.contrast(torch.cat(self.project_views(views, self.projection_head)), labels.repeat(len(views)))
+
+    def contrast(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The scaled SupCon loss of ``(N, D)`` projections with ``(N,)`` labels, over the global
+        batch: under DDP every process gathers all projections (with gradients) and labels."""
         if dist.world_size() > 1:
             embeddings = torch.cat(dist.gather(embeddings))
-            groups = concat_all_gather(groups)
-        return self.criterion(embeddings, groups)
+            labels = concat_all_gather(labels)
+        return self.scale * self.float32_loss(self.criterion, embeddings, labels=labels)

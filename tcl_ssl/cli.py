@@ -142,13 +142,18 @@ _FIELD_OF_DEST = {
 
 
 def _given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations of the options that appear on the command line (not defaults)."""
-    given = set()
-    for action in parser._actions:
-        for option in action.option_strings:
-            if any(token == option or token.startswith(option + "=") for token in argv):
-                given.add(action.dest)
-    return given
+    """Destinations of the options that appear on the command line (not defaults), found by
+    parsing ``argv`` (after the sub-command) again with every default suppressed."""
+    actions = [a for a in parser._actions if a.dest != "help"]
+    saved = [a.default for a in actions]
+    try:
+        for action in actions:
+            action.default = argparse.SUPPRESS
+        given, _ = parser.parse_known_args(argv[argv.index("pretrain") + 1 :])
+    finally:
+        for action, default in zip(actions, saved):
+            action.default = default
+    return {a.dest for a in actions} & set(vars(given))
 
 
 def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig:

@@ -391,23 +391,20 @@ class TCLLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}, anchors={self.anchors!r}"
 
-    def forward(self, *views: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Loss of ``V >= 2`` views, each ``(B, D)``; ``labels`` ``(B,)`` for supervised TCL."""
-        embeddings, groups = flatten_views(views, labels)
+    def forward(self, *views: Tensor, labels: Tensor | None = None, update_bank: bool = True) -> Tensor:
+        """Loss of ``V >= 2`` views, each ``(B, D)``; ``labels`` ``(B,)`` for supervised TCL.
+
+        ``update_bank=False`` leaves the memory bank as it is (for several calls that should all
+        see the same bank; put their keys in afterwards with :meth:`enqueue`).
+        """
+        embeddings, groups = self._embeddings_and_groups(views, labels)
         batch = views[0].shape[0]
-        if labels is None:
-            groups = groups + dist.rank() * batch  # image ids unique across processes
-        elif self.memory_bank is not None and bool((labels < 0).any()):
-            raise ValueError("labels must be >= 0 when a memory bank is used")
-        if self.memory_bank is not None:
-            self._check_bank_width(embeddings.shape[1])
         distributed = self.gather_distributed and dist.world_size() > 1
         queries = self.anchors == "first"
         if not distributed and self.memory_bank is None and not queries:
             return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)
 
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            embeddings = F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
+        embeddings = _normalized_float(embeddings)
         if queries:
             anchors, anchor_groups = embeddings[:batch], groups[:batch]
             keys, key_groups = embeddings[batch:], groups[batch:]
@@ -436,9 +433,36 @@ class TCLLoss(nn.Module):
             keys=keys, key_groups=key_groups, self_index=self_index,
             anchor_weights=weights, normalize=False,
         )
-        if self.memory_bank is not None and self.training:
+        if self.memory_bank is not None and self.training and update_bank:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)
         return loss
+
+    @torch.no_grad()
+    def enqueue(self, *keys: Tensor, labels: Tensor | None = None) -> None:
+        """Put ``V >= 1`` batches of keys ``(B, D)`` (gathered across processes with
+        ``gather_distributed``) and their ``labels`` ``(B,)`` into the memory bank, as
+        :meth:`forward` does with its keys; for calls made with ``update_bank=False``."""
+        if self.memory_bank is None:
+            raise ValueError("enqueue needs a memory bank; build the loss with memory_bank_size")
+        embeddings, groups = self._embeddings_and_groups(keys, labels, min_views=1)
+        embeddings = _normalized_float(embeddings)
+        if self.gather_distributed and dist.world_size() > 1:
+            embeddings = torch.cat(_all_gather_no_grad(embeddings), dim=0)
+            groups = torch.cat(_all_gather_no_grad(groups), dim=0)
+        self.memory_bank.enqueue(embeddings, None if labels is None else groups)
+
+    def _embeddings_and_groups(
+        self, views: tuple[Tensor, ...], labels: Tensor | None, min_views: int = 2
+    ) -> tuple[Tensor, Tensor]:
+        """Flat embeddings and group ids (image ids unique across processes, or labels)."""
+        embeddings, groups = flatten_views(views, labels, min_views)
+        if labels is None:
+            groups = groups + dist.rank() * views[0].shape[0]
+        elif self.memory_bank is not None and bool((labels < 0).any()):
+            raise ValueError("labels must be >= 0 when a memory bank is used")
+        if self.memory_bank is not None:
+            self._check_bank_width(embeddings.shape[1])
+        return embeddings, groups
 
     def _check_bank_width(self, dim: int) -> None:
         bank = self.memory_bank
@@ -465,6 +489,12 @@ def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
     raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair, got {size!r}")
 
 
+def _normalized_float(embeddings: Tensor) -> Tensor:
+    """L2-normalised embeddings in float32 (float64 stays), outside autocast."""
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        return F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
+
+
 def _all_gather_no_grad(tensor: Tensor) -> list[Tensor]:
     out = [torch.empty_like(tensor) for _ in range(dist.world_size())]
     torch.distributed.all_gather(out, tensor.contiguous())
@@ -483,13 +513,15 @@ def _global_mean_weights(local_weights: Tensor) -> Tensor:
     return has_pos * dist.world_size() / count.clamp_min(1)
 
 
-def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None) -> tuple[Tensor, Tensor]:
+def flatten_views(
+    views: tuple[Tensor, ...], labels: Tensor | None, min_views: int = 2
+) -> tuple[Tensor, Tensor]:
     """Stack ``V`` views of ``(B, D)`` into ``(V*B, D)`` embeddings and ``(V*B,)`` group ids.
 
     Group ids are ``labels`` repeated per view, or the image index ``0..B-1`` without labels.
     """
-    if len(views) < 2:
-        raise ValueError(f"TCLLoss needs at least two views, got {len(views)}")
+    if len(views) < min_views:
+        raise ValueError(f"TCLLoss needs at least {min_views} view(s), got {len(views)}")
     first = views[0]
     for v, out in enumerate(views):
         if not isinstance(out, Tensor) or out.ndim != 2:

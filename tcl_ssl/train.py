@@ -25,6 +25,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
@@ -80,13 +81,13 @@ class PretrainConfig:
     def resolved(self) -> PretrainConfig:
         """This configuration with every unset recipe field taken from the method's defaults.
 
-        A default warm-up lasts at most a tenth of the run (rounded up), so that a short run
-        is not all warm-up; a warm-up given explicitly is kept as it is.
+        A default warm-up lasts at most a tenth of the run (rounded to whole epochs), so that a
+        short run is not all warm-up; a warm-up given explicitly is kept as it is.
         """
         defaults = method_class(self.method).defaults
         warmup = self.warmup_epochs
         if warmup is None:
-            warmup = min(defaults.warmup_epochs, math.ceil(self.epochs / 10))
+            warmup = min(defaults.warmup_epochs, math.floor(self.epochs / 10 + 0.5))
         return dataclasses.replace(
             self,
             augmentation=self.augmentation or defaults.augmentation,
@@ -122,9 +123,12 @@ class PretrainConfig:
             allowed = ", ".join(cls.options()) or "none"
             raise ValueError(f"method {config.method!r} does not accept options {', '.join(unknown)}; allowed: {allowed}")
         cls.check_setting(config.supervised, config.num_views)
-        OptimConfig(
+        optim = OptimConfig(
             config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, optimizer=config.optimizer
         )
+        # Build the method once on a stand-in backbone, so that bad option values fail now,
+        # not after the data is loaded.
+        _construct(cls, config, nn.Identity(), 8, nn.Identity(), num_classes=2, optim=optim)
 
     def run_dir(self) -> Path:
         """``out``, or ``runs/<timestamp>-<method>``; DDP child processes (which re-run the
@@ -203,19 +207,20 @@ def build_method(config: PretrainConfig, data: ImageData) -> Method:
         lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
         batch_size=config.batch_size, optimizer=config.optimizer,
     )
-    cls = method_class(config.method)
+    return _construct(method_class(config.method), config, backbone, feature_dim, augment, data.num_classes, optim)
+
+
+def _construct(
+    cls: type[Method], config: PretrainConfig, backbone: nn.Module, feature_dim: int, augment: nn.Module,
+    num_classes: int, optim: OptimConfig,
+) -> Method:
     try:
         return cls(
-            backbone,
-            feature_dim,
-            augment,
-            supervised=config.supervised,
-            num_classes=data.num_classes,
-            optim=optim,
+            backbone, feature_dim, augment, supervised=config.supervised, num_classes=num_classes, optim=optim,
             **config.method_options,
         )
-    except TypeError as error:
-        raise ValueError(f"method {config.method!r} does not accept options {config.method_options}: {error}") from error
+    except TypeError as error:  # e.g. a float where an int is needed
+        raise ValueError(f"invalid value in options {config.method_options} of method {config.method!r}: {error}") from error
 
 
 def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str, Any]:

@@ -131,15 +131,21 @@ def test_registry_lists_every_method_and_rejects_others():
     [(n, False) for n in SELF_SUPERVISED] + [(n, True) for n in SUPERVISED],
 )
 def test_training_lowers_the_loss_with_finite_gradients(digits, stream, name, supervised):
-    """30 SGD steps on a stream of other images lower the loss on a held-out batch (queues
-    holding the current keys of other held-out images, before and after)."""
+    """60 SGD steps on a stream of other images lower the mean loss on three held-out batches
+    (queues holding the current keys of other held-out images, before and after)."""
     method = build(name, supervised)
-    views, labels = _views_and_labels(digits, 0)
-    labels = labels if supervised else None
-    queue = (digits.images[BATCH:2 * BATCH + BATCH // 2], digits.labels[BATCH:2 * BATCH + BATCH // 2] if supervised else None)
-    before = _eval_loss(method, views, labels, queue)
-    optimizer = build_optimizer(method, OptimConfig(lr=0.05, weight_decay=0.0, warmup_epochs=0, batch_size=256))
-    for step in range(30):
+    held_out = [_views_and_labels(digits, start) for start in (0, 2 * BATCH, 3 * BATCH)]
+    queue = (digits.images[BATCH : 2 * BATCH + BATCH // 2], digits.labels[BATCH : 2 * BATCH + BATCH // 2])
+
+    def held_out_loss() -> float:
+        return sum(
+            _eval_loss(method, views, labels if supervised else None, (queue[0], queue[1] if supervised else None))
+            for views, labels in held_out
+        ) / len(held_out)
+
+    before = held_out_loss()
+    optimizer = build_optimizer(method, OptimConfig(lr=0.02, weight_decay=0.0, warmup_epochs=0, batch_size=256))
+    for step in range(60):
         train_views, train_labels = _views_and_labels(stream, BATCH * (step % (len(stream) // BATCH)))
         optimizer.zero_grad()
         loss = method.training_loss(train_views, train_labels if supervised else None)
@@ -151,8 +157,9 @@ def test_training_lowers_the_loss_with_finite_gradients(digits, stream, name, su
         if isinstance(method, MomentumMethod):
             for online, target in method.momentum_pairs():
                 update_momentum(online, target, 0.9)
-    after = _eval_loss(method, views, labels, queue)
-    assert after < before - 0.05 * abs(before), (before, after)
+    after = held_out_loss()
+    # an untrained or broken method stays put or rises; every method here fell by 3 % (SupCon) to 85 %
+    assert after < before - 0.02 * abs(before), (before, after)
 
 
 @pytest.mark.parametrize("name", ["moco", "moco-tcl", "byol"])
@@ -178,6 +185,23 @@ def test_targets_get_no_gradient_and_move_toward_the_online_networks(digits, nam
         assert any(not torch.equal(a, b) for a, b in zip(before, target.parameters()))
 
 
+@pytest.mark.parametrize("name", ["moco", "byol"])
+def test_the_training_hook_moves_targets_by_the_scheduled_momentum(digits, tmp_path, name):
+    method = build(name, momentum_start=0.6, momentum_end=0.6)
+    with torch.no_grad():  # make the online networks differ from their copies
+        for online, _ in method.momentum_pairs():
+            for param in online.parameters():
+                param.add_(torch.randn_like(param) * 0.1)
+    pairs = [([p.clone() for p in online.parameters()], [p.clone() for p in target.parameters()])
+             for online, target in method.momentum_pairs()]
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(method, train_dataloaders=batch_loader(digits, BATCH, shuffle=False, drop_last=True))
+    for (online_before, target_before), (_, target) in zip(pairs, method.momentum_pairs()):
+        for o, t0, t in zip(online_before, target_before, target.parameters()):
+            torch.testing.assert_close(t, 0.6 * t0 + 0.4 * o)
+
+
 def test_moco_queue_fills_with_the_keys_and_wraps(digits):
     method = build("moco")  # queue of 48, 2 x 16 keys per step
     bank = method.criterion.memory_bank
@@ -186,12 +210,32 @@ def test_moco_queue_fills_with_the_keys_and_wraps(digits):
         views, _ = _views_and_labels(digits, start)
         method.training_loss(views, None).backward()
         pointers.append(int(bank.bank_ptr))
-    assert pointers == [32, 16, 0]  # 32, 64 -> 16 (wraps, truncating), 48 -> 0
+    assert pointers == [32, 0, 32]  # 32; 64 -> wraps (lightly truncates at the end); 32
     with torch.no_grad():
         k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
-    # the last step enqueued k1 (at 16..31) then k0 (at 32..47)
-    torch.testing.assert_close(bank.bank[16:32], nn.functional.normalize(k1, dim=1), atol=1e-6, rtol=0)
-    torch.testing.assert_close(bank.bank[32:48], nn.functional.normalize(k0, dim=1), atol=1e-6, rtol=0)
+    # the last step enqueued k1 then k0, once, at 0..31
+    torch.testing.assert_close(bank.bank[:BATCH], nn.functional.normalize(k1, dim=1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bank.bank[BATCH:2 * BATCH], nn.functional.normalize(k0, dim=1), atol=1e-6, rtol=0)
+
+
+def test_moco_loss_is_the_mean_of_both_directions_against_the_queue_before_the_step(digits):
+    from lightly.loss import NTXentLoss
+
+    method = build("moco", temperature=0.3)
+    method.training_loss(_views_and_labels(digits, 0)[0], None)  # puts real keys in the queue
+    queue = method.criterion.memory_bank.bank.clone()
+    views, _ = _views_and_labels(digits, BATCH)
+    loss = method.training_loss(views, None)
+    with torch.no_grad():
+        q0, q1 = method.project_views(views, method.projection_head)
+        k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
+
+    def against_queue(queries, keys):  # lightly's NT-Xent with a frozen copy of the queue
+        reference = NTXentLoss(temperature=0.3, memory_bank_size=tuple(queue.shape)).eval()
+        reference.memory_bank.bank.copy_(queue)
+        return reference(queries, keys)
+
+    torch.testing.assert_close(loss, 0.5 * (against_queue(q0, k1) + against_queue(q1, k0)))
 
 
 @pytest.mark.parametrize("supervised", [False, True])
@@ -223,13 +267,12 @@ def test_moco_tcl_is_the_tcl_core_on_queries_against_keys_and_queue(digits, supe
         k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
     groups = labels if supervised else torch.arange(BATCH)
     queue_groups = bank_labels if supervised else torch.full((bank.shape[0],), -1)
-    k1n = nn.functional.normalize(k1, dim=1)
-    # The first call sees the queue, then enqueues its keys k1; the second sees both.
-    first_call = tcl_loss(q0, groups, 0.3, 0.0, 1.5, keys=torch.cat([k1, bank]),
-                          key_groups=torch.cat([groups, queue_groups]))
-    second_call = tcl_loss(q1, groups, 0.3, 0.0, 1.5, keys=torch.cat([k0, k1n, bank]),
-                           key_groups=torch.cat([groups, groups if supervised else torch.full((BATCH,), -1), queue_groups]))
-    torch.testing.assert_close(loss, 0.5 * (first_call + second_call))
+    # Both terms see the queue as it was before the step.
+    terms = [
+        tcl_loss(q, groups, 0.3, 0.0, 1.5, keys=torch.cat([k, bank]), key_groups=torch.cat([groups, queue_groups]))
+        for q, k in ((q0, k1), (q1, k0))
+    ]
+    torch.testing.assert_close(loss, 0.5 * (terms[0] + terms[1]))
 
 
 def test_simclr_loss_is_tcl_with_k1_zero(digits):
@@ -245,7 +288,9 @@ def test_supcon_loss_is_supervised_tcl_with_k1_zero(digits):
     views, labels = _views_and_labels(digits)
     loss = method.training_loss(views, labels)
     z0, z1 = method.project_views(views, method.projection_head)
-    torch.testing.assert_close(loss, TCLLoss(temperature=0.2, k1=0.0, k2=1.0)(z0, z1, labels=labels))
+    # the official code's constant factor temperature / base_temperature (0.07)
+    expected = 0.2 / 0.07 * TCLLoss(temperature=0.2, k1=0.0, k2=1.0)(z0, z1, labels=labels)
+    torch.testing.assert_close(loss, expected)
 
 
 def test_cross_entropy_is_the_classifiers_loss_on_every_view(digits):

@@ -135,9 +135,10 @@ def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, metho
 
 def test_recipe_fields_resolve_to_the_method_defaults_unless_given():
     byol = PretrainConfig(method="byol", epochs=8).resolved()
-    assert (byol.optimizer, byol.lr, byol.weight_decay, byol.augmentation) == ("lars", 1.0, 1e-5, "byol")
-    assert byol.warmup_epochs == 1  # 10 by the recipe, at most a tenth of 8 epochs (rounded up)
+    assert (byol.optimizer, byol.lr, byol.weight_decay, byol.augmentation) == ("lars", 0.45, 1e-6, "byol")
+    assert byol.warmup_epochs == 1  # 10 by the recipe, at most a tenth of 8 epochs (rounded)
     assert PretrainConfig(method="byol", epochs=200).resolved().warmup_epochs == 10
+    assert PretrainConfig(method="tcl", epochs=1).resolved().warmup_epochs == 0  # not all warm-up
     given = PretrainConfig(method="byol", epochs=8, lr=0.3, optimizer="sgd", warmup_epochs=5, num_views=2).resolved()
     assert (given.optimizer, given.lr, given.warmup_epochs) == ("sgd", 0.3, 5)
     assert PretrainConfig(method="ce").resolved().num_views == 1
@@ -156,3 +157,37 @@ def test_cli_passes_method_options_and_lists_the_methods(tmp_path, capsys):
     assert all(f"| `{name}` |" in listed for name in ("tcl", "simclr", "moco", "moco-tcl", "byol", "supcon", "ce"))
     assert main(["pretrain", "--method", "moco", "-o", "k1=3", "--out", str(tmp_path / "x")]) == 2
     assert "does not accept options k1; allowed: momentum_start" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option,match",
+    [("queue_size=8192.5", "queue_size must be an integer >= 1, got 8192.5"),
+     ("temperature=-0.5", "temperature must be a finite number > 0, got -0.5"),
+     ("hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
+     ("queue_size", "--method-option must be NAME=VALUE")],
+)
+def test_cli_refuses_bad_method_option_values_before_loading_data(option, match, capsys, monkeypatch):
+    import tcl_ssl.train as train
+
+    monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the options were checked"))
+    assert main(["pretrain", "--method", "moco", "-o", option, "--out", "/tmp/unused-run"]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_cli_resume_changes_only_the_given_options_in_any_spelling(tmp_path):
+    from tcl_ssl.cli import _resumed_config, build_parser
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--method", "moco", "-o", "queue_size=256", "-o", "temperature=0.3", "--epochs", "1",
+                 "--batch-size", "64", "--limit-train-batches", "2", "--knn-every", "0", "--knn-k", "10",
+                 "--out", str(run)]) == 0
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    parser = build_parser()
+    for argv, options, epochs in (
+        (["pretrain", "--resume", ckpt, "-oqueue_size=512", "--epochs=3"], {"queue_size": 512, "temperature": 0.3}, 3),
+        (["pretrain", "--resume", ckpt, "--method-opt", "temperature=0.4"], {"queue_size": 256, "temperature": 0.4}, 1),
+    ):
+        args, _ = parser.parse_known_args(argv)
+        config = _resumed_config(args, argv)
+        assert (config.method, config.batch_size, config.epochs) == ("moco", 64, epochs)
+        assert config.method_options == options

@@ -9,6 +9,7 @@ state their training defaults (:class:`TrainingDefaults`) and the settings they 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ class TrainingDefaults:
         optimizer: ``sgd`` or ``lars``.
         lr: peak learning rate at batch size 256 (scaled linearly with the global batch).
         weight_decay: weight decay of weights (norms and biases get none).
-        warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs (rounded up).
+        warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs (rounded).
         augmentation: name of the ``augmentations`` recipe.
         num_views: augmented views per image.
     """
@@ -38,6 +39,18 @@ class TrainingDefaults:
     warmup_epochs: int
     augmentation: str
     num_views: int = 2
+
+
+def check_positive(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_size(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class Method(pl.LightningModule):
@@ -122,6 +135,12 @@ class Method(pl.LightningModule):
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         """Scalar loss of one batch given ``V`` augmented views ``(B, C, H, W)`` each."""
         raise NotImplementedError
+
+    def float32_loss(self, criterion: nn.Module, *inputs: Tensor, **kwargs) -> Tensor:
+        """``criterion(*inputs, **kwargs)`` in float32 outside autocast, so that every method's loss
+        is computed at the same precision as TCL's under mixed precision."""
+        with torch.autocast(device_type=inputs[0].device.type, enabled=False):
+            return criterion(*(x.float() for x in inputs), **kwargs)
 
     def project_views(self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None) -> tuple[Tensor, ...]:
         """``head(backbone(view))`` of each of the ``V`` views in one batched pass: ``V`` tensors ``(B, D)``.

@@ -54,6 +54,8 @@ class MomentumMethod(Method):
         return cosine_schedule(min(self.global_step, total), total, self.momentum_start, self.momentum_end)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if batch_idx % self.trainer.accumulate_grad_batches:
+            return  # once per optimiser step, at its first micro-batch
         momentum = self.ema_momentum()
         for online, target in self.momentum_pairs():
             update_momentum(online, target, momentum)

@@ -6,7 +6,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
 
 from tcl_ssl.loss import TCLLoss
-from tcl_ssl.methods.base import Method, TrainingDefaults
+from tcl_ssl.methods.base import Method, TrainingDefaults, check_size
 
 #: Recipe defaults, chosen by the sweeps in README.md ("Choosing the defaults"). The paper's
 #: k1 = 5000 (TCLLoss's default) drowns the negatives at these batch sizes: kNN fell below a
@@ -44,6 +44,8 @@ class TCL(Method):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        check_size("hidden_dim", hidden_dim)
+        check_size("output_dim", output_dim)
         defaults = SUPERVISED_DEFAULTS if self.supervised else SELF_SUPERVISED_DEFAULTS
         self.criterion = TCLLoss(
             temperature=defaults["temperature"] if temperature is None else temperature,
