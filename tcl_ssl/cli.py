@@ -209,6 +209,7 @@ _FORWARDED = {
     ("bench", "loss"): ("tcl_ssl.bench.loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
     ("bench", "augment"): ("tcl_ssl.bench.augment", "images/s of the batched augmentation vs lightly's per-image transform"),
     ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
+    ("summarize",): ("tcl_ssl.results", "mean and spread over seeds of finished runs (a Markdown table)"),
 }
 
 

@@ -1,0 +1,97 @@
+"""Summaries of finished runs: mean and spread over seeds of the figures in their ``summary.json``.
+
+``tcl-ssl summarize RUN_DIR ...`` groups run directories by their configuration (everything in
+``config.json`` but the seed and the paths) and prints one Markdown row per group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: config.json fields that differ between the seeds of one configuration
+_PER_RUN = {"seed", "out", "run_dir", "resume"}
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``(config, summary)`` of a finished run directory."""
+    files = {name: run_dir / f"{name}.json" for name in ("config", "summary")}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise ValueError(f"{run_dir} is not a finished run: missing {', '.join(missing)}")
+    return json.loads(files["config"].read_text()), json.loads(files["summary"].read_text())
+
+
+def _key(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in _PER_RUN}, sort_keys=True)
+
+
+def _label(config: dict[str, Any], differing: set[str]) -> str:
+    """``method (setting)`` and the configuration fields that tell this group from the others."""
+    label = f"{config['method']} ({'supervised' if config['supervised'] else 'self-supervised'})"
+    extras = []
+    for field in sorted(differing - {"method", "supervised", "method_defaults"}):
+        value = config.get(field)
+        if isinstance(value, dict):
+            extras += [f"{k}={v}" for k, v in sorted(value.items())]
+        else:
+            extras.append(f"{field}={value}")
+    return label + (", " + ", ".join(extras) if extras else "")
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def summarize(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per configuration: its label, seeds, and the mean/std of the runs' figures.
+
+    Rows keep the order in which each configuration first appears in ``run_dirs``.
+    """
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    for run_dir in run_dirs:
+        config, summary = load_run(Path(run_dir))
+        groups.setdefault(_key(config), []).append((config, summary))
+    configs = [runs[0][0] for runs in groups.values()]
+    differing = {f for f in set().union(*configs) - _PER_RUN if len({json.dumps(c.get(f), sort_keys=True) for c in configs}) > 1}
+    rows = []
+    for runs in groups.values():
+        config = runs[0][0]
+        figures = {
+            name: [float(summary[name]) for _, summary in runs]
+            for name in ("knn_top1", "random_init_knn_top1", "knn_gain", "train_seconds")
+        }
+        rows.append({
+            "label": _label(config, differing),
+            "seeds": sorted(c["seed"] for c, _ in runs),
+            "eval_split": config.get("eval_split", "test"),
+            **{name: _mean_std(values) for name, values in figures.items()},
+        })
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| configuration | seeds | split | kNN top-1 | random init | gain | training s |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['label']} | {','.join(map(str, r['seeds']))} | {r['eval_split']} | {r['knn_top1']} "
+        f"| {r['random_init_knn_top1']} | {r['knn_gain']} | {r['train_seconds']} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tcl-ssl summarize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (with config.json and summary.json)")
+    args = parser.parse_args(argv)
+    print(format_table(summarize(args.runs)))
+    return 0
