@@ -19,8 +19,9 @@ class MoCoTCL(MoCo):
     This gives TCL a large set of negatives on small batches, where the k1 term's weight
     against them matters most.
 
-    Defaults: MoCo's (``baselines.moco``), with ``k2 = 1`` and ``k1 = 1``, chosen on the
-    validation split of the built-in digits (README, "TCL inside MoCo").
+    Defaults: MoCo's (``baselines.moco``), temperature 0.2 in both settings (not swept), with
+    ``k2 = 1`` and ``k1 = 1``, chosen on the validation split of the built-in digits (README,
+    "TCL inside MoCo").
     """
 
     name = "moco-tcl"

@@ -32,9 +32,10 @@ class SimCLR(Method):
     def __init__(self, *args, temperature: float = 0.5, hidden_dim: int | None = None, output_dim: int = 128, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         check_positive("temperature", temperature)
-        check_size("hidden_dim", hidden_dim or self.feature_dim)
+        hidden_dim = self.feature_dim if hidden_dim is None else hidden_dim
+        check_size("hidden_dim", hidden_dim)
         check_size("output_dim", output_dim)
-        self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim or self.feature_dim, output_dim)
+        self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=True)
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:

@@ -48,11 +48,12 @@ class SupCon(Method):
         super().__init__(*args, **kwargs)
         check_positive("temperature", temperature)
         check_positive("base_temperature", base_temperature)
-        check_size("hidden_dim", hidden_dim or self.feature_dim)
+        hidden_dim = self.feature_dim if hidden_dim is None else hidden_dim
+        check_size("hidden_dim", hidden_dim)
         check_size("output_dim", output_dim)
         self.scale = temperature / base_temperature
         self.projection_head = SimCLRProjectionHead(
-            self.feature_dim, hidden_dim or self.feature_dim, output_dim, batch_norm=False
+            self.feature_dim, hidden_dim, output_dim, batch_norm=False
         )
         self.criterion = SupConLoss(temperature=temperature)
 

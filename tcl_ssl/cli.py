@@ -1,4 +1,4 @@
-"""The ``tcl-ssl`` command line: ``pretrain``, ``bench`` and ``gradients``."""
+"""The ``tcl-ssl`` command line: ``pretrain``, ``summarize``, ``bench`` and ``gradients``."""
 
 from __future__ import annotations
 

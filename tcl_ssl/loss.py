@@ -485,6 +485,8 @@ def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
             raise ValueError(f"memory_bank_size must be >= 0, got {size}")
         return LabeledMemoryBank(size) if size else None
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        if size[0] < 0 or size[1] < 1:
+            raise ValueError(f"memory_bank_size must be a (K >= 0, D >= 1) pair, got {tuple(size)}")
         return LabeledMemoryBank(int(size[0]), int(size[1])) if size[0] else None
     raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair, got {size!r}")
 

@@ -18,12 +18,14 @@ _PER_RUN = {"seed", "out", "run_dir", "resume"}
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``(config, summary)`` of a finished run directory."""
+    """The ``(config, summary)`` of a finished run directory; ``config["epochs"]`` is the number
+    the run finished with (a run resumed with more epochs keeps its first ``config.json``)."""
     files = {name: run_dir / f"{name}.json" for name in ("config", "summary")}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         raise ValueError(f"{run_dir} is not a finished run: missing {', '.join(missing)}")
-    return json.loads(files["config"].read_text()), json.loads(files["summary"].read_text())
+    config, summary = (json.loads(path.read_text()) for path in files.values())
+    return config | {"epochs": summary.get("epochs", config.get("epochs"))}, summary
 
 
 def _key(config: dict[str, Any]) -> str:
@@ -55,14 +57,23 @@ def summarize(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     Rows keep the order in which each configuration first appears in ``run_dirs``.
     """
     groups: dict[str, list[tuple[dict, dict]]] = {}
-    for run_dir in run_dirs:
-        config, summary = load_run(Path(run_dir))
+    seen: set[Path] = set()
+    for run_dir in map(Path, run_dirs):
+        if run_dir.resolve() in seen:
+            continue  # the same run named twice (e.g. by overlapping globs) counts once
+        seen.add(run_dir.resolve())
+        config, summary = load_run(run_dir)
         groups.setdefault(_key(config), []).append((config, summary))
     configs = [runs[0][0] for runs in groups.values()]
-    differing = {f for f in set().union(*configs) - _PER_RUN if len({json.dumps(c.get(f), sort_keys=True) for c in configs}) > 1}
     rows = []
     for runs in groups.values():
         config = runs[0][0]
+        # label a configuration by what tells it from the others of its method and setting
+        same_method = [c for c in configs if (c["method"], c["supervised"]) == (config["method"], config["supervised"])]
+        differing = {
+            f for f in set().union(*same_method) - _PER_RUN
+            if len({json.dumps(c.get(f), sort_keys=True) for c in same_method}) > 1
+        }
         figures = {
             name: [float(summary[name]) for _, summary in runs]
             for name in ("knn_top1", "random_init_knn_top1", "knn_gain", "train_seconds")

@@ -81,8 +81,9 @@ class PretrainConfig:
     def resolved(self) -> PretrainConfig:
         """This configuration with every unset recipe field taken from the method's defaults.
 
-        A default warm-up lasts at most a tenth of the run (rounded to whole epochs), so that a
-        short run is not all warm-up; a warm-up given explicitly is kept as it is.
+        A default warm-up lasts at most a tenth of the run, rounded to the nearest whole epoch
+        (1 epoch for runs of 5 to 14 epochs, none below 5), so that a short run is not mostly
+        warm-up; a warm-up given explicitly is kept as it is.
         """
         defaults = method_class(self.method).defaults
         warmup = self.warmup_epochs
@@ -219,8 +220,11 @@ def _construct(
             backbone, feature_dim, augment, supervised=config.supervised, num_classes=num_classes, optim=optim,
             **config.method_options,
         )
-    except TypeError as error:  # e.g. a float where an int is needed
-        raise ValueError(f"invalid value in options {config.method_options} of method {config.method!r}: {error}") from error
+    except TypeError as error:  # a value of a kind no check of the method's caught
+        raise ValueError(
+            f"invalid value in options {config.method_options} of method {config.method!r} ({error}); "
+            "see the defaults in --list-methods"
+        ) from error
 
 
 def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str, Any]:

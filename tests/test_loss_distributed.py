@@ -30,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, results) -> None:
+def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, deferred: bool, results) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -45,7 +45,7 @@ def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, re
         for _ in range(2 if bank else 1):  # with a bank, the second step sees the first's keys
             for v in local:
                 v.grad = None
-            loss = loss_fn(*local, labels=local_labels)
+            loss = _step(loss_fn, local, local_labels, anchors, deferred)
             loss.backward()
             losses.append(loss.detach())
         results[rank] = (torch.stack(losses), [v.grad.clone() for v in local])
@@ -53,14 +53,23 @@ def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, re
         torch_dist.destroy_process_group()
 
 
+def _step(loss_fn, views, labels, anchors, deferred):
+    """One loss call; ``deferred``: with ``update_bank=False``, then ``enqueue`` of what it would add."""
+    loss = loss_fn(*views, labels=labels, update_bank=not deferred)
+    if deferred:
+        loss_fn.enqueue(*(views[1:] if anchors == "first" else views), labels=labels)
+    return loss
+
+
 @pytest.mark.parametrize(
-    "supervised,bank,anchors",
-    [(False, False, "all"), (True, False, "all"), (True, True, "all"), (False, True, "all"),
-     (False, True, "first"), (True, True, "first")],
+    "supervised,bank,anchors,deferred",
+    [(False, False, "all", False), (True, False, "all", False), (True, True, "all", False),
+     (False, True, "all", False), (False, True, "first", False), (True, True, "first", False),
+     (True, True, "all", True), (False, True, "first", True)],
 )
-def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank, anchors):
+def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank, anchors, deferred):
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), supervised, bank, anchors, results), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), supervised, bank, anchors, deferred, results), nprocs=WORLD, join=True)
 
     views, labels = _inputs(supervised)
     views = [v.clone().requires_grad_(True) for v in views]
@@ -69,7 +78,7 @@ def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, b
     for _ in range(2 if bank else 1):
         for v in views:
             v.grad = None
-        loss = reference(*views, labels=labels)
+        loss = _step(reference, views, labels, anchors, deferred=False)
         loss.backward()
         expected.append(loss.detach())
 

@@ -185,21 +185,59 @@ def test_targets_get_no_gradient_and_move_toward_the_online_networks(digits, nam
         assert any(not torch.equal(a, b) for a, b in zip(before, target.parameters()))
 
 
-@pytest.mark.parametrize("name", ["moco", "byol"])
-def test_the_training_hook_moves_targets_by_the_scheduled_momentum(digits, tmp_path, name):
-    method = build(name, momentum_start=0.6, momentum_end=0.6)
-    with torch.no_grad():  # make the online networks differ from their copies
+class _SnapshotTargets(Callback):
+    """Online and target parameters at the start of every batch (before the module's EMA hook)."""
+
+    def __init__(self):
+        self.before, self.after = [], []
+
+    def _params(self, pl_module):
+        return [([p.detach().clone() for p in online.parameters()], [p.detach().clone() for p in target.parameters()])
+                for online, target in pl_module.momentum_pairs()]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before.append(self._params(pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after.append(self._params(pl_module))
+
+
+def _perturb_online(method) -> None:
+    """Make the online networks differ from their target copies."""
+    with torch.no_grad():
         for online, _ in method.momentum_pairs():
             for param in online.parameters():
                 param.add_(torch.randn_like(param) * 0.1)
-    pairs = [([p.clone() for p in online.parameters()], [p.clone() for p in target.parameters()])
-             for online, target in method.momentum_pairs()]
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+
+
+def _fit_steps(method, digits, **trainer_options):
+    snapshots = _SnapshotTargets()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, callbacks=[snapshots],
+                         enable_progress_bar=False, enable_model_summary=False, **trainer_options)
     trainer.fit(method, train_dataloaders=batch_loader(digits, BATCH, shuffle=False, drop_last=True))
-    for (online_before, target_before), (_, target) in zip(pairs, method.momentum_pairs()):
-        for o, t0, t in zip(online_before, target_before, target.parameters()):
-            torch.testing.assert_close(t, 0.6 * t0 + 0.4 * o)
+    return snapshots
+
+
+@pytest.mark.parametrize("name", ["moco", "byol"])
+def test_the_training_hook_moves_targets_by_the_scheduled_momentum(digits, name):
+    method = build(name, momentum_start=0.5, momentum_end=0.9)
+    _perturb_online(method)
+    snapshots = _fit_steps(method, digits, max_steps=2)
+    for step, momentum in enumerate((0.5, 0.9)):  # cosine_schedule over 2 steps: start, then end
+        for (online, target_before), (_, target_after) in zip(snapshots.before[step], snapshots.after[step]):
+            assert any(not torch.equal(o, t) for o, t in zip(online, target_before))  # they differ
+            for o, t0, t in zip(online, target_before, target_after):
+                torch.testing.assert_close(t, momentum * t0 + (1 - momentum) * o)
+
+
+def test_the_momentum_update_runs_once_per_optimiser_step(digits):
+    method = build("byol", momentum_start=0.5, momentum_end=0.5)
+    _perturb_online(method)
+    snapshots = _fit_steps(method, digits, max_steps=1, accumulate_grad_batches=2)
+    assert len(snapshots.before) == 2  # two micro-batches, one optimiser step, one update
+    for (online, target_before), (_, target_after) in zip(snapshots.before[0], snapshots.after[1]):
+        for o, t0, t in zip(online, target_before, target_after):
+            torch.testing.assert_close(t, 0.5 * t0 + 0.5 * o)
 
 
 def test_moco_queue_fills_with_the_keys_and_wraps(digits):
@@ -246,6 +284,10 @@ def test_moco_tcl_queue_keeps_labels_and_wraps(digits, supervised):
         views, labels = _views_and_labels(digits, start)
         method.training_loss(views, labels if supervised else None).backward()
     assert int(bank.filled) == 48 and int(bank.position) == (6 * BATCH) % 48
+    with torch.no_grad():
+        k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
+    keys = nn.functional.normalize(torch.cat([k1, k0]), dim=1)
+    torch.testing.assert_close(bank.get()[0][16:48], keys, atol=1e-6, rtol=0)  # the keys, not the queries
     stored = bank.get()[1]
     if supervised:  # the last step put k1 at 16..31 and k0 at 32..47, each with the batch's labels
         assert stored[16:32].tolist() == labels.tolist() and stored[32:48].tolist() == labels.tolist()
@@ -383,7 +425,7 @@ def test_resumed_run_continues_schedule_targets_and_queue_exactly(digits, tmp_pa
     assert whole_momenta == [cosine_schedule(s, steps, 0.9, 0.99) for s in range(steps)]
     assert first_momenta + second_momenta == whole_momenta
     for (key, value), expected in zip(restored.state_dict().items(), whole.state_dict().values()):
-        torch.testing.assert_close(value, expected, msg=key)
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=key)
 
 
 def test_readme_table_of_method_defaults_is_the_code(tmp_path):

@@ -39,3 +39,22 @@ def test_cli_summarize_prints_a_table_and_refuses_unfinished_runs(tmp_path, caps
     (tmp_path / "empty").mkdir()
     assert main(["summarize", str(tmp_path / "empty")]) == 2
     assert "is not a finished run" in capsys.readouterr().err
+
+
+def test_labels_name_only_what_differs_within_a_method_and_runs_count_once(tmp_path):
+    tcl = _run(tmp_path, "tcl", 0, 80.0)
+    moco = _run(tmp_path, "moco", 0, 60.0, method="moco", lr=0.3)
+    moco_lr = _run(tmp_path, "moco-lr", 0, 56.0, method="moco", lr=0.06)
+    rows = summarize([tcl, moco, moco_lr, tmp_path / "tcl" / ".." / "tcl"])
+    assert [r["label"] for r in rows] == ["tcl (self-supervised)", "moco (self-supervised), lr=0.3",
+                                          "moco (self-supervised), lr=0.06"]
+    assert rows[0]["seeds"] == [0]
+
+
+def test_a_run_resumed_to_more_epochs_is_not_averaged_with_shorter_ones(tmp_path):
+    short = _run(tmp_path, "short", 0, 80.0, epochs=8)
+    longer = _run(tmp_path, "longer", 1, 85.0, epochs=8)
+    summary = json.loads((longer / "summary.json").read_text())
+    (longer / "summary.json").write_text(json.dumps(summary | {"epochs": 20}))
+    rows = summarize([short, longer])
+    assert [r["label"] for r in rows] == ["tcl (self-supervised), epochs=8", "tcl (self-supervised), epochs=20"]

@@ -160,17 +160,21 @@ def test_cli_passes_method_options_and_lists_the_methods(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "option,match",
-    [("queue_size=8192.5", "queue_size must be an integer >= 1, got 8192.5"),
-     ("temperature=-0.5", "temperature must be a finite number > 0, got -0.5"),
-     ("hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
-     ("queue_size", "--method-option must be NAME=VALUE")],
+    "method,option,match",
+    [("moco", "queue_size=8192.5", "queue_size must be an integer >= 1, got 8192.5"),
+     ("moco", "temperature=-0.5", "temperature must be a finite number > 0, got -0.5"),
+     ("moco", "momentum_start=abc", "momentum_start must be a number in [0, 1], got 'abc'"),
+     ("byol", "hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
+     ("simclr", "hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
+     ("supcon", "base_temperature=0", "base_temperature must be a finite number > 0, got 0"),
+     ("moco", "queue_size", "--method-option must be NAME=VALUE")],
 )
-def test_cli_refuses_bad_method_option_values_before_loading_data(option, match, capsys, monkeypatch):
+def test_cli_refuses_bad_method_option_values_before_loading_data(method, option, match, capsys, monkeypatch):
     import tcl_ssl.train as train
 
     monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the options were checked"))
-    assert main(["pretrain", "--method", "moco", "-o", option, "--out", "/tmp/unused-run"]) == 2
+    supervised = ["--supervised"] if method == "supcon" else []
+    assert main(["pretrain", "--method", method, *supervised, "-o", option, "--out", "/tmp/unused-run"]) == 2
     assert match in capsys.readouterr().err
 
 

@@ -28,7 +28,7 @@ class TrainingDefaults:
         optimizer: ``sgd`` or ``lars``.
         lr: peak learning rate at batch size 256 (scaled linearly with the global batch).
         weight_decay: weight decay of weights (norms and biases get none).
-        warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs (rounded).
+        warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs, rounded to the nearest epoch.
         augmentation: name of the ``augmentations`` recipe.
         num_views: augmented views per image.
     """
@@ -45,6 +45,12 @@ def check_positive(name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_unit_interval(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def check_size(name: str, value: object) -> None:

@@ -15,7 +15,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from tcl_ssl.methods.base import Method
+from tcl_ssl.methods.base import Method, check_unit_interval
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:
@@ -38,9 +38,8 @@ class MomentumMethod(Method):
 
     def __init__(self, *args, momentum_start: float, momentum_end: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        for name, value in (("momentum_start", momentum_start), ("momentum_end", momentum_end)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        check_unit_interval("momentum_start", momentum_start)
+        check_unit_interval("momentum_end", momentum_end)
         self.momentum_start = momentum_start
         self.momentum_end = momentum_end
 
