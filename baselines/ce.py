@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -34,5 +33,5 @@ class CrossEntropy(Method):
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         assert labels is not None
-        logits = self.classifier(self.backbone(torch.cat(views)))
+        logits = self.classifier(self.embed_views(views))
         return self.float32_loss(F.cross_entropy, logits, target=labels.repeat(len(views)))

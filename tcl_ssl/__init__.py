@@ -2,5 +2,13 @@
 
 from tcl_ssl.loss import TCLLoss, tcl_loss
 
-__all__ = ["TCLLoss", "tcl_loss"]
+
+def load_backbone(path, map_location="cpu"):
+    """A backbone written by ``tcl-ssl export``, ready to use; see :func:`tcl_ssl.export.load_backbone`."""
+    from tcl_ssl.export import load_backbone as load
+
+    return load(path, map_location)
+
+
+__all__ = ["TCLLoss", "load_backbone", "tcl_loss"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``tcl-ssl`` command line: ``pretrain``, ``summarize``, ``bench`` and ``gradients``."""
+"""The ``tcl-ssl`` command line: ``pretrain``, ``eval``, ``export``, ``summarize``, ``bench`` and ``gradients``."""
 
 from __future__ import annotations
 
@@ -54,16 +54,27 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true, bf16-mixed")
     p.add_argument("--accelerator", default=_DEFAULTS.accelerator)
     p.add_argument("--devices", default=_DEFAULTS.devices)
-    p.add_argument("--knn-k", type=int, default=_DEFAULTS.knn_k)
-    p.add_argument("--knn-every", type=int, default=_DEFAULTS.knn_every_n_epochs, help="epochs between kNN checks (0: off)")
-    p.add_argument("--data-dir", default=None, help="where torchvision datasets are stored/downloaded")
-    p.add_argument("--image-size", type=int, default=None, help="image folders are resized to this")
-    p.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction)
-    p.add_argument(
-        "--eval-split", default=_DEFAULTS.eval_split, choices=("test", "val"),
-        help="evaluate on the test split, or on a validation split (--val-fraction) held out of train: "
-        "choose hyper-parameters with val, report with test",
+    evaluation = p.add_argument_group("evaluation (validation split: choose; test split: report)")
+    evaluation.add_argument("--knn-k", type=int, default=_DEFAULTS.knn_k)
+    evaluation.add_argument("--knn-temperature", type=float, default=_DEFAULTS.knn_temperature)
+    evaluation.add_argument(
+        "--knn-every", type=int, default=_DEFAULTS.knn_every_n_epochs,
+        help="epochs between the validation kNN and online-probe checks (0: off)",
     )
+    evaluation.add_argument(
+        "--protocols", default=",".join(_DEFAULTS.eval_protocols),
+        help="evaluations after training, comma-separated: knn, linear, linear-aug, retrieval",
+    )
+    evaluation.add_argument("--no-plots", action="store_true", help="do not draw the run's pictures")
+    p.add_argument("--logger", default=_DEFAULTS.logger, choices=("csv", "tensorboard"),
+                   help="csv, or tensorboard as well (needs the tensorboard package)")
+    data = p.add_argument_group("data")
+    data.add_argument("--data-dir", default=None, help="where torchvision datasets are stored/downloaded")
+    data.add_argument("--image-size", type=int, default=None, help="resize every image to this side (image folders: default 32)")
+    data.add_argument("--val-fraction", type=float, default=None,
+                      help="fraction of train held out for validation (default 0.1), where validation is split off train")
+    data.add_argument("--test-fraction", type=float, default=None,
+                      help="fraction held out for test from a single image folder (default 0.2)")
     p.add_argument(
         "--resume",
         default=None,
@@ -120,19 +131,32 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         accelerator=args.accelerator,
         devices=devices,
         knn_k=args.knn_k,
+        knn_temperature=args.knn_temperature,
         knn_every_n_epochs=args.knn_every,
+        eval_protocols=_protocols(args.protocols),
+        plots=not args.no_plots,
+        logger=args.logger,
         data_dir=args.data_dir,
         image_size=args.image_size,
         val_fraction=args.val_fraction,
-        eval_split=args.eval_split,
+        test_fraction=args.test_fraction,
         resume=args.resume,
         limit_train_batches=int(limit) if limit > 1 else limit,
     )
 
 
+def _protocols(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+#: config fields that define the data and its splits, which a resumed run must keep
+_DATA_FIELDS = {"dataset", "data_dir", "image_size", "val_fraction", "test_fraction"}
+
 #: config fields set by CLI options whose destination has another name
 _FIELD_OF_DEST = {
     "knn_every": "knn_every_n_epochs",
+    "protocols": "eval_protocols",
+    "no_plots": "plots",
     "min_scale": "augmentation_options",
     "temperature": "method_options",
     "k1": "method_options",
@@ -165,6 +189,11 @@ def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig
     changes: dict = {"resume": args.resume}
     for dest in _given_dests(args.parser, argv) - {"resume"}:
         field = _FIELD_OF_DEST.get(dest, dest)
+        if field in _DATA_FIELDS and getattr(asked, field) != getattr(saved, field):
+            raise ValueError(
+                f"--resume keeps the run's data: {field} was {getattr(saved, field)!r}, got {getattr(asked, field)!r} "
+                "(a new split would put validation or test images into training); start a new run instead"
+            )
         if field in ("method_options", "augmentation_options"):
             changes[field] = getattr(saved, field) | getattr(asked, field)
         elif hasattr(saved, field):
@@ -188,28 +217,45 @@ def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def format_summary(summary: dict) -> str:
-    """A short table of a run's final figures."""
+    """A short table of a run's final figures: validation and test side by side."""
     mode = "supervised" if summary["supervised"] else "self-supervised"
-    rows = [
-        ("method", f"{summary['method']} ({mode})"),
-        ("dataset", summary["dataset"]),
-        ("epochs", str(summary["epochs"])),
-        ("kNN top-1, pretrained", f"{summary['knn_top1']:.2f} %"),
-        ("kNN top-1, random init", f"{summary['random_init_knn_top1']:.2f} %"),
-        ("gain", f"{summary['knn_gain']:+.2f} points"),
-        ("training time", f"{summary['train_seconds']:.0f} s"),
-        ("run directory", summary["run_dir"]),
+    splits = summary.get("splits", {})
+    lines = [
+        f"{summary['method']} ({mode}) on {summary['dataset']}, {summary['epochs']} epochs, "
+        f"{summary['train_seconds']:.0f} s of training; splits {splits}",
+        format_metrics({"val": summary["val"], "test": summary["test"]},
+                       {f"random init, {name}": summary["random_init"][name] for name in ("val", "test")}),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    online = summary.get("online_probe") or {}
+    if online.get("final_val_top1") is not None:
+        best = "" if online.get("best_val_top1") is None else (
+            f"; best val {online['best_val_top1']:.2f} (epoch {online['best_epoch']})")
+        lines.append(f"online linear probe top-1: val {online['final_val_top1']:.2f}, "
+                     f"test {online['final_test_top1']:.2f}{best}")
+    lines.append(f"run directory: {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+def format_metrics(columns: dict[str, dict[str, float]], extra: dict[str, dict[str, float]] | None = None) -> str:
+    """A Markdown table: one row per metric, one column per entry of ``columns`` (and of ``extra``)."""
+    columns = columns | (extra or {})
+    names = [m for m in dict.fromkeys(k for c in columns.values() for k in c)]
+    lines = ["| metric (%) | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
+    for name in names:
+        cells = [f"{c[name]:.2f}" if name in c else "" for c in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 #: sub-commands whose own ``main(argv)`` parses the rest of the command line
 _FORWARDED = {
     ("bench", "loss"): ("tcl_ssl.bench.loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
     ("bench", "augment"): ("tcl_ssl.bench.augment", "images/s of the batched augmentation vs lightly's per-image transform"),
+    ("bench", "eval"): ("tcl_ssl.bench.eval", "kNN and linear-probe time and memory vs lightly and scikit-learn"),
     ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
     ("summarize",): ("tcl_ssl.results", "mean and spread over seeds of finished runs (a Markdown table)"),
+    ("eval",): ("tcl_ssl.evaluate", "kNN, linear probes and retrieval of a run's backbone (eval.json)"),
+    ("export",): ("tcl_ssl.export", "write a run's backbone as a torchvision ResNet state_dict"),
 }
 
 

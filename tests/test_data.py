@@ -21,9 +21,12 @@ from tcl_ssl.data import (
 
 def test_builtin_digits_are_a_fixed_stratified_split():
     data = load_builtin()
-    assert data.train.images.shape == (4000, 1, 28, 28) and data.test.images.shape == (1000, 1, 28, 28)
-    assert data.train.images.dtype == torch.uint8
+    assert data.sizes() == {"train": 3600, "val": 400, "test": 1000}
+    assert data.train.images.shape == (3600, 1, 28, 28) and data.train.images.dtype == torch.uint8
     assert torch.bincount(data.test.labels).tolist() == [100] * 10  # stratified
+    assert torch.bincount(data.val.labels).tolist() == [40] * 10
+    everything = torch.cat([data.train.images, data.val.images, data.test.images]).flatten(1)
+    assert torch.unique(everything, dim=0).shape[0] == 5000  # the three splits are disjoint
     again = load_builtin()
     assert torch.equal(again.test.labels, data.test.labels) and torch.equal(again.test.images, data.test.images)
     assert data.num_classes == 10
@@ -50,12 +53,14 @@ def _write_folder(root, classes=("cat", "dog", "emu"), per_class=10, size=(20, 2
 def test_image_folder_is_decoded_resized_split_and_cached(tmp_path):
     _write_folder(tmp_path / "images")
     cache = tmp_path / "cache"
-    data = load_image_folder(tmp_path / "images", image_size=16, val_fraction=0.2, cache_dir=cache)
-    assert data.train.images.shape == (24, 3, 16, 16) and data.test.images.shape == (6, 3, 16, 16)
+    data = load_image_folder(tmp_path / "images", image_size=16, val_fraction=0.25, cache_dir=cache)
+    assert data.sizes() == {"train": 18, "val": 6, "test": 6}  # test 0.2 of 30, validation 0.25 of the rest
+    assert data.train.images.shape == (18, 3, 16, 16)
     assert torch.bincount(data.test.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(data.val.labels).tolist() == [2, 2, 2]
     assert data.num_classes == 3
     assert len(list(cache.glob("folder-*.pt"))) == 1
-    again = load_image_folder(tmp_path / "images", image_size=16, val_fraction=0.2, cache_dir=cache)
+    again = load_image_folder(tmp_path / "images", image_size=16, val_fraction=0.25, cache_dir=cache)
     assert torch.equal(again.train.images, data.train.images)
 
 
@@ -84,3 +89,45 @@ def test_batch_loader_yields_whole_uint8_batches():
     images, labels = batches[0]
     assert images.shape == (4, 1, 1, 1) and images.dtype == torch.uint8
     assert torch.equal(images.flatten().long(), labels)  # images and labels stay paired
+
+
+def test_image_folder_in_the_imagenet_layout_uses_its_splits(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCL_SSL_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "images"
+    _write_folder(root / "train", per_class=10)
+    _write_folder(root / "val", classes=("cat", "emu"), per_class=3)  # a class may be missing
+    data = load_dataset(str(root), image_size=8, val_fraction=0.2)  # val/ alone is the test split
+    assert data.sizes() == {"train": 24, "val": 6, "test": 6}
+    assert torch.bincount(data.test.labels, minlength=3).tolist() == [3, 0, 3]  # labels by the train classes
+    _write_folder(root / "test", classes=("dog",), per_class=2)
+    both = load_dataset(str(root), image_size=8)
+    assert both.sizes() == {"train": 30, "val": 6, "test": 2}
+    assert both.test.labels.tolist() == [1, 1]
+    with pytest.raises(ValueError, match="val_fraction was given, but .* has its own val/ and test/"):
+        load_dataset(str(root), val_fraction=0.2)
+    with pytest.raises(ValueError, match="test_fraction was given"):
+        load_dataset(str(root), test_fraction=0.2)
+    _write_folder(root / "extra", classes=("yak",), per_class=1)
+    (root / "extra" / "yak").rename(root / "test" / "yak")
+    with pytest.raises(ValueError, match=r"class folders \['yak'\] .* are not among the training classes"):
+        load_dataset(str(root))
+
+
+def test_image_size_and_fractions_act_on_every_source_or_are_refused():
+    data = load_dataset("mnist5k", image_size=32, val_fraction=0.25)
+    assert data.train.images.shape[1:] == (1, 32, 32) and data.test.images.shape[1:] == (1, 32, 32)
+    assert data.sizes() == {"train": 3000, "val": 1000, "test": 1000}
+    with pytest.raises(ValueError, match="test_fraction applies only to a single image folder"):
+        load_dataset("mnist5k", test_fraction=0.3)
+    with pytest.raises(ValueError, match="image size must be an integer >= 1"):
+        load_dataset("mnist5k", image_size=0)
+
+
+def test_resizing_and_channel_conversion_keep_the_content():
+    flat = Split(torch.full((3, 3, 20, 30), 77, dtype=torch.uint8), torch.arange(3))
+    resized = flat.resized(8)
+    assert resized.images.shape == (3, 3, 8, 8) and bool((resized.images == 77).all())
+    gray = Split(torch.tensor([[[[0, 128]], [[255, 128]], [[0, 128]]]], dtype=torch.uint8), torch.tensor([0]))
+    luma = gray.with_channels(1).images.flatten().tolist()
+    assert luma == [round(0.587 * 255), 128]  # ITU-R 601 weights
+    assert torch.equal(gray.with_channels(1).with_channels(3).images[:, 0], gray.with_channels(1).images[:, 0])

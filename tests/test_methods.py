@@ -435,3 +435,37 @@ def test_readme_table_of_method_defaults_is_the_code(tmp_path):
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert describe_methods() in readme
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_online_probe_learns_from_detached_features_without_weight_decay(digits, stream):
+    torch.manual_seed(0)  # a backbone whose features keep the digits' shapes (7 x 7 mean-pooled pixels)
+    backbone = nn.Sequential(nn.AvgPool2d(4), nn.Flatten(), nn.Linear(49, 49))
+    method = method_class("tcl")(backbone, 49, TwoFixedViews(), num_classes=10, **SMALL["tcl"])
+    views, labels = _views_and_labels(digits)
+    # the probe's loss adds no gradient to the backbone, only to the probe
+    method.zero_grad()
+    method.training_loss(views, None).backward()
+    alone = [p.grad.clone() for p in method.backbone.parameters()]
+    method.zero_grad()
+    method.training_step((views, labels), 0).backward()
+    for expected, param in zip(alone, method.backbone.parameters()):
+        torch.testing.assert_close(param.grad, expected)
+    assert all(bool(p.grad.abs().sum() > 0) for p in method.online_classifier.parameters())
+    optimizer = build_optimizer(method, OptimConfig(lr=0.05, weight_decay=1e-3, warmup_epochs=0, batch_size=256),
+                                undecayed=method.online_classifier)
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    assert decayed and not decayed & {id(p) for p in method.online_classifier.parameters()}
+
+    def probe_loss() -> float:  # the probe's cross-entropy on held-out digits
+        with torch.no_grad():
+            features = method.backbone(_views_and_labels(digits, 2 * BATCH)[0][0])
+            return float(nn.functional.cross_entropy(method.online_classifier(features), digits.labels[2 * BATCH:3 * BATCH]))
+
+    before = probe_loss()
+    for step in range(100):
+        train_views, train_labels = _views_and_labels(stream, BATCH * (step % (len(stream) // BATCH)))
+        optimizer.zero_grad()
+        method.training_step((train_views, train_labels), step).backward()
+        optimizer.step()
+    assert probe_loss() < 0.8 * before, (before, probe_loss())

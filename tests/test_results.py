@@ -15,10 +15,12 @@ def _run(root, name, seed, knn, **config):
     run = root / name
     run.mkdir()
     base = {"method": "tcl", "supervised": False, "lr": 0.06, "method_options": {}, "seed": seed,
-            "out": str(run), "run_dir": str(run), "eval_split": "test"}
+            "out": str(run), "run_dir": str(run)}
     (run / "config.json").write_text(json.dumps(base | config))
     (run / "summary.json").write_text(json.dumps(
-        {"knn_top1": knn, "random_init_knn_top1": 77.5, "knn_gain": knn - 77.5, "train_seconds": 100.0 + seed}))
+        {"val": {"knn_top1": knn - 1}, "test": {"knn_top1": knn, "linear_top1": knn + 2},
+         "random_init": {"val": {"knn_top1": 76.0}, "test": {"knn_top1": 77.5, "linear_top1": 90.0}},
+         "train_seconds": 100.0 + seed}))
     return run
 
 
@@ -28,14 +30,15 @@ def test_runs_are_grouped_by_configuration_with_mean_and_sample_std(tmp_path):
     first, second = summarize(runs)
     assert first["seeds"] == [0, 1, 2] and second["seeds"] == [0, 1]
     values = np.array([80.0, 82.5, 81.0])
-    assert first["knn_top1"] == f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+    assert first["test_knn_top1"] == f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+    assert first["val_knn_top1"] == f"{values.mean() - 1:.1f} ± {values.std(ddof=1):.1f}"
     assert first["label"] == "tcl (self-supervised)" and second["label"] == "tcl (self-supervised), k1=100.0"
 
 
 def test_cli_summarize_prints_a_table_and_refuses_unfinished_runs(tmp_path, capsys):
     run = _run(tmp_path, "a", 0, 80.0)
     assert main(["summarize", str(run)]) == 0
-    assert "| tcl (self-supervised) | 0 | test | 80.0 | 77.5 | 2.5 | 100.0 |" in capsys.readouterr().out
+    assert "| tcl (self-supervised) | 0 | 79.0 | - | 80.0 | 82.0 | 77.5 | 90.0 | 100.0 |" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     assert main(["summarize", str(tmp_path / "empty")]) == 2
     assert "is not a finished run" in capsys.readouterr().err

@@ -8,29 +8,26 @@ import pytest
 import torch
 
 from tcl_ssl.cli import main
-from tcl_ssl.data import ImageData, Split, load_builtin
+from tcl_ssl.data import ImageData, assemble, load_builtin
 from tcl_ssl.methods import method_class
+from tcl_ssl.evaluate import evaluate_run
 from tcl_ssl.train import PretrainConfig, pretrain
 
 
 @pytest.fixture(scope="module")
 def small_digits() -> ImageData:
-    """400 train / 200 test built-in digits: enough for a real kNN, fast on 2 cores."""
+    """400 train / 100 val / 200 test built-in digits: enough for a real kNN, fast on 2 cores."""
     data = load_builtin()
-    keep_train = torch.arange(0, 4000, 10)
-    keep_test = torch.arange(0, 1000, 5)
-    return ImageData(
+    return assemble(
         data.name,
-        Split(data.train.images[keep_train], data.train.labels[keep_train]),
-        Split(data.test.images[keep_test], data.test.labels[keep_test]),
-        data.num_classes,
-        data.mean,
-        data.std,
+        data.train.subset(torch.arange(0, 3600, 9)),
+        data.val.subset(torch.arange(0, 400, 4)),
+        data.test.subset(torch.arange(0, 1000, 5)),
     )
 
 
 def _config(tmp_path, **overrides) -> PretrainConfig:
-    base = dict(epochs=1, batch_size=32, limit_train_batches=2, out=str(tmp_path / "run"), knn_k=20)
+    base = dict(epochs=1, batch_size=32, limit_train_batches=2, out=str(tmp_path / "run"), knn_k=20, plots=False)
     return PretrainConfig(**(base | overrides))
 
 
@@ -42,9 +39,18 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, small_digits, superv
     assert json.loads((run / "summary.json").read_text()) == summary
     config = json.loads((run / "config.json").read_text())
     assert config["supervised"] == supervised and config["stem"] == "imagenet"
-    assert "knn_top1" in (run / "logs" / "version_0" / "metrics.csv").read_text()
-    for key in ("knn_top1", "random_init_knn_top1"):
-        assert 10.0 < summary[key] <= 100.0  # far above chance on digits, even at random init
+    header = (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "val_knn_top1" in header and "val_online_top1" in header and "train_online_cls_top1" in header
+    assert summary["splits"] == {"train": 400, "val": 100, "test": 200}
+    for figures in (summary["val"], summary["test"], summary["random_init"]["val"], summary["random_init"]["test"]):
+        assert 10.0 < figures["knn_top1"] <= figures["knn_top5"] <= 100.0  # far above chance on digits
+    for figures in (summary["val"], summary["test"], summary["random_init"]["val"], summary["random_init"]["test"]):
+        assert 10.0 < figures["linear_top1"] <= figures["linear_top5"] <= 100.0
+    assert summary["linear_weight_decay"] in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    online = summary["online_probe"]
+    # one epoch: the monitor's check after it saw the final weights, as the final evaluation does
+    assert online["best_epoch"] == 1 and online["best_val_top1"] == pytest.approx(online["final_val_top1"])
+    assert 0.0 <= online["final_test_top1"] <= 100.0
     assert summary["final_train_loss"] is not None
 
 
@@ -91,9 +97,20 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
     ])
     assert code == 0
     out = capsys.readouterr().out
-    assert "kNN top-1, pretrained" in out and "kNN top-1, random init" in out
+    assert "| knn_top1 |" in out and "random init, test" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["data"]["train"] == 60 and config["method_options"] == {"k1": 10.0}
+    # 80 images: 16 test (0.2), then 16 of the remaining 64 for validation (0.25)
+    assert (config["data"]["train"], config["data"]["val"], config["data"]["test"]) == (48, 16, 16)
+    assert config["method_options"] == {"k1": 10.0}
+    assert {p.name for p in (tmp_path / "run" / "plots").iterdir()} == {"curves.png", "tsne.png", "confusion.png"}
+    # tcl-ssl eval reloads the folder with the run's splits, and keeps earlier protocols' figures
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert main(["eval", str(tmp_path / "run"), "--protocols", "knn", "--no-plots"]) == 0
+    assert main(["eval", str(tmp_path / "run"), "--protocols", "linear", "--no-plots"]) == 0
+    entry = json.loads((tmp_path / "run" / "eval.json").read_text())[str(tmp_path / "images")]
+    assert entry["splits"] == {"train": 48, "val": 16, "test": 16} and entry["protocols"] == ["knn", "linear"]
+    assert entry["test"]["knn_top1"] == pytest.approx(summary["test"]["knn_top1"])  # the run's k (5)
+    assert entry["test"]["linear_top1"] == pytest.approx(summary["test"]["linear_top1"])
 
 
 def test_cli_reports_bad_input_without_a_traceback(capsys):
@@ -114,6 +131,9 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
     assert (run / "logs" / "version_1" / "metrics.csv").is_file()  # the first run's logs are kept
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(run / "checkpoints" / "last.ckpt"), "--val-fraction", "0.2"]) == 2
+    assert "--resume keeps the run's data: val_fraction was None, got 0.2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -131,6 +151,13 @@ def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, metho
     assert (saved["optimizer"], saved["lr"], saved["augmentation"], saved["num_views"]) == (
         defaults.optimizer, defaults.lr, defaults.augmentation, defaults.num_views)
     assert saved["method_defaults"] == method_class(method).options()
+    # tcl-ssl eval rebuilds any method's backbone from its checkpoint
+    entry = evaluate_run(tmp_path / "run", ["knn", "linear", "retrieval"], data=small_digits, plots=False)
+    assert entry["test"]["knn_top1"] == pytest.approx(summary["test"]["knn_top1"])
+    assert entry["test"]["linear_top1"] == pytest.approx(summary["test"]["linear_top1"])
+    assert all(0.0 < entry["test"][name] <= 100.0 for name in ("precision_at_1", "r_precision", "map_at_r"))
+    assert entry["test"]["precision_at_1"] > 10.0  # above chance (10 classes)
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["mnist5k"] == entry
 
 
 def test_recipe_fields_resolve_to_the_method_defaults_unless_given():
@@ -195,3 +222,63 @@ def test_cli_resume_changes_only_the_given_options_in_any_spelling(tmp_path):
         config = _resumed_config(args, argv)
         assert (config.method, config.batch_size, config.epochs) == ("moco", 64, epochs)
         assert config.method_options == options
+
+
+def test_export_round_trip_gives_the_checkpoint_backbones_features(tmp_path, small_digits, capsys):
+    from tcl_ssl import load_backbone
+    from tcl_ssl.train import build_method
+
+    config = _config(tmp_path, method="byol", knn_every_n_epochs=0, eval_protocols=["knn"])
+    pretrain(config, data=small_digits)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "backbone.pt")]) == 0
+    assert "tcl_ssl.load_backbone" in capsys.readouterr().out
+    exported = load_backbone(tmp_path / "backbone.pt")
+    # the backbone as training left it, read from the checkpoint by Lightning's own loader
+    method = build_method(config.resolved(), small_digits)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    method.load_state_dict(state)
+    images = small_digits.test.images[:16]
+    mean = torch.tensor(small_digits.mean).view(1, -1, 1, 1)
+    std = torch.tensor(small_digits.std).view(1, -1, 1, 1)
+    expected = method.backbone.eval()((images.float() / 255 - mean) / std)
+    torch.testing.assert_close(exported(images), expected, rtol=1e-5, atol=1e-5)
+    assert exported.feature_dim == 512 and exported.image_size == 28
+    # a plain torchvision ResNet-18 with the recorded stem takes the state dict as it is
+    payload = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    assert not any(key.startswith("fc.") for key in payload["state_dict"])
+    assert payload["stem"] == "imagenet" and payload["in_channels"] == 1
+    with pytest.raises(ValueError, match="is not a backbone exported by tcl-ssl export"):
+        torch.save({"weights": 1}, tmp_path / "other.pt")
+        load_backbone(tmp_path / "other.pt")
+
+
+def test_eval_transfers_a_backbone_to_another_dataset(tmp_path, small_digits, monkeypatch, capsys):
+    from torchvision.io import write_png
+
+    pretrain(_config(tmp_path, knn_every_n_epochs=0, eval_protocols=["knn"]), data=small_digits)
+    gen = torch.Generator().manual_seed(0)
+    for cls, level in (("dark", 40), ("light", 200)):  # RGB 20 px images: converted to gray 28 px
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(30):
+            image = (level + torch.randint(-30, 30, (3, 20, 20), generator=gen)).clamp(0, 255).to(torch.uint8)
+            write_png(image, str(tmp_path / "images" / cls / f"{i}.png"))
+    monkeypatch.setenv("TCL_SSL_CACHE", str(tmp_path / "cache"))
+    assert main(["eval", str(tmp_path / "run"), "--dataset", str(tmp_path / "images"), "--protocols", "knn,linear",
+                 "--knn-k", "5", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "| knn_top1 |" in out and "| linear_top1 |" in out
+    entries = json.loads((tmp_path / "run" / "eval.json").read_text())
+    entry = entries[str(tmp_path / "images")]
+    assert entry["splits"] == {"train": 43, "val": 5, "test": 12}
+    assert entry["test"]["knn_top1"] == 100.0  # brightness alone separates the two classes
+    assert main(["eval", str(tmp_path / "run"), "--protocols", "knn,nope"]) == 2
+    assert "protocols must be a non-empty subset of knn, linear, linear-aug, retrieval" in capsys.readouterr().err
+
+
+def test_tensorboard_logger_is_refused_without_the_package(tmp_path, small_digits):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        pytest.skip("tensorboard is installed")
+    with pytest.raises(ValueError, match="logger 'tensorboard' needs the tensorboard package"):
+        pretrain(_config(tmp_path, logger="tensorboard"), data=small_digits)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from lightly.utils.benchmarking import OnlineLinearClassifier
 from torch import Tensor, nn
 
 from tcl_ssl.methods.optim import OptimConfig, build_optimizer, build_scheduler
@@ -102,6 +103,11 @@ class Method(pl.LightningModule):
         self.supervised = supervised
         self.num_classes = num_classes
         self.optim = optim or OptimConfig()
+        # lightly's online linear probe on the detached backbone features of the first view,
+        # trained with the train labels (also in self-supervised runs: a monitor, as in
+        # lightly's and solo-learn's benchmarks; no gradient reaches the backbone)
+        self.online_classifier = OnlineLinearClassifier(feature_dim, num_classes, topk=(1, min(5, num_classes)))
+        self._probe_features: Tensor | None = None
 
     @classmethod
     def check_setting(cls, supervised: bool, num_views: int | None = None) -> None:
@@ -148,12 +154,22 @@ class Method(pl.LightningModule):
         with torch.autocast(device_type=inputs[0].device.type, enabled=False):
             return criterion(*(x.float() for x in inputs), **kwargs)
 
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """The backbone's features of the ``V`` views in one batched pass: ``(V * B, feature_dim)``.
+
+        The first view's features are kept, detached, for the online probe.
+        """
+        features = self.backbone(torch.cat(views))
+        self._probe_features = features[: views[0].shape[0]].detach()
+        return features
+
     def project_views(self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None) -> tuple[Tensor, ...]:
         """``head(backbone(view))`` of each of the ``V`` views in one batched pass: ``V`` tensors ``(B, D)``.
 
         ``backbone`` defaults to the method's own (pass a momentum copy for target networks).
         """
-        return head((backbone or self.backbone)(torch.cat(views))).chunk(len(views))
+        features = self.embed_views(views) if backbone is None else backbone(torch.cat(views))
+        return head(features).chunk(len(views))
 
     def on_fit_start(self) -> None:
         """Give each process its own augmentation stream (seed_everything seeds all alike)."""
@@ -170,12 +186,20 @@ class Method(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         views, labels = batch
+        self._probe_features = None
         loss = self.training_loss(views, labels if self.supervised else None)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
-        return loss
+        if self._probe_features is None:
+            raise RuntimeError(
+                f"method {self.name!r} computed its backbone features without embed_views() or project_views(), "
+                "so the online linear probe has nothing to train on"
+            )
+        probe_loss, probe_log = self.online_classifier.training_step((self._probe_features, labels), batch_idx)
+        self.log_dict(probe_log, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        return loss + probe_loss
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optim, self.trainer.world_size)
+        optimizer = build_optimizer(self, self.optim, self.trainer.world_size, undecayed=self.online_classifier)
         scheduler = build_scheduler(
             optimizer, self.optim, self.trainer.estimated_stepping_batches, self.trainer.max_epochs or 1
         )

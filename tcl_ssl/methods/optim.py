@@ -54,21 +54,25 @@ class OptimConfig:
         return self.lr * self.batch_size * world_size / REFERENCE_BATCH
 
 
-def parameter_groups(module: nn.Module) -> list[dict]:
+def parameter_groups(module: nn.Module, undecayed: nn.Module | None = None) -> list[dict]:
     """Trainable parameters in two groups: weights (decayed) and norms/biases (no weight decay).
 
-    Frozen parameters (``requires_grad=False``, e.g. momentum encoders) are left out.
+    Every parameter of the sub-module ``undecayed`` (e.g. an online probe) goes to the second
+    group. Frozen parameters (``requires_grad=False``, e.g. momentum encoders) are left out.
     """
+    exempt = {id(p) for p in undecayed.parameters()} if undecayed is not None else set()
     decay, no_decay = [], []
     for param in module.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (no_decay if param.ndim <= 1 or id(param) in exempt else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(module: nn.Module, config: OptimConfig, world_size: int = 1) -> torch.optim.Optimizer:
+def build_optimizer(
+    module: nn.Module, config: OptimConfig, world_size: int = 1, undecayed: nn.Module | None = None
+) -> torch.optim.Optimizer:
     """SGD or lightly's LARS over :func:`parameter_groups` of ``module`` at the scaled peak lr."""
-    groups = parameter_groups(module)
+    groups = parameter_groups(module, undecayed)
     lr = config.peak_lr(world_size)
     if config.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)

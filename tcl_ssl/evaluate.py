@@ -1,0 +1,143 @@
+"""``tcl-ssl eval RUN_DIR_OR_CHECKPOINT``: the evaluation suite on a trained backbone.
+
+Rebuilds the backbone of any method's run from its ``config.json`` and checkpoint, loads the
+run's dataset (or, with ``--dataset``, another one, resized to the run's image size: transfer),
+runs the chosen protocols on the validation and test splits, prints a table and adds the result
+to ``<run>/eval.json`` (one entry per dataset) and the pictures to ``<run>/plots/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from tcl_ssl.data import ImageData, load_dataset
+from tcl_ssl.evaluation import EvalSettings, evaluate_backbone
+from tcl_ssl.evaluation.plots import write_run_plots
+from tcl_ssl.evaluation.suite import PROTOCOLS, check_protocols
+from tcl_ssl.export import backbone_from_run, resolve_checkpoint, run_config
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def dataset_identity(spec: str) -> str:
+    """What a dataset spec refers to: the resolved path of an image folder, else the lower-case
+    name (``folder:`` and ``torchvision:`` prefixes dropped, aliases mapped to class names)."""
+    from tcl_ssl.data import _TORCHVISION_ALIASES
+
+    bare = spec.removeprefix("folder:").removeprefix("torchvision:")
+    if spec.startswith("folder:") or Path(bare).expanduser().is_dir():
+        return str(Path(bare).expanduser().resolve())
+    return _TORCHVISION_ALIASES.get(bare.lower(), bare).lower()
+
+
+def evaluate_run(
+    run: str | Path,
+    protocols: Sequence[str] = ("knn", "linear"),
+    dataset: str | None = None,
+    *,
+    data: ImageData | None = None,
+    data_dir: str | None = None,
+    settings: EvalSettings | None = None,
+    accelerator: str = "auto",
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the backbone of ``run`` (directory or checkpoint) and return the entry written to
+    ``eval.json``: ``dataset``, ``checkpoint``, ``protocols``, ``val``, ``test``, ... .
+
+    ``dataset`` (default: the run's) that names the run's own dataset, in any spelling, is loaded
+    with the run's splits; another one (transfer) with its default splits, resized to the run's
+    image size. An earlier entry for the same dataset and checkpoint keeps the figures of the
+    protocols not run again."""
+    protocols = check_protocols(list(protocols))
+    checkpoint = resolve_checkpoint(run)
+    backbone, feature_dim, config = backbone_from_run(checkpoint)
+    run_dir = checkpoint.resolve().parent.parent
+    transfer = dataset is not None and dataset_identity(dataset) != dataset_identity(config["dataset"])
+    name = dataset if transfer else config["dataset"]
+    if data is None:
+        data = load_dataset(
+            name,
+            data_dir=Path(data_dir or config.get("data_dir") or "") if (data_dir or config.get("data_dir")) else None,
+            image_size=config["data"]["image_size"] if transfer else config.get("image_size"),
+            val_fraction=None if transfer else config.get("val_fraction"),
+            test_fraction=None if transfer else config.get("test_fraction"),
+        )
+    if data.channels != config["data"]["channels"]:
+        data = data.with_channels(config["data"]["channels"])
+    if settings is None:  # the run's own kNN settings
+        settings = EvalSettings(knn_k=config.get("knn_k", 200), knn_temperature=config.get("knn_temperature", 0.1))
+    device = _device(accelerator)
+    start = time.perf_counter()
+    evaluation = evaluate_backbone(backbone.to(device), feature_dim, data, protocols, settings, device, accelerator)
+    entry = {
+        "dataset": name,
+        "checkpoint": str(checkpoint),
+        "method": config["method"],
+        "protocols": list(protocols),
+        "splits": data.sizes(),
+        "val": evaluation.metrics["val"],
+        "test": evaluation.metrics["test"],
+        "linear_weight_decay": evaluation.linear_weight_decay,
+        "seconds": time.perf_counter() - start,
+    }
+    path = run_dir / "eval.json"
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    previous = entries.get(name)
+    if previous is not None and previous.get("checkpoint") == entry["checkpoint"]:
+        # the same backbone evaluated again: keep the protocols that did not run this time
+        for split in ("val", "test"):
+            entry[split] = previous.get(split, {}) | entry[split]
+        entry["protocols"] = list(dict.fromkeys(previous.get("protocols", []) + entry["protocols"]))
+        if entry["linear_weight_decay"] is None:
+            entry["linear_weight_decay"] = previous.get("linear_weight_decay")
+    entries[name] = entry
+    path.write_text(json.dumps(entries, indent=2))
+    if plots:
+        own = name == config["dataset"]
+        suffix = "" if own else "-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        curves = sorted(run_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+        write_run_plots(run_dir / f"plots{suffix}", evaluation, data, curves if own else [], title=f"{config['method']} on {name}")
+    return entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tcl-ssl eval``: parse the command line, evaluate, print the table."""
+    from tcl_ssl.cli import format_metrics
+
+    parser = argparse.ArgumentParser(
+        prog="tcl-ssl eval", description=__doc__.split("\n\n")[1].replace("\n", " "),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run", help="run directory or checkpoint (.ckpt) of any method")
+    parser.add_argument("--protocols", default="knn,linear", help=f"comma-separated, of: {', '.join(PROTOCOLS)}")
+    parser.add_argument("--dataset", default=None, help="evaluate on another dataset (default: the run's)")
+    parser.add_argument("--data-dir", default=None, help="where torchvision datasets are stored")
+    parser.add_argument("--knn-k", type=int, default=None, help="(default: the run's, 200 unless changed)")
+    parser.add_argument("--knn-temperature", type=float, default=None, help="(default: the run's, 0.1 unless changed)")
+    parser.add_argument("--linear-aug-epochs", type=int, default=90, help="epochs of the linear-aug protocol")
+    parser.add_argument("--linear-aug-batch-size", type=int, default=256)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    config = run_config(resolve_checkpoint(args.run))
+    settings = EvalSettings(
+        knn_k=config.get("knn_k", 200) if args.knn_k is None else args.knn_k,
+        knn_temperature=config.get("knn_temperature", 0.1) if args.knn_temperature is None else args.knn_temperature,
+        linear_aug_epochs=args.linear_aug_epochs, linear_aug_batch_size=args.linear_aug_batch_size,
+    )
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    entry = evaluate_run(args.run, protocols, args.dataset, data_dir=args.data_dir, settings=settings,
+                         accelerator=args.accelerator, plots=not args.no_plots)
+    print(f"{entry['method']} backbone on {entry['dataset']} (splits {entry['splits']}), {entry['seconds']:.0f} s")
+    print(format_metrics({"val": entry["val"], "test": entry["test"]}))
+    return 0

@@ -1,0 +1,125 @@
+"""The evaluation suite: every protocol on a frozen backbone, on the validation and test splits.
+
+Protocols (names as in ``tcl-ssl eval --protocols``):
+
+- ``knn``: similarity-weighted kNN on normalised features (k = 200, t = 0.1), top-1 and top-5;
+- ``linear``: the fast linear probe on cached features, its weight decay chosen on validation;
+- ``linear-aug``: the standard linear protocol (lightly's ``LinearClassifier`` on augmented images);
+- ``retrieval``: precision@1, R-precision and MAP@R (pytorch-metric-learning).
+
+The train split is always the bank (kNN, retrieval) or the training set (probes); each metric is
+reported for the queries of the ``val`` and ``test`` splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+import augmentations
+from tcl_ssl.data import ImageData
+from tcl_ssl.evaluation.features import extract_features
+from tcl_ssl.evaluation.knn import knn_accuracy, topk_accuracy
+from tcl_ssl.evaluation.linear import probe_predictions, select_linear_probe
+
+PROTOCOLS = ("knn", "linear", "linear-aug", "retrieval")
+QUERY_SPLITS = ("val", "test")
+
+
+@dataclass
+class EvalSettings:
+    """Options of the protocols."""
+
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    linear_aug_epochs: int = 90
+    linear_aug_batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_backbone` measured.
+
+    Attributes:
+        metrics: ``{"val": {...}, "test": {...}}``, percent: ``knn_top1``, ``knn_top5``,
+            ``linear_top1``, ``linear_top5``, ``linear_aug_top1``, ``linear_aug_top5``,
+            ``precision_at_1``, ``r_precision``, ``map_at_r`` (those of the protocols run).
+        linear_weight_decay: the fast probe's weight decay chosen on validation (``None`` without it).
+        raw_features: the backbone's features of the ``val`` and ``test`` splits, not normalised.
+        test_features: normalised test features ``(N, F)`` (for pictures).
+        test_linear_predictions: the fast probe's top-1 class of each test image (``None`` without it).
+    """
+
+    metrics: dict[str, dict[str, float]]
+    linear_weight_decay: float | None = None
+    linear_val_top1_by_weight_decay: dict[float, float] = field(default_factory=dict)
+    raw_features: dict[str, Tensor] = field(default_factory=dict)
+    test_features: Tensor | None = None
+    test_linear_predictions: Tensor | None = None
+
+
+def check_protocols(protocols: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        raise ValueError(f"protocols must be a non-empty subset of {', '.join(PROTOCOLS)}, got {list(protocols)}")
+    return tuple(protocols)
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    feature_dim: int,
+    data: ImageData,
+    protocols: tuple[str, ...] = ("knn", "linear"),
+    settings: EvalSettings | None = None,
+    device: torch.device | str | None = None,
+    accelerator: str = "auto",
+) -> Evaluation:
+    """Run ``protocols`` on ``backbone`` (frozen; its mode is restored) over ``data``'s splits,
+    on ``device`` (default: where the backbone's parameters are)."""
+    from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
+    from tcl_ssl.evaluation.retrieval import retrieval_metrics
+
+    protocols = check_protocols(protocols)
+    settings = settings or EvalSettings()
+    device = torch.device(device) if device is not None else next(backbone.parameters()).device
+    preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
+    raw = {name: extract_features(backbone, data.split(name), preprocess, device=device, normalize=False)
+           for name in ("train", *QUERY_SPLITS)}
+    unit = {name: F.normalize(features, dim=1) for name, features in raw.items()}
+    labels = {name: data.split(name).labels for name in raw}
+    metrics: dict[str, dict[str, float]] = {name: {} for name in QUERY_SPLITS}
+    result = Evaluation(metrics, raw_features={name: raw[name] for name in QUERY_SPLITS}, test_features=unit["test"])
+
+    if "knn" in protocols:
+        for name in QUERY_SPLITS:
+            accuracy = knn_accuracy(unit["train"], labels["train"], unit[name], labels[name], data.num_classes,
+                                    k=settings.knn_k, temperature=settings.knn_temperature, device=device)
+            metrics[name] |= {f"knn_{key}": value for key, value in accuracy.items()}
+    if "linear" in protocols:
+        chosen = select_linear_probe((raw["train"], labels["train"]), (raw["val"], labels["val"]),
+                                     data.num_classes, device=device)
+        result.linear_weight_decay = chosen.weight_decay
+        result.linear_val_top1_by_weight_decay = chosen.val_top1
+        for name in QUERY_SPLITS:
+            predictions = probe_predictions(chosen.probe, raw[name]).cpu()
+            metrics[name] |= {f"linear_{key}": value for key, value in topk_accuracy(predictions, labels[name]).items()}
+            if name == "test":
+                result.test_linear_predictions = predictions[:, 0]
+    if "linear-aug" in protocols:
+        accuracy = augmented_linear_probe(
+            backbone, feature_dim, data, {name: data.split(name) for name in QUERY_SPLITS},
+            epochs=settings.linear_aug_epochs, batch_size=settings.linear_aug_batch_size, seed=settings.seed,
+            accelerator=accelerator,
+        )
+        for name in QUERY_SPLITS:
+            metrics[name] |= {f"linear_aug_{key}": value for key, value in accuracy[name].items()}
+    if "retrieval" in protocols:
+        for name in QUERY_SPLITS:
+            scores = retrieval_metrics(unit["train"], labels["train"], unit[name], labels[name], device=device)
+            metrics[name] |= {"precision_at_1": scores["precision_at_1"], "r_precision": scores["r_precision"],
+                              "map_at_r": scores["mean_average_precision_at_r"]}
+    return result

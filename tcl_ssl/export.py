@@ -1,0 +1,121 @@
+"""A trained backbone out of a run: ``tcl-ssl export RUN --out backbone.pt`` and :func:`load_backbone`.
+
+The exported file holds a plain torchvision ResNet ``state_dict`` (without ``fc``) and what it
+needs to be used: the architecture, the stem (``imagenet``, ``small`` or ``small-pool``, see
+:func:`tcl_ssl.backbones.build_backbone`), the input channels and image size, and the
+per-channel mean/std that its inputs were normalised with during pretraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from tcl_ssl.backbones import build_backbone
+
+FORMAT = "tcl-ssl-backbone"
+VERSION = 1
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file: ``path`` itself, or ``path/checkpoints/last.ckpt`` for a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {str(path)!r}: give a run directory or a .ckpt file of one")
+    return path
+
+
+def run_config(checkpoint: Path) -> dict[str, Any]:
+    """The ``config.json`` of the run that ``checkpoint`` (``<run>/checkpoints/*.ckpt``) belongs to."""
+    path = checkpoint.resolve().parent.parent / "config.json"
+    if not path.is_file():
+        raise ValueError(f"no config.json next to checkpoint {str(checkpoint)!r} (looked for {path})")
+    return json.loads(path.read_text())
+
+
+def backbone_from_run(path: str | Path) -> tuple[nn.Module, int, dict[str, Any]]:
+    """The backbone of a run (directory or checkpoint) with its trained weights, in eval mode;
+    its feature width; and the run's configuration. Works for every method (each keeps its
+    online network's trunk as ``backbone``)."""
+    checkpoint = resolve_checkpoint(path)
+    config = run_config(checkpoint)
+    backbone, feature_dim = build_backbone(config["backbone"], config["data"]["channels"], config["stem"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    backbone.load_state_dict(weights)
+    return backbone.eval(), feature_dim, config
+
+
+class PretrainedBackbone(nn.Module):
+    """A pretrained ResNet trunk with its input normalisation: images ``(B, C, H, W)``, uint8 or
+    float in ``[0, 1]``, to features ``(B, feature_dim)``.
+
+    ``resnet`` is the plain torchvision module (normalised inputs); ``image_size``, ``mean`` and
+    ``std`` are those of pretraining.
+    """
+
+    def __init__(self, resnet: nn.Module, feature_dim: int, mean: Sequence[float], std: Sequence[float], image_size: int) -> None:
+        super().__init__()
+        self.resnet = resnet
+        self.feature_dim = feature_dim
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float().div(255.0)
+        return self.resnet((images - self.mean) / self.std)
+
+
+def export_backbone(run: str | Path, out: str | Path) -> Path:
+    """Write the backbone of ``run`` (directory or checkpoint) to ``out``; see the module docstring."""
+    backbone, feature_dim, config = backbone_from_run(run)
+    data = config["data"]
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": config["backbone"],
+        "stem": config["stem"],
+        "in_channels": data["channels"],
+        "feature_dim": feature_dim,
+        "image_size": data["image_size"],
+        "mean": list(data["mean"]),
+        "std": list(data["std"]),
+        "method": config["method"],
+        "state_dict": backbone.state_dict(),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, out)
+    return out
+
+
+def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> PretrainedBackbone:
+    """The backbone exported by :func:`export_backbone`, ready to use (eval mode)."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export")
+    if payload["version"] > VERSION:
+        raise ValueError(f"{str(path)!r} has format version {payload['version']}; this tcl-ssl reads up to {VERSION}")
+    resnet, feature_dim = build_backbone(payload["arch"], payload["in_channels"], payload["stem"])
+    resnet.load_state_dict(payload["state_dict"])
+    return PretrainedBackbone(resnet, feature_dim, payload["mean"], payload["std"], payload["image_size"]).eval()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tcl-ssl export RUN --out backbone.pt``."""
+    parser = argparse.ArgumentParser(prog="tcl-ssl export", description="write a run's backbone as a plain torchvision ResNet state_dict")
+    parser.add_argument("run", help="run directory or checkpoint (.ckpt)")
+    parser.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
+    args = parser.parse_args(argv)
+    out = export_backbone(args.run, args.out)
+    print(f"wrote {out}; load it with tcl_ssl.load_backbone({str(out)!r})")
+    return 0
