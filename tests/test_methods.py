@@ -452,6 +452,7 @@ def test_online_probe_learns_from_detached_features_without_weight_decay(digits,
     for expected, param in zip(alone, method.backbone.parameters()):
         torch.testing.assert_close(param.grad, expected)
     assert all(bool(p.grad.abs().sum() > 0) for p in method.online_classifier.parameters())
+    method.backbone.requires_grad_(False)  # fixed features, so that the probe's progress is its own
     optimizer = build_optimizer(method, OptimConfig(lr=0.05, weight_decay=1e-3, warmup_epochs=0, batch_size=256),
                                 undecayed=method.online_classifier)
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
@@ -468,4 +469,4 @@ def test_online_probe_learns_from_detached_features_without_weight_decay(digits,
         optimizer.zero_grad()
         method.training_step((train_views, train_labels), step).backward()
         optimizer.step()
-    assert probe_loss() < 0.8 * before, (before, probe_loss())
+    assert probe_loss() < 0.6 * before, (before, probe_loss())
