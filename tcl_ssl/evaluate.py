@@ -40,6 +40,15 @@ def dataset_identity(spec: str) -> str:
     return _TORCHVISION_ALIASES.get(bare.lower(), bare).lower()
 
 
+def run_settings(config: dict[str, Any], knn_k: int | None = None, knn_temperature: float | None = None, **options) -> EvalSettings:
+    """Evaluation settings whose kNN options default to the run's own (``config.json``)."""
+    return EvalSettings(
+        knn_k=config.get("knn_k", 200) if knn_k is None else knn_k,
+        knn_temperature=config.get("knn_temperature", 0.1) if knn_temperature is None else knn_temperature,
+        **options,
+    )
+
+
 def evaluate_run(
     run: str | Path,
     protocols: Sequence[str] = ("knn", "linear"),
@@ -74,8 +83,8 @@ def evaluate_run(
         )
     if data.channels != config["data"]["channels"]:
         data = data.with_channels(config["data"]["channels"])
-    if settings is None:  # the run's own kNN settings
-        settings = EvalSettings(knn_k=config.get("knn_k", 200), knn_temperature=config.get("knn_temperature", 0.1))
+    if settings is None:
+        settings = run_settings(config)
     device = _device(accelerator)
     start = time.perf_counter()
     evaluation = evaluate_backbone(backbone.to(device), feature_dim, data, protocols, settings, device, accelerator)
@@ -129,10 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
-    config = run_config(resolve_checkpoint(args.run))
-    settings = EvalSettings(
-        knn_k=config.get("knn_k", 200) if args.knn_k is None else args.knn_k,
-        knn_temperature=config.get("knn_temperature", 0.1) if args.knn_temperature is None else args.knn_temperature,
+    settings = run_settings(
+        run_config(resolve_checkpoint(args.run)), args.knn_k, args.knn_temperature,
         linear_aug_epochs=args.linear_aug_epochs, linear_aug_batch_size=args.linear_aug_batch_size,
     )
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]

@@ -36,6 +36,7 @@ from tcl_ssl.data import ImageData, batch_loader, load_dataset
 from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, extract_features, knn_accuracy
 from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
 from tcl_ssl.evaluation.suite import check_protocols
+from tcl_ssl.export import run_config
 from tcl_ssl.methods import Method, OptimConfig, method_class
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,7 @@ class PretrainConfig:
     @classmethod
     def saved(cls, checkpoint: str | Path) -> PretrainConfig:
         """The configuration of the run a checkpoint (``<run>/checkpoints/*.ckpt``) belongs to."""
-        path = Path(checkpoint).resolve().parent.parent / "config.json"
-        if not path.is_file():
-            raise ValueError(f"no config.json next to checkpoint {str(checkpoint)!r} (looked for {path})")
-        saved = json.loads(path.read_text())
+        saved = run_config(Path(checkpoint))
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in names} | {"out": saved["run_dir"]})
 
@@ -209,8 +207,8 @@ class ValidationMonitor(Callback):
 def online_probe_top1(method: Method, features: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 (percent) of the method's online linear probe on raw backbone features ``(N, F)``."""
     device = next(method.online_classifier.parameters()).device
-    predictions = method.online_classifier(features.to(device)).argmax(dim=1).cpu()
-    return 100.0 * (predictions == labels).float().mean().item()
+    _, metrics = method.online_classifier.validation_step((features.to(device), labels.to(device)), 0)
+    return 100.0 * float(metrics["val_online_cls_top1"])
 
 
 def build_method(config: PretrainConfig, data: ImageData) -> Method:

@@ -56,7 +56,6 @@ class Evaluation:
 
     metrics: dict[str, dict[str, float]]
     linear_weight_decay: float | None = None
-    linear_val_top1_by_weight_decay: dict[float, float] = field(default_factory=dict)
     raw_features: dict[str, Tensor] = field(default_factory=dict)
     test_features: Tensor | None = None
     test_linear_predictions: Tensor | None = None
@@ -103,7 +102,6 @@ def evaluate_backbone(
         chosen = select_linear_probe((raw["train"], labels["train"]), (raw["val"], labels["val"]),
                                      data.num_classes, device=device)
         result.linear_weight_decay = chosen.weight_decay
-        result.linear_val_top1_by_weight_decay = chosen.val_top1
         for name in QUERY_SPLITS:
             predictions = probe_predictions(chosen.probe, raw[name]).cpu()
             metrics[name] |= {f"linear_{key}": value for key, value in topk_accuracy(predictions, labels[name]).items()}
