@@ -59,14 +59,16 @@ def evaluate_run(
     settings: EvalSettings | None = None,
     accelerator: str = "auto",
     plots: bool = True,
+    save_features: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the backbone of ``run`` (directory or checkpoint) and return the entry written to
     ``eval.json``: ``dataset``, ``checkpoint``, ``protocols``, ``val``, ``test``, ... .
 
     ``dataset`` (default: the run's) that names the run's own dataset, in any spelling, is loaded
     with the run's splits; another one (transfer) with its default splits, resized to the run's
-    image size. An earlier entry for the same dataset and checkpoint keeps the figures of the
-    protocols not run again."""
+    image size. ``save_features`` writes the backbone's features and labels of each split there
+    (:func:`write_features`). An earlier entry for the same dataset and checkpoint keeps the
+    figures of the protocols not run again."""
     protocols = check_protocols(list(protocols))
     checkpoint = resolve_checkpoint(run)
     backbone, feature_dim, config = backbone_from_run(checkpoint)
@@ -99,6 +101,9 @@ def evaluate_run(
         "linear_weight_decay": evaluation.linear_weight_decay,
         "seconds": time.perf_counter() - start,
     }
+    if save_features is not None:
+        labels = {name: data.split(name).labels for name in evaluation.raw_features}
+        write_features(save_features, evaluation.raw_features, labels)
     path = run_dir / "eval.json"
     entries = json.loads(path.read_text()) if path.is_file() else {}
     previous = entries.get(name)
@@ -119,6 +124,20 @@ def evaluate_run(
     return entry
 
 
+def write_features(path: str | Path, features: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> None:
+    """Save ``{split: {"features": (N, F) float32, "labels": (N,) int64}}`` with ``torch.save``."""
+    torch.save({name: {"features": features[name].cpu(), "labels": labels[name].cpu()} for name in features}, path)
+
+
+def read_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The splits written by :func:`write_features`: ``{split: (features, labels)}``."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [name for name in ("train", "val", "test") if name not in saved]
+    if missing:
+        raise ValueError(f"{path} lacks the splits {missing}; expected a file written by `tcl-ssl eval --save-features`")
+    return {name: (split["features"], split["labels"]) for name, split in saved.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``tcl-ssl eval``: parse the command line, evaluate, print the table."""
     from tcl_ssl.cli import format_metrics
@@ -137,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--linear-aug-batch-size", type=int, default=256)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--save-features", default=None, metavar="FILE",
+                        help="also save the backbone's features and labels of each split (torch.save)")
     args = parser.parse_args(argv)
     settings = run_settings(
         run_config(resolve_checkpoint(args.run)), args.knn_k, args.knn_temperature,
@@ -144,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     entry = evaluate_run(args.run, protocols, args.dataset, data_dir=args.data_dir, settings=settings,
-                         accelerator=args.accelerator, plots=not args.no_plots)
+                         accelerator=args.accelerator, plots=not args.no_plots,
+                         save_features=args.save_features)
     print(f"{entry['method']} backbone on {entry['dataset']} (splits {entry['splits']}), {entry['seconds']:.0f} s")
     print(format_metrics({"val": entry["val"], "test": entry["test"]}))
     return 0

@@ -69,7 +69,8 @@ def test_linear_probe_matches_scikit_learn_logistic_regression():
     x_test, y_test = _clusters(800, 24, 5, 3.5, seed=5)
     x, x_test = 3.0 * x + 1.0, 3.0 * x_test + 1.0  # not standardised: the probe standardises
     weight_decay = 1e-2
-    probe = fit_linear_probe(x, y, 5, weight_decay)
+    probe = fit_linear_probe(x, y, 5, weight_decay)  # scikit-learn's stopping rule and tolerance
+    converged = fit_linear_probe(x, y, 5, weight_decay, tolerance_grad=1e-7)
     mean, std = x.mean(0), x.std(0)
     reference = LogisticRegression(C=1.0 / (weight_decay * len(x)), max_iter=5000, tol=1e-10)
     reference.fit(((x - mean) / std).numpy(), y.numpy())
@@ -79,7 +80,7 @@ def test_linear_probe_matches_scikit_learn_logistic_regression():
     assert 0.5 < accuracy[1] < 0.98  # a problem with errors, so that the comparison means something
     assert abs(accuracy[0] - accuracy[1]) <= 0.01
     # the same convex objective, so the same minimiser (logits up to a constant per row)
-    logits_ours = probe(x_test).numpy()
+    logits_ours = converged(x_test).numpy()
     logits_theirs = reference.decision_function(((x_test - mean) / std).numpy())
     centred = lambda z: z - z.mean(axis=1, keepdims=True)  # noqa: E731
     np.testing.assert_allclose(centred(logits_ours), centred(logits_theirs), atol=2e-3)
@@ -153,3 +154,29 @@ def test_knn_memory_stays_within_its_budget_whatever_the_bank():
     assert peak < 2 * budget, peak
     whole = knn_classify(bank, labels, queries, 10, k=50)
     assert torch.equal(knn_classify(bank, labels, queries, 10, k=50, memory_bytes=budget), whole)
+
+
+def test_bench_eval_compares_like_with_like(capsys):
+    """`tcl-ssl bench eval` on a small mixture: the same kNN predictions as lightly's, the probe
+    within a point of scikit-learn's on the queries, and both searches picking a grid value."""
+    from tcl_ssl.bench.eval import run, synthetic_splits
+    from tcl_ssl.cli import main
+    from tcl_ssl.evaluation.linear import WEIGHT_DECAYS
+
+    report = run(synthetic_splits(bank=3_000, queries=600, dim=32, classes=5, spread=3.0), classes=5)
+    assert report["knn_same_top1"] == 100.0
+    assert 50.0 < report["sklearn_top1"] < 99.0  # errors to disagree on
+    assert abs(report["linear_top1"] - report["sklearn_top1"]) <= 1.0
+    assert report["linear_weight_decay"] in WEIGHT_DECAYS and report["sklearn_weight_decay"] in WEIGHT_DECAYS
+    assert main(["bench", "eval", "--bank", "500", "--queries", "100", "--dim", "8", "--classes", "3"]) == 0
+    assert "scikit-learn / tcl-ssl time" in capsys.readouterr().out
+
+
+def test_linear_probe_refuses_bad_settings():
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1"):
+        fit_linear_probe(x, y, 2, -1.0)
+    with pytest.raises(ValueError, match="tolerance_grad must be > 0, got 0"):
+        fit_linear_probe(x, y, 2, 1e-3, tolerance_grad=0.0)
+    with pytest.raises(ValueError, match=r"labels must have shape \(10,\)"):
+        fit_linear_probe(x, y[:5], 2, 1e-3)

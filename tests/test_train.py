@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from tcl_ssl.cli import main
 from tcl_ssl.data import ImageData, assemble, load_builtin
 from tcl_ssl.methods import method_class
-from tcl_ssl.evaluate import evaluate_run
+from tcl_ssl.evaluate import evaluate_run, read_features
+from tcl_ssl.evaluation.knn import knn_accuracy
 from tcl_ssl.train import PretrainConfig, pretrain
 
 
@@ -105,12 +108,19 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
     assert {p.name for p in (tmp_path / "run" / "plots").iterdir()} == {"curves.png", "tsne.png", "confusion.png"}
     # tcl-ssl eval reloads the folder with the run's splits, and keeps earlier protocols' figures
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert main(["eval", str(tmp_path / "run"), "--protocols", "knn", "--no-plots"]) == 0
+    assert main(["eval", str(tmp_path / "run"), "--protocols", "knn", "--no-plots",
+                 "--save-features", str(tmp_path / "features.pt")]) == 0
     assert main(["eval", str(tmp_path / "run"), "--protocols", "linear", "--no-plots"]) == 0
     entry = json.loads((tmp_path / "run" / "eval.json").read_text())[str(tmp_path / "images")]
     assert entry["splits"] == {"train": 48, "val": 16, "test": 16} and entry["protocols"] == ["knn", "linear"]
     assert entry["test"]["knn_top1"] == pytest.approx(summary["test"]["knn_top1"])  # the run's k (5)
     assert entry["test"]["linear_top1"] == pytest.approx(summary["test"]["linear_top1"])
+    # the saved features are the ones the protocols used: kNN on them gives the same figure
+    saved = read_features(tmp_path / "features.pt")
+    assert {name: len(labels) for name, (_, labels) in saved.items()} == {"train": 48, "val": 16, "test": 16}
+    unit = {name: torch.nn.functional.normalize(features, dim=1) for name, (features, _) in saved.items()}
+    again = knn_accuracy(unit["train"], saved["train"][1], unit["test"], saved["test"][1], 2, k=5)
+    assert again["top1"] == pytest.approx(entry["test"]["knn_top1"])
 
 
 def test_cli_reports_bad_input_without_a_traceback(capsys):
@@ -275,10 +285,38 @@ def test_eval_transfers_a_backbone_to_another_dataset(tmp_path, small_digits, mo
     assert "protocols must be a non-empty subset of knn, linear, linear-aug, retrieval" in capsys.readouterr().err
 
 
-def test_tensorboard_logger_is_refused_without_the_package(tmp_path, small_digits):
-    import importlib.util
+def test_tensorboard_logger_is_refused_without_the_package(tmp_path, small_digits, monkeypatch):
+    import tcl_ssl.train
 
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        pytest.skip("tensorboard is installed")
+    monkeypatch.setattr(tcl_ssl.train, "_tensorboard_available", lambda: False)
     with pytest.raises(ValueError, match="logger 'tensorboard' needs the tensorboard package"):
         pretrain(_config(tmp_path, logger="tensorboard"), data=small_digits)
+
+
+def _read_scalars(event_file) -> dict[str, list[float]]:
+    """Scalars of a TensorBoard event file, parsed from its TFRecord framing with tensorboardX's protos."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, scalars, at = event_file.read_bytes(), {}, 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at:at + 8])
+        event = Event.FromString(data[at + 12:at + 12 + length])  # after the length and its CRC
+        at += 12 + length + 4  # the payload's CRC
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_tensorboard_logger_writes_the_same_metrics_as_the_csv_log(tmp_path, small_digits):
+    pytest.importorskip("tensorboardX")
+    pretrain(_config(tmp_path, logger="tensorboard", epochs=2), data=small_digits)
+    (event_file,) = (tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*")
+    scalars = _read_scalars(event_file)
+    rows = list(csv.DictReader((tmp_path / "run" / "logs" / "version_0" / "metrics.csv").open()))
+    for tag in ("train_loss_epoch", "val_knn_top1", "val_online_top1"):
+        logged = [float(row[tag]) for row in rows if row.get(tag)]
+        assert len(logged) >= 2
+        np.testing.assert_allclose(scalars[tag], logged, rtol=1e-6)
+

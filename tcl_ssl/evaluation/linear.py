@@ -50,15 +50,20 @@ def fit_linear_probe(
     weight_decay: float,
     *,
     max_iter: int = 1000,
+    tolerance_grad: float = 1e-4,
     init: StandardisedLinear | None = None,
 ) -> StandardisedLinear:
     """Fit a :class:`StandardisedLinear` on ``features`` ``(N, F)`` and int64 ``labels`` ``(N,)``
     with full-batch L-BFGS (strong Wolfe line search), on the features' device.
 
+    The fit stops when no partial derivative of the objective exceeds ``tolerance_grad`` in
+    absolute value: scikit-learn's stopping rule for lbfgs, whose default ``tol`` is also 1e-4.
     ``init`` warm-starts from another probe's weights (same standardisation).
     """
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if not tolerance_grad > 0:
+        raise ValueError(f"tolerance_grad must be > 0, got {tolerance_grad!r}")
     if labels.shape != (features.shape[0],):
         raise ValueError(f"labels must have shape ({features.shape[0]},), got {tuple(labels.shape)}")
     probe = StandardisedLinear.for_features(features, num_classes).to(features.device)
@@ -68,7 +73,7 @@ def fit_linear_probe(
     x = (features - probe.mean) / probe.std
     optimizer = torch.optim.LBFGS(
         probe.linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-        tolerance_grad=1e-5, tolerance_change=1e-10, line_search_fn="strong_wolfe",
+        tolerance_grad=tolerance_grad, tolerance_change=1e-10, line_search_fn="strong_wolfe",
     )
 
     def closure() -> Tensor:

@@ -49,7 +49,7 @@ class Evaluation:
             ``linear_top1``, ``linear_top5``, ``linear_aug_top1``, ``linear_aug_top5``,
             ``precision_at_1``, ``r_precision``, ``map_at_r`` (those of the protocols run).
         linear_weight_decay: the fast probe's weight decay chosen on validation (``None`` without it).
-        raw_features: the backbone's features of the ``val`` and ``test`` splits, not normalised.
+        raw_features: the backbone's features of the ``train``, ``val`` and ``test`` splits, not normalised.
         test_features: normalised test features ``(N, F)`` (for pictures).
         test_linear_predictions: the fast probe's top-1 class of each test image (``None`` without it).
     """
@@ -91,7 +91,7 @@ def evaluate_backbone(
     unit = {name: F.normalize(features, dim=1) for name, features in raw.items()}
     labels = {name: data.split(name).labels for name in raw}
     metrics: dict[str, dict[str, float]] = {name: {} for name in QUERY_SPLITS}
-    result = Evaluation(metrics, raw_features={name: raw[name] for name in QUERY_SPLITS}, test_features=unit["test"])
+    result = Evaluation(metrics, raw_features=raw, test_features=unit["test"])
 
     if "knn" in protocols:
         for name in QUERY_SPLITS:
