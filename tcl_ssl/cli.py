@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from tcl_ssl.train import PretrainConfig
 
@@ -75,12 +76,17 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                       help="fraction of train held out for validation (default 0.1), where validation is split off train")
     data.add_argument("--test-fraction", type=float, default=None,
                       help="fraction held out for test from a single image folder (default 0.2)")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="leave out image files that cannot be decoded, with a warning (default: stop and name the file)")
     p.add_argument(
         "--resume",
         default=None,
-        help="checkpoint to resume from (RUN/checkpoints/last.ckpt): the run's config.json is used, "
-        "changed only by the options given here (e.g. --epochs), and the run continues in RUN",
+        help="run directory or checkpoint to resume from (RUN = RUN/checkpoints/last.ckpt): the run's "
+        "config.json is used, changed only by the options given here (e.g. --epochs), and the run continues "
+        "in RUN. Rerunning with the --out of an unfinished or finished run resumes it the same way",
     )
+    p.add_argument("--checkpoint-every-n-steps", type=int, default=_DEFAULTS.checkpoint_every_n_steps,
+                   help="also write last.ckpt every N optimiser steps (0: at the end of each epoch only)")
     p.add_argument("--limit-train-batches", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=_run_pretrain, forwarded=False, parser=p)
 
@@ -140,7 +146,9 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         image_size=args.image_size,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
+        skip_bad_images=args.skip_bad_images,
         resume=args.resume,
+        checkpoint_every_n_steps=args.checkpoint_every_n_steps,
         limit_train_batches=int(limit) if limit > 1 else limit,
     )
 
@@ -150,7 +158,7 @@ def _protocols(text: str) -> list[str]:
 
 
 #: config fields that define the data and its splits, which a resumed run must keep
-_DATA_FIELDS = {"dataset", "data_dir", "image_size", "val_fraction", "test_fraction"}
+_DATA_FIELDS = {"dataset", "data_dir", "image_size", "val_fraction", "test_fraction", "skip_bad_images"}
 
 #: config fields set by CLI options whose destination has another name
 _FIELD_OF_DEST = {
@@ -184,7 +192,9 @@ def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig
     """The checkpoint's run configuration, with only the options given on this command line changed."""
     from tcl_ssl.train import PretrainConfig
 
-    saved = PretrainConfig.saved(args.resume)
+    from tcl_ssl.export import resolve_checkpoint
+
+    saved = PretrainConfig.saved(resolve_checkpoint(args.resume))
     asked = _config_from_args(args)
     changes: dict = {"resume": args.resume}
     for dest in _given_dests(args.parser, argv) - {"resume"}:
@@ -209,6 +219,10 @@ def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
 
         print(describe_methods())
         return 0
+    if args.resume is None and args.out is not None and (Path(args.out) / "checkpoints" / "last.ckpt").is_file():
+        args.resume = args.out
+        print(f"tcl-ssl: {args.out} holds a run: resuming it from its last checkpoint "
+              "(give another --out to start afresh)", file=sys.stderr)
     config = _resumed_config(args, args.argv) if args.resume else _config_from_args(args)
     summary = pretrain(config)
     print()
@@ -296,11 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore", module="pytorch_lightning")
         warnings.filterwarnings("ignore", module="lightning_fabric")
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from tcl_ssl.checkpointing import NonFiniteLossError
+
     try:
         return args.func(args, rest)
-    except ValueError as error:
+    except (ValueError, MisconfigurationException) as error:  # a mistake in the input
         print(f"tcl-ssl: error: {error}", file=sys.stderr)
         return 2
+    except (NonFiniteLossError, OSError) as error:  # training diverged; a file could not be read or written
+        print(f"tcl-ssl: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -275,6 +275,11 @@ def list_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
         raise ValueError(f"image folder {str(root)!r} does not exist or is not a directory")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
+        if len(found) < 2:
+            raise ValueError(
+                f"image folder {str(root)!r} has {len(found)} class folder(s) {found}: at least 2 are needed "
+                "(root/<class>/<image>; the labels drive the evaluation, and supervised training)"
+            )
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -292,41 +297,68 @@ def list_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     return files, labels, classes
 
 
-def decode_images(files: list[Path], image_size: int, channels: int = 3) -> Tensor:
-    """Decode image files into uint8 ``(N, C, S, S)``: shorter side resized to ``S``, centre crop."""
+def decode_images(files: list[Path], image_size: int, channels: int = 3, skip_bad: bool = False) -> tuple[Tensor, list[int]]:
+    """Decode image files into uint8 ``(N, C, S, S)``: shorter side resized to ``S``, centre crop;
+    grayscale, palette and RGBA files are converted to ``channels`` (as torchvision's
+    ``ImageFolder`` converts to RGB). Returns the images and the indices of the files decoded.
+
+    A file that cannot be decoded raises ``ValueError`` naming it, or with ``skip_bad`` is left
+    out with a warning that counts them.
+    """
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2 import functional as TF
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     out = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
+    kept: list[int] = []
+    bad: list[tuple[Path, str]] = []
     for i, path in enumerate(files):
-        image = decode_image(read_file(str(path)), mode=mode)
+        try:
+            image = decode_image(read_file(str(path)), mode=mode)
+        except (RuntimeError, ValueError) as error:
+            if not skip_bad:
+                raise ValueError(
+                    f"cannot decode image file {str(path)!r} ({str(error).splitlines()[0]}); "
+                    "remove it, or pass --skip-bad-images to leave such files out"
+                ) from error
+            bad.append((path, str(error).splitlines()[0]))
+            continue
         if image.shape[-2:] != (image_size, image_size):
             image = TF.center_crop(TF.resize(image, image_size, antialias=True), [image_size, image_size])
-        out[i] = image
-    return out
+        out[len(kept)] = image
+        kept.append(i)
+    if bad:
+        log.warning("skipped %d of %d image files that could not be decoded, e.g. %s (%s)",
+                    len(bad), len(files), bad[0][0], bad[0][1])
+    if not kept:
+        raise ValueError(f"none of the {len(files)} image files could be decoded, e.g. {str(bad[0][0])!r}")
+    return out[: len(kept)].clone() if bad else out, kept
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("TCL_SSL_CACHE", Path.home() / ".cache" / "tcl_ssl"))
 
 
-def _decode_cached(files: list[Path], image_size: int, cache_dir: Path | None) -> Tensor:
-    """:func:`decode_images`, cached as a tensor file keyed by the files' paths, sizes, times and the size."""
+def _decode_cached(files: list[Path], labels: list[int], image_size: int, cache_dir: Path | None,
+                   skip_bad: bool = False) -> Split:
+    """:func:`decode_images` as a split, cached as a tensor file keyed by the files' paths, sizes,
+    times, the image size and ``skip_bad``."""
     key = hashlib.sha1(
         "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode()
-        + f"|{image_size}".encode()
+        + f"|{image_size}|{skip_bad}|v2".encode()
     ).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"folder-{key}.pt"
     if cache.exists():
-        return torch.load(cache)
-    log.info("decoding %d images (cached to %s)", len(files), cache)
-    images = decode_images(files, image_size)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    torch.save(images, tmp)
-    tmp.replace(cache)
-    return images
+        saved = torch.load(cache)
+        images, kept = saved["images"], saved["kept"].tolist()
+    else:
+        log.info("decoding %d images (cached to %s)", len(files), cache)
+        images, kept = decode_images(files, image_size, skip_bad=skip_bad)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp-{os.getpid()}")
+        torch.save({"images": images, "kept": torch.tensor(kept, dtype=torch.long)}, tmp)
+        tmp.replace(cache)
+    return Split(images, torch.tensor(labels, dtype=torch.long)[kept])
 
 
 def folder_layout(root: Path) -> dict[str, Path]:
@@ -349,17 +381,19 @@ def load_image_folder(
     val_fraction: float | None = None,
     test_fraction: float | None = None,
     cache_dir: Path | None = None,
+    skip_bad_images: bool = False,
 ) -> ImageData:
     """An image folder decoded once (cached) into train/val/test splits (see the module docstring).
 
     ``val_fraction`` and ``test_fraction`` (defaults 0.1 and 0.2) size the splits taken off
-    ``train``; one given for a split the folder already has is refused.
+    ``train``; one given for a split the folder already has is refused. ``skip_bad_images``
+    leaves out files that cannot be decoded (else they raise).
     """
     image_size = 32 if image_size is None else image_size
     layout = folder_layout(root)
     if not layout:
         files, labels, _ = list_image_folder(root)
-        everything = Split(_decode_cached(files, image_size, cache_dir), torch.tensor(labels, dtype=torch.long))
+        everything = _decode_cached(files, labels, image_size, cache_dir, skip_bad_images)
         rest, test = everything.split_off(_fraction(test_fraction, DEFAULT_TEST_FRACTION))
         train, val = rest.split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
         return assemble(str(root), train, val, test)
@@ -371,7 +405,7 @@ def load_image_folder(
     splits = {}
     for name, path in layout.items():
         files, labels, _ = list_image_folder(path, classes)
-        splits[name] = Split(_decode_cached(files, image_size, cache_dir), torch.tensor(labels, dtype=torch.long))
+        splits[name] = _decode_cached(files, labels, image_size, cache_dir, skip_bad_images)
     if {"val", "test"} <= set(splits):
         train, val, test = splits["train"], splits["val"], splits["test"]
     else:
@@ -388,9 +422,11 @@ def load_dataset(
     val_fraction: float | None = None,
     test_fraction: float | None = None,
     download: bool = True,
+    skip_bad_images: bool = False,
 ) -> ImageData:
     """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it
-    into train/val/test splits, resized to ``image_size`` if given."""
+    into train/val/test splits, resized to ``image_size`` if given (``skip_bad_images``: image
+    folders only)."""
     name = spec.removeprefix("torchvision:")
     is_torchvision = spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES
     if test_fraction is not None and (spec == BUILTIN or is_torchvision):
@@ -403,7 +439,7 @@ def load_dataset(
         return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download, val_fraction, image_size)
     if spec.startswith("folder:") or Path(spec).is_dir():
         path = Path(spec.removeprefix("folder:")).expanduser()
-        return load_image_folder(path, image_size, val_fraction, test_fraction)
+        return load_image_folder(path, image_size, val_fraction, test_fraction, skip_bad_images=skip_bad_images)
     raise ValueError(
         f"unknown dataset {spec!r}: use {BUILTIN!r} (built in), one of {sorted(_TORCHVISION_ALIASES)}, "
         "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>, or with "
@@ -436,16 +472,83 @@ def _identity(batch):
     return batch
 
 
-def batch_loader(split: Split, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader of uint8 ``(images, labels)`` batches from an in-memory split."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        BatchedTensorDataset(split),
+class EpochRandomSampler(torch.utils.data.RandomSampler):
+    """A random order that is a function of ``(seed, epoch)`` alone, like ``DistributedSampler``'s:
+    Lightning calls :meth:`set_epoch` before each epoch, so a resumed run draws the same orders as
+    an uninterrupted one without saving a generator state. Under DDP, Lightning replaces it (a
+    ``RandomSampler``) with a shuffling ``DistributedSampler``, which behaves the same way."""
+
+    def __init__(self, data_source: torch.utils.data.Dataset, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class ResumableDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose position within an epoch goes into Lightning's checkpoints.
+
+    ``state_dict()`` goes into every checkpoint (see :class:`tcl_ssl.checkpointing.ResumeState`)
+    and ``load_state_dict()`` gets it back before iteration resumes: a run resumed from a
+    mid-epoch checkpoint then skips the batches that epoch already trained on (the sampler's
+    epoch tells whether the resumed epoch is the saved one). The skipped batches are drawn and dropped, which costs one index
+    gather each for in-memory data.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+
+    def _epoch(self) -> int:
+        sampler = self.batch_sampler.sampler if self.batch_sampler is not None else self.sampler
+        return int(getattr(sampler, "epoch", 0))
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
+        return self._track(batches)
+
+    def _track(self, batches: Iterator[Any]) -> Iterator[Any]:
+        # runs at the first next(), after Lightning's set_epoch
+        skip = 0
+        if self._resume is not None:
+            epoch, done = self._resume
+            skip = done if epoch == self._epoch() else 0
+            self._resume = None
+        self._yielded = skip
+        for _ in range(skip):
+            next(batches, None)
+        for batch in batches:
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches"}``: the epoch being iterated and how many of its batches were handed out."""
+        return {"epoch": self._epoch(), "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
+
+def batch_loader(split: Split, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> ResumableDataLoader:
+    """A resumable DataLoader of uint8 ``(images, labels)`` batches from an in-memory split; with
+    ``shuffle``, each epoch's order depends only on ``seed`` and the epoch."""
+    dataset = BatchedTensorDataset(split)
+    return ResumableDataLoader(
+        dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochRandomSampler(dataset, seed) if shuffle else None,
         drop_last=drop_last,
         collate_fn=_identity,
-        generator=generator,
+        # the loader draws a base seed for workers at each epoch: from its own generator, not
+        # from the global one, which the device augmentation uses and checkpoints save
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -82,6 +82,7 @@ def evaluate_run(
             image_size=config["data"]["image_size"] if transfer else config.get("image_size"),
             val_fraction=None if transfer else config.get("val_fraction"),
             test_fraction=None if transfer else config.get("test_fraction"),
+            skip_bad_images=config.get("skip_bad_images", False),
         )
     if data.channels != config["data"]["channels"]:
         data = data.with_channels(config["data"]["channels"])

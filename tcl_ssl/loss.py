@@ -203,12 +203,12 @@ class _TCLFunction(torch.autograd.Function):
         return grad_anchors, grad_keys, None, None, None, None, None, None, None
 
 
-def _check_embeddings(name: str, x: Tensor) -> None:
+def _check_embeddings(name: str, x: Tensor, check_finite: bool = True) -> None:
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-d (N, D) tensor, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
-    if not torch.isfinite(x).all():
+    if check_finite and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
 
 
@@ -233,6 +233,7 @@ def tcl_loss(
     self_index: Tensor | None = None,
     anchor_weights: Tensor | None = None,
     normalize: bool = True,
+    check_finite: bool = True,
 ) -> Tensor:
     """TCL loss of anchors ``embeddings`` against ``keys`` (default: the anchors themselves).
 
@@ -250,6 +251,9 @@ def tcl_loss(
             ``1 / (number of anchors with a positive)`` for those anchors, 0 for the others,
             i.e. the mean over anchors that have a positive.
         normalize: L2-normalise ``embeddings`` and ``keys`` first.
+        check_finite: refuse NaN or inf in ``embeddings`` and ``keys`` (a host-device
+            synchronisation on a GPU). ``False`` lets them through to a NaN loss, for training
+            loops that watch the loss themselves (a float16 GradScaler skips such steps).
 
     Returns:
         Scalar loss, float32 (float64 for float64 input), also under autocast. A batch in which no anchor has a positive returns ``0`` (still
@@ -259,13 +263,13 @@ def tcl_loss(
         ValueError: on bad shapes, dtypes, non-finite values or hyper-parameters.
     """
     validate_hyperparameters(temperature, k1, k2)
-    _check_embeddings("embeddings", embeddings)
+    _check_embeddings("embeddings", embeddings, check_finite)
     _check_groups("groups", groups, embeddings.shape[0])
     if keys is None:
         if key_groups is not None or self_index is not None:
             raise ValueError("key_groups and self_index are only allowed together with keys")
     else:
-        _check_embeddings("keys", keys)
+        _check_embeddings("keys", keys, check_finite)
         if keys.shape[1] != embeddings.shape[1]:
             raise ValueError(
                 f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}"
@@ -364,6 +368,9 @@ class TCLLoss(nn.Module):
             bank; an anchor's positives are its own image's keys (or, with labels, every key
             and bank entry of its label), its negatives every other key in the batch and in
             the bank.
+        check_finite: refuse NaN or inf in the views with a ``ValueError`` (default). ``False``
+            lets them through to a NaN loss and spares a host-device synchronisation per call:
+            for training loops that watch the loss (``tcl-ssl pretrain`` does).
     """
 
     def __init__(
@@ -374,9 +381,11 @@ class TCLLoss(nn.Module):
         gather_distributed: bool = False,
         memory_bank_size: int | tuple[int, int] = 0,
         anchors: str = "all",
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         validate_hyperparameters(temperature, k1, k2)
+        self.check_finite = check_finite
         self.temperature = float(temperature)
         self.k1 = float(k1)
         self.k2 = float(k2)
@@ -402,7 +411,7 @@ class TCLLoss(nn.Module):
         distributed = self.gather_distributed and dist.world_size() > 1
         queries = self.anchors == "first"
         if not distributed and self.memory_bank is None and not queries:
-            return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2)
+            return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2, check_finite=self.check_finite)
 
         embeddings = _normalized_float(embeddings)
         if queries:
@@ -431,7 +440,7 @@ class TCLLoss(nn.Module):
         loss = tcl_loss(
             anchors, anchor_groups, self.temperature, self.k1, self.k2,
             keys=keys, key_groups=key_groups, self_index=self_index,
-            anchor_weights=weights, normalize=False,
+            anchor_weights=weights, normalize=False, check_finite=self.check_finite,
         )
         if self.memory_bank is not None and self.training and update_bank:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)

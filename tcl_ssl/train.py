@@ -4,7 +4,8 @@
 directory::
 
     <out>/config.json        the resolved configuration
-    <out>/checkpoints/       last.ckpt (resumable with ``resume=<out>/checkpoints/last.ckpt``)
+    <out>/checkpoints/       last.ckpt, written atomically every epoch (and every N steps with
+                             ``checkpoint_every_n_steps``); ``resume=<out>`` continues the run
     <out>/logs/version_N/metrics.csv   per-step and per-epoch metrics (Lightning's CSVLogger;
                              a resumed run writes the next version, nothing is overwritten)
     <out>/summary.json       final figures on the validation and test splits (see pretrain())
@@ -27,16 +28,17 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 import augmentations
 from tcl_ssl.backbones import build_backbone
+from tcl_ssl.checkpointing import AtomicCheckpointIO, LastCheckpoint, NonFiniteLossGuard, ResumeState
 from tcl_ssl.data import ImageData, batch_loader, load_dataset
 from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, extract_features, knn_accuracy
 from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
 from tcl_ssl.evaluation.suite import check_protocols
-from tcl_ssl.export import run_config
+from tcl_ssl.export import resolve_checkpoint, run_config
 from tcl_ssl.methods import Method, OptimConfig, method_class
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,9 @@ class PretrainConfig:
     image_size: int | None = None  # every source is resized to this (image folders default to 32)
     val_fraction: float | None = None  # None: 0.1 of train, where validation is split off train
     test_fraction: float | None = None  # None: 0.2; single image folders only
+    skip_bad_images: bool = False  # image folders: leave out files that cannot be decoded (else an error)
     resume: str | None = None
+    checkpoint_every_n_steps: int = 0  # 0: last.ckpt at the end of each epoch only
     limit_train_batches: float | int = 1.0
 
     def resolved(self) -> PretrainConfig:
@@ -116,6 +120,8 @@ class PretrainConfig:
             raise ValueError(f"batch_size must be >= 2, got {config.batch_size}")
         if config.knn_k < 1:
             raise ValueError(f"knn_k must be >= 1, got {config.knn_k}")
+        if config.checkpoint_every_n_steps < 0:
+            raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {config.checkpoint_every_n_steps}")
         if config.knn_every_n_epochs < 0:
             raise ValueError(f"knn_every_n_epochs must be >= 0, got {config.knn_every_n_epochs}")
         if config.augmentation not in augmentations.available():
@@ -129,8 +135,17 @@ class PretrainConfig:
             raise ValueError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
         if config.image_size is not None and (isinstance(config.image_size, bool) or config.image_size < 8):
             raise ValueError(f"image_size must be an integer >= 8, got {config.image_size!r}")
-        if config.resume is not None and not Path(config.resume).is_file():
-            raise ValueError(f"resume checkpoint {config.resume!r} does not exist")
+        if config.resume is not None:
+            try:
+                resolve_checkpoint(config.resume)
+            except ValueError as error:
+                raise ValueError(f"cannot resume: {error}") from None
+        if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"accelerator {config.accelerator!r} asks for a CUDA GPU, but torch finds none on this machine "
+                f"(torch {torch.__version__}); use --accelerator cpu, or auto to take a GPU where there is one"
+            )
+        check_writable(self.run_dir())
         unknown = sorted(set(config.method_options) - set(cls.options()))
         if unknown:
             allowed = ", ".join(cls.options()) or "none"
@@ -159,6 +174,17 @@ class PretrainConfig:
         saved = run_config(Path(checkpoint))
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in names} | {"out": saved["run_dir"]})
+
+
+def check_writable(directory: Path) -> None:
+    """Raise ``ValueError`` unless ``directory`` exists as a writable directory or can be made."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot create the run directory {str(directory)!r}: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the run directory {str(directory)!r}: {str(existing)!r} is not writable")
 
 
 def resolved_stem(config: PretrainConfig, image_size: int) -> str:
@@ -249,6 +275,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     """Run one pretraining job and return its summary (also written to ``summary.json``)."""
     config.validate()
     config = config.resolved()
+    if config.resume is not None:
+        config = dataclasses.replace(config, resume=str(resolve_checkpoint(config.resume)))
     run_dir = config.run_dir()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -259,6 +287,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             image_size=config.image_size,
             val_fraction=config.val_fraction,
             test_fraction=config.test_fraction,
+            skip_bad_images=config.skip_bad_images,
         )
     if len(data.train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
@@ -266,7 +295,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     method = build_method(config, data)
     preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
 
-    callbacks: list[Callback] = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    callbacks: list[Callback] = [NonFiniteLossGuard(), ResumeState(),
+                                 LastCheckpoint(run_dir / "checkpoints", config.checkpoint_every_n_steps)]
     if config.knn_every_n_epochs:
         callbacks.append(ValidationMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs))
     loggers = build_loggers(config.logger, run_dir)
@@ -277,6 +307,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         precision=precision,
         logger=loggers,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
         limit_train_batches=config.limit_train_batches,
         num_sanity_val_steps=0,
@@ -293,8 +324,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             "data": {**data.sizes(), "classes": data.num_classes, "channels": data.channels,
                      "image_size": data.image_size, "mean": data.mean, "std": data.std},
         }
-        if config.resume is None or not (run_dir / "config.json").exists():
-            (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        write_config(run_dir / "config.json", resolved, config.resume)
     loader = batch_loader(data.train, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
     start = time.perf_counter()
     try:
@@ -336,6 +366,21 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     if config.plots:
         write_run_plots(run_dir / "plots", evaluation, data, metrics_csvs, title=f"{config.method} on {config.dataset}")
     return summary
+
+
+def write_config(path: Path, resolved: dict[str, Any], resume: str | None) -> None:
+    """Write the run's resolved configuration to ``path``. A resumed run keeps the record of its
+    resumes under ``resumes``: when, from which checkpoint, and each field that changed."""
+    resolved = json.loads(json.dumps(resolved))  # JSON's own types, to compare with the file's
+    if resume is not None:
+        previous = json.loads(path.read_text()) if path.is_file() else None
+        changed = None if previous is None else {
+            key: {"was": previous.get(key), "now": value}
+            for key, value in resolved.items() if key not in ("resume", "resumes") and previous.get(key) != value
+        }
+        record = {"at": datetime.now().isoformat(timespec="seconds"), "checkpoint": resume, "changed": changed}
+        resolved["resumes"] = (previous or {}).get("resumes", []) + [record]
+    path.write_text(json.dumps(resolved, indent=2))
 
 
 def build_loggers(kind: str, run_dir: Path) -> list:

@@ -69,6 +69,7 @@ def test_bad_dataset_specs_raise(tmp_path):
         load_dataset("imagenet-21k")
     with pytest.raises(ValueError, match="no images found"):
         (tmp_path / "empty" / "a").mkdir(parents=True)
+        (tmp_path / "empty" / "b").mkdir(parents=True)
         load_dataset(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="fraction"):
         _write_folder(tmp_path / "ok")

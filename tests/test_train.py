@@ -133,9 +133,14 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
     args = ["pretrain", "--supervised", "--k1", "3", "--epochs", "1", "--batch-size", "64",
             "--limit-train-batches", "2", "--knn-every", "0", "--knn-k", "10", "--out", str(run)]
     assert main(args) == 0
-    assert main(["pretrain", "--resume", str(run / "checkpoints" / "last.ckpt"), "--epochs", "2"]) == 0
-    config = json.loads((run / "config.json").read_text())  # kept from the first run
-    assert config["supervised"] and config["method_options"] == {"k1": 3.0}
+    # rerunning with the run's --out resumes it; "--epoch" is argparse's prefix of --epochs
+    assert main(["pretrain", "--out", str(run), "--epoch", "2"]) == 0
+    assert "resuming it from its last checkpoint" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())  # kept from the first run, but for epochs
+    assert config["supervised"] and config["method_options"] == {"k1": 3.0} and config["epochs"] == 2
+    (record,) = config["resumes"]
+    assert record["changed"] == {"epochs": {"was": 1, "now": 2}}
+    assert record["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["supervised"] and summary["epochs"] == 2
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)

@@ -1,0 +1,191 @@
+"""Losing nothing: atomic checkpoints every epoch and every N steps, the random state in them, and
+a stop at the first non-finite loss.
+
+- :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file beside its destination and
+  renames it into place, so a process killed while saving leaves the previous checkpoint whole.
+- :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every epoch and, optionally, every
+  N optimiser steps.
+- :class:`ResumeState` puts the torch (CPU and CUDA), NumPy and Python random states and the
+  training loader's position (:class:`tcl_ssl.data.ResumableDataLoader`) into each checkpoint
+  and restores them when a resumed run starts training, so that a run resumed mid-epoch sees
+  the batches and augmentations that the uninterrupted run would have seen.
+- :class:`NonFiniteLossGuard` stops the run at the first step whose loss is NaN or inf, naming
+  the step, before a checkpoint of the broken weights can be written.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.types import _Stateful
+from pytorch_lightning.callbacks import Callback, Checkpoint
+
+#: how many consecutive non-finite losses a float16 GradScaler may skip before the run stops
+SCALER_PATIENCE = 20
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local saves are atomic (temporary file + ``os.replace``)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        target = Path(path)
+        if "://" in str(path):  # remote file systems: Lightning's own (fsspec) path
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, target)
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``directory/last.ckpt`` (through ``trainer.save_checkpoint``) at the end of every
+    epoch and, if ``every_n_steps`` > 0, every that many optimiser steps.
+
+    One file with both triggers: a ``ModelCheckpoint`` takes one trigger, and two of them saving
+    ``last`` write ``last.ckpt`` and ``last-v1.ckpt`` in turns. As a ``Checkpoint``, Lightning
+    runs it after the other callbacks, so the epoch's metrics and states are in the file.
+    """
+
+    def __init__(self, directory: str | Path, every_n_steps: int = 0) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"checkpoint every_n_steps must be >= 0, got {every_n_steps}")
+        self.path = Path(directory) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.global_step == self._saved_step:
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+
+class ResumeState(Callback):
+    """Saves the random generators' states and the training loader's position with each
+    checkpoint, and restores both when a resumed run starts training.
+
+    The loader's position would be Lightning's to restore, but Lightning loads it only when the
+    training loader is first built after the checkpoint, and our methods build it earlier (their
+    schedules ask for ``trainer.estimated_stepping_batches``).
+    """
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors, numbers and tuples only, so that ``torch.load(weights_only=True)`` reads it."""
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)),
+            "python": random.getstate(),
+            "loader": loader.state_dict() if isinstance(loader, _Stateful) else None,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the checkpoint is loaded and before the first batch is drawn and augmented (in
+        # the method's on_after_batch_transfer, before any batch hook of a callback)
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        loader = trainer.train_dataloader
+        if state.get("loader") is not None and isinstance(loader, _Stateful):
+            loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(state["python"])
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the message names the step and what to try."""
+
+
+class NonFiniteLossGuard(Callback):
+    """Raises :class:`NonFiniteLossError` when a training step's loss is not finite.
+
+    On a GPU the check of step ``n`` is read at step ``n + 1`` (a copy to pinned memory behind an
+    event), so it never waits for the step in flight; a checkpoint is refused while a check is
+    pending, so no checkpoint holds weights after a non-finite loss. Under a float16 GradScaler,
+    a non-finite loss is what the scaler handles by skipping the step and lowering its scale, so
+    the run stops only after :data:`SCALER_PATIENCE` such steps in a row.
+    """
+
+    def __init__(self, patience_with_scaler: int = SCALER_PATIENCE) -> None:
+        self.patience_with_scaler = patience_with_scaler
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
+        self._streak = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        self._resolve(trainer)
+        finite = torch.isfinite(loss.detach()).all()
+        if finite.is_cuda:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(finite, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (host, event, trainer.global_step)
+        else:
+            self._pending = (finite, None, trainer.global_step)
+            self._resolve(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._resolve(trainer)  # before the file is written
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._resolve(trainer)
+
+    def _resolve(self, trainer: pl.Trainer) -> None:
+        if self._pending is None:
+            return
+        finite, event, step = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        if bool(finite):
+            self._streak = 0
+            return
+        self._streak += 1
+        if _has_grad_scaler(trainer) and self._streak < self.patience_with_scaler:
+            return  # the scaler skips this step and lowers its scale
+        raise NonFiniteLossError(
+            f"the training loss became NaN or inf at step {step}"
+            + (f" ({self._streak} steps in a row under the float16 GradScaler)" if self._streak > 1 else "")
+            + "; the last checkpoint holds the weights before it. Try a lower --lr, a higher --temperature, "
+            "or --precision 32-true (or bf16-mixed) instead of 16-mixed."
+        )
+
+
+def _has_grad_scaler(trainer: pl.Trainer) -> bool:
+    return getattr(trainer.precision_plugin, "scaler", None) is not None

@@ -1,0 +1,99 @@
+"""Every mistake of the user's is refused with a message that names it, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from tcl_ssl.cli import main
+from tcl_ssl.data import load_dataset
+
+QUICK = ["--epochs", "1", "--limit-train-batches", "1", "--knn-every", "0", "--no-plots", "--protocols", "knn",
+         "--batch-size", "8", "--knn-k", "3"]
+
+
+def _folder(root, classes=("a", "b"), per_class=8, channels=3):
+    gen = torch.Generator().manual_seed(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            write_png(torch.randint(0, 256, (channels, 12, 12), dtype=torch.uint8, generator=gen), str(root / cls / f"{i}.png"))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCL_SSL_CACHE", str(tmp_path / "cache"))
+
+
+def _refused(capsys, argv, message, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert message in err, err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--method", "nope"], "unknown method 'nope'; available: tcl, simclr"),
+        (["--augmentation", "nope"], "unknown augmentation 'nope'; available: simclr"),
+        (["--backbone", "nope"], "unknown backbone 'nope'; available: resnet18"),
+        (["--stem", "nope"], "unknown stem 'nope'; available: imagenet"),
+        (["--dataset", "nope"], "unknown dataset 'nope': use 'mnist5k'"),
+        (["--image-size", "4"], "image_size must be an integer >= 8, got 4"),
+        (["--batch-size", "100000"], "batch_size 100000 is larger than the train split (3600 images)"),
+    ],
+)
+def test_unknown_names_and_impossible_sizes_are_refused(capsys, tmp_path, extra, message):
+    _refused(capsys, ["pretrain", *QUICK, "--out", str(tmp_path / "run"), *extra], message)
+
+
+def test_missing_empty_and_one_class_folders_are_refused(capsys, tmp_path):
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir(parents=True)
+    one = _folder(tmp_path / "one", classes=("only",))
+    out = ["--out", str(tmp_path / "run")]
+    _refused(capsys, ["pretrain", *QUICK, *out, "--dataset", f"folder:{tmp_path / 'missing'}"], "does not exist")
+    _refused(capsys, ["pretrain", *QUICK, *out, "--dataset", str(tmp_path / "empty")], "no images found in")
+    _refused(capsys, ["pretrain", *QUICK, *out, "--dataset", str(one)], "has 1 class folder(s) ['only']: at least 2")
+
+
+def test_a_corrupt_image_is_named_or_skipped_with_a_count(capsys, caplog, tmp_path):
+    root = _folder(tmp_path / "images", per_class=10)
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    argv = ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--dataset", str(root), "--image-size", "12"]
+    _refused(capsys, argv, f"cannot decode image file {str(root / 'b' / 'broken.png')!r}")
+    assert main([*argv, "--skip-bad-images"]) == 0
+    assert "skipped 1 of 21 image files that could not be decoded, e.g. " + str(root / "b" / "broken.png") in caplog.text
+    data = load_dataset(str(root), image_size=12, skip_bad_images=True)  # from the cache now
+    assert sum(data.sizes().values()) == 20 and int((torch.cat([data.train.labels, data.val.labels, data.test.labels]) == 1).sum()) == 10
+
+
+def test_images_of_mixed_channels_are_converted_to_rgb(tmp_path):
+    root = _folder(tmp_path / "images", classes=("rgb",), per_class=4)
+    _folder(root, classes=("gray",), per_class=4, channels=1)
+    from PIL import Image
+
+    (root / "rgba").mkdir()
+    for i, mode in enumerate(("RGBA", "P", "RGBA", "P")):  # with alpha, and with a palette
+        Image.new(mode, (12, 12), color=40 * i).save(root / "rgba" / f"{i}.png")
+    data = load_dataset(str(root), image_size=12, val_fraction=0.25, test_fraction=0.25)
+    assert data.channels == 3 and sum(data.sizes().values()) == 12
+    everything = torch.cat([data.train.images, data.val.images, data.test.images])
+    labels = torch.cat([data.train.labels, data.val.labels, data.test.labels])
+    gray = everything[labels == 0]  # classes sorted: gray, rgb, rgba
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_that_is_not_there_is_refused(capsys, tmp_path):
+    _refused(capsys, ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--accelerator", "gpu"],
+             "accelerator 'gpu' asks for a CUDA GPU, but torch finds none")
+
+
+def test_an_output_directory_that_cannot_be_made_is_refused(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    _refused(capsys, ["pretrain", *QUICK, "--out", str(tmp_path / "a-file" / "run")],
+             f"cannot create the run directory {str(tmp_path / 'a-file' / 'run')!r}: {str(tmp_path / 'a-file')!r} is a file")

@@ -1,0 +1,145 @@
+"""Losing nothing: exact resume after a kill, atomic checkpoints, a stop at the first non-finite loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tcl_ssl.checkpointing import SCALER_PATIENCE, AtomicCheckpointIO, NonFiniteLossError, NonFiniteLossGuard
+from tcl_ssl.data import load_builtin, assemble
+from tcl_ssl.loss import TCLLoss
+from tcl_ssl.train import PretrainConfig, pretrain
+
+STEPS_PER_EPOCH = 10
+
+
+def _pretrain_command(images, out) -> list[str]:
+    return [
+        sys.executable, "-m", "tcl_ssl.cli", "pretrain", "--dataset", str(images), "--image-size", "16",
+        "--out", str(out), "--epochs", "2", "--batch-size", "16", "--limit-train-batches", str(STEPS_PER_EPOCH),
+        "--checkpoint-every-n-steps", "2", "--knn-every", "0", "--protocols", "knn", "--no-plots", "--knn-k", "5",
+    ]
+
+
+def _write_images(root, per_class: int = 150) -> None:
+    from torchvision.io import write_png
+
+    gen = torch.Generator().manual_seed(0)
+    for cls, level in (("dark", 60), ("light", 190)):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            image = (level + torch.randint(-60, 60, (3, 16, 16), generator=gen)).clamp(0, 255).to(torch.uint8)
+            write_png(image, str(root / cls / f"{i}.png"))
+
+
+def _global_step(checkpoint) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    _write_images(tmp_path / "images")
+    env = os.environ | {"TCL_SSL_CACHE": str(tmp_path / "cache")}
+    command = lambda out: _pretrain_command(tmp_path / "images", tmp_path / out)  # noqa: E731
+    subprocess.run(command("whole"), check=True, env=env, capture_output=True)
+
+    killed = subprocess.Popen(command("killed"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not (checkpoint.is_file() and _global_step(checkpoint) >= STEPS_PER_EPOCH + 4):
+        assert killed.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    at_kill = _global_step(checkpoint)
+    assert STEPS_PER_EPOCH < at_kill < 2 * STEPS_PER_EPOCH, at_kill  # a checkpoint in the middle of epoch 2
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    # the same command again continues the run from its last checkpoint
+    resumed = subprocess.run(command("killed"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming it from its last checkpoint" in resumed.stderr
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    again = torch.load(checkpoint, weights_only=True)
+    assert whole["global_step"] == again["global_step"] == 2 * STEPS_PER_EPOCH and again["epoch"] == 1
+    assert whole["state_dict"].keys() == again["state_dict"].keys()
+    different = [k for k in whole["state_dict"] if not torch.equal(whole["state_dict"][k], again["state_dict"][k])]
+    assert not different, different[:5]  # bit for bit: weights, BN statistics, online probe
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["test"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["test"]
+    (record,) = json.loads((tmp_path / "killed" / "config.json").read_text())["resumes"]
+    assert record["changed"] == {}
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    data = load_builtin()
+    return assemble(data.name, data.train.subset(torch.arange(0, 3600, 9)), data.val.subset(torch.arange(0, 400, 4)),
+                    data.test.subset(torch.arange(0, 1000, 5)))
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, small_digits, monkeypatch):
+    from tcl_ssl.methods.tcl import TCL
+
+    honest = TCL.training_loss
+
+    def breaks_at_step_3(self, views, labels):
+        loss = honest(self, views, labels)
+        return loss * float("nan") if self.global_step == 2 else loss  # the third step
+
+    monkeypatch.setattr(TCL, "training_loss", breaks_at_step_3)
+    config = PretrainConfig(epochs=1, batch_size=32, limit_train_batches=6, checkpoint_every_n_steps=1,
+                            knn_every_n_epochs=0, plots=False, out=str(tmp_path / "run"))
+    with pytest.raises(NonFiniteLossError, match="NaN or inf at step 3.*lower --lr"):
+        pretrain(config, data=small_digits)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+def _trainer(scaler: bool):
+    return SimpleNamespace(global_step=7, precision_plugin=SimpleNamespace(scaler=object() if scaler else None))
+
+
+def test_non_finite_losses_under_a_float16_grad_scaler_are_left_to_the_scaler():
+    guard = NonFiniteLossGuard()
+    nan, one = {"loss": torch.tensor(float("nan"))}, {"loss": torch.tensor(1.0)}
+    for _ in range(SCALER_PATIENCE - 1):  # skipped steps, as GradScaler does after an overflow
+        guard.on_train_batch_end(_trainer(scaler=True), None, nan, None, 0)
+    guard.on_train_batch_end(_trainer(scaler=True), None, one, None, 0)  # a good step resets the count
+    for _ in range(SCALER_PATIENCE - 1):
+        guard.on_train_batch_end(_trainer(scaler=True), None, nan, None, 0)
+    with pytest.raises(NonFiniteLossError, match=f"{SCALER_PATIENCE} steps in a row"):
+        guard.on_train_batch_end(_trainer(scaler=True), None, nan, None, 0)
+    with pytest.raises(NonFiniteLossError, match="at step 7"):
+        NonFiniteLossGuard().on_train_batch_end(_trainer(scaler=False), None, {"loss": torch.tensor(float("inf"))}, None, 0)
+
+
+def test_the_training_loss_lets_non_finite_projections_through_to_the_guard():
+    views = torch.randn(4, 8), torch.randn(4, 8)
+    views[0][1, 2] = float("inf")  # a float16 overflow in a projection
+    with pytest.raises(ValueError, match="non-finite"):
+        TCLLoss()(*views)
+    assert torch.isnan(TCLLoss(check_finite=False)(*views))  # NaN, for the guard or the GradScaler
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3), "x": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
