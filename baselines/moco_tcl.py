@@ -32,7 +32,7 @@ class MoCoTCL(MoCo):
         super().__init__(*args, **kwargs)
         self.criterion = TCLLoss(
             temperature=self.temperature, k1=k1, k2=k2, gather_distributed=True,
-            memory_bank_size=(self.queue_size, self.output_dim), anchors="first", check_finite=False,
+            memory_bank_size=(self.queue_size, self.output_dim), anchors="first", check_inputs=False,
         )
 
     def symmetric_loss(self, q0: Tensor, q1: Tensor, k0: Tensor, k1: Tensor, labels: Tensor | None) -> Tensor:

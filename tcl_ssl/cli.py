@@ -54,7 +54,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true, bf16-mixed")
     p.add_argument("--accelerator", default=_DEFAULTS.accelerator)
-    p.add_argument("--devices", default=_DEFAULTS.devices)
+    p.add_argument("--devices", default=_DEFAULTS.devices, help="Lightning's: a count, a list, or auto")
+    p.add_argument("--num-nodes", type=int, default=_DEFAULTS.num_nodes)
+    p.add_argument("--strategy", default=_DEFAULTS.strategy, help="Lightning's: auto, ddp, ddp_spawn, fsdp, ...")
+    p.add_argument("--sync-batchnorm", action="store_true", help="BatchNorm statistics over all processes")
     evaluation = p.add_argument_group("evaluation (validation split: choose; test split: report)")
     evaluation.add_argument("--knn-k", type=int, default=_DEFAULTS.knn_k)
     evaluation.add_argument("--knn-temperature", type=float, default=_DEFAULTS.knn_temperature)
@@ -136,6 +139,9 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         precision=args.precision,
         accelerator=args.accelerator,
         devices=devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        sync_batchnorm=args.sync_batchnorm,
         knn_k=args.knn_k,
         knn_temperature=args.knn_temperature,
         knn_every_n_epochs=args.knn_every,

@@ -221,6 +221,19 @@ def _check_groups(name: str, groups: Tensor, length: int) -> None:
         raise ValueError(f"{name} must be an integer tensor, got dtype {groups.dtype}")
 
 
+def _check_equal_batches(batch: int, device: torch.device) -> None:
+    """Raise ``ValueError`` on every process unless all processes pass ``batch`` rows (one tiny all_gather)."""
+    size = torch.tensor([batch], device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.world_size())]
+    torch.distributed.all_gather(sizes, size)
+    found = [int(s) for s in sizes]
+    if len(set(found)) > 1:
+        raise ValueError(
+            f"gather_distributed needs the same batch size on every process, got {found} (by rank); "
+            "use drop_last=True with a DistributedSampler, or pad the last batch"
+        )
+
+
 def tcl_loss(
     embeddings: Tensor,
     groups: Tensor,
@@ -368,9 +381,11 @@ class TCLLoss(nn.Module):
             bank; an anchor's positives are its own image's keys (or, with labels, every key
             and bank entry of its label), its negatives every other key in the batch and in
             the bank.
-        check_finite: refuse NaN or inf in the views with a ``ValueError`` (default). ``False``
-            lets them through to a NaN loss and spares a host-device synchronisation per call:
-            for training loops that watch the loss (``tcl-ssl pretrain`` does).
+        check_inputs: refuse, with a ``ValueError``, NaN or inf in the views and, with
+            ``gather_distributed``, batch sizes that differ between processes (which would make
+            the gather hang or fail obscurely). Both checks wait for the device; ``False`` skips
+            them, for training loops that watch the loss and feed equal batches (``tcl-ssl
+            pretrain`` does: a non-finite loss then gives a NaN loss, not an error).
     """
 
     def __init__(
@@ -381,11 +396,11 @@ class TCLLoss(nn.Module):
         gather_distributed: bool = False,
         memory_bank_size: int | tuple[int, int] = 0,
         anchors: str = "all",
-        check_finite: bool = True,
+        check_inputs: bool = True,
     ) -> None:
         super().__init__()
         validate_hyperparameters(temperature, k1, k2)
-        self.check_finite = check_finite
+        self.check_inputs = check_inputs
         self.temperature = float(temperature)
         self.k1 = float(k1)
         self.k2 = float(k2)
@@ -411,7 +426,7 @@ class TCLLoss(nn.Module):
         distributed = self.gather_distributed and dist.world_size() > 1
         queries = self.anchors == "first"
         if not distributed and self.memory_bank is None and not queries:
-            return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2, check_finite=self.check_finite)
+            return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2, check_finite=self.check_inputs)
 
         embeddings = _normalized_float(embeddings)
         if queries:
@@ -422,6 +437,8 @@ class TCLLoss(nn.Module):
             anchors, anchor_groups = keys, key_groups = embeddings, groups
             self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
         if distributed:
+            if self.check_inputs:
+                _check_equal_batches(batch, embeddings.device)
             local_keys = keys.shape[0]
             keys = torch.cat(dist.gather(keys), dim=0)
             key_groups = torch.cat(_all_gather_no_grad(key_groups), dim=0)
@@ -440,7 +457,7 @@ class TCLLoss(nn.Module):
         loss = tcl_loss(
             anchors, anchor_groups, self.temperature, self.k1, self.k2,
             keys=keys, key_groups=key_groups, self_index=self_index,
-            anchor_weights=weights, normalize=False, check_finite=self.check_finite,
+            anchor_weights=weights, normalize=False, check_finite=self.check_inputs,
         )
         if self.memory_bank is not None and self.training and update_bank:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)
@@ -456,6 +473,8 @@ class TCLLoss(nn.Module):
         embeddings, groups = self._embeddings_and_groups(keys, labels, min_views=1)
         embeddings = _normalized_float(embeddings)
         if self.gather_distributed and dist.world_size() > 1:
+            if self.check_inputs:
+                _check_equal_batches(keys[0].shape[0], embeddings.device)
             embeddings = torch.cat(_all_gather_no_grad(embeddings), dim=0)
             groups = torch.cat(_all_gather_no_grad(groups), dim=0)
         self.memory_bank.enqueue(embeddings, None if labels is None else groups)

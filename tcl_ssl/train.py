@@ -74,6 +74,9 @@ class PretrainConfig:
     precision: str | None = None  # None: bf16-mixed on a GPU that supports it, else 32-true
     accelerator: str = "auto"
     devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning's: auto, ddp, ddp_spawn, fsdp, ...
+    sync_batchnorm: bool = False  # BatchNorm statistics over all processes (SimCLR/BYOL on many GPUs)
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_every_n_epochs: int = 1  # 0 turns the per-epoch validation monitor off
@@ -120,6 +123,8 @@ class PretrainConfig:
             raise ValueError(f"batch_size must be >= 2, got {config.batch_size}")
         if config.knn_k < 1:
             raise ValueError(f"knn_k must be >= 1, got {config.knn_k}")
+        if isinstance(config.num_nodes, bool) or not isinstance(config.num_nodes, int) or config.num_nodes < 1:
+            raise ValueError(f"num_nodes must be an integer >= 1, got {config.num_nodes!r}")
         if config.checkpoint_every_n_steps < 0:
             raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {config.checkpoint_every_n_steps}")
         if config.knn_every_n_epochs < 0:
@@ -145,6 +150,8 @@ class PretrainConfig:
                 f"accelerator {config.accelerator!r} asks for a CUDA GPU, but torch finds none on this machine "
                 f"(torch {torch.__version__}); use --accelerator cpu, or auto to take a GPU where there is one"
             )
+        if config.sync_batchnorm and (config.accelerator == "cpu" or not torch.cuda.is_available()):
+            raise ValueError("sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the CPU)")
         check_writable(self.run_dir())
         unknown = sorted(set(config.method_options) - set(cls.options()))
         if unknown:
@@ -304,6 +311,9 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        sync_batchnorm=config.sync_batchnorm,
         precision=precision,
         logger=loggers,
         callbacks=callbacks,

@@ -43,6 +43,8 @@ def _refused(capsys, argv, message, code=2):
         (["--stem", "nope"], "unknown stem 'nope'; available: imagenet"),
         (["--dataset", "nope"], "unknown dataset 'nope': use 'mnist5k'"),
         (["--image-size", "4"], "image_size must be an integer >= 8, got 4"),
+        (["--num-nodes", "0"], "num_nodes must be an integer >= 1, got 0"),
+        (["--accelerator", "cpu", "--sync-batchnorm"], "sync_batchnorm needs GPUs"),
         (["--batch-size", "100000"], "batch_size 100000 is larger than the train split (3600 images)"),
     ],
 )

@@ -90,3 +90,25 @@ def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, b
         rows = slice(rank * BATCH, (rank + 1) * BATCH)
         for grad, v in zip(results[rank][1], views):
             torch.testing.assert_close(grad / WORLD, v.grad[rows])
+
+
+def _uneven_worker(rank: int, port: int, results) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        views = [torch.randn(BATCH - rank, DIM) for _ in range(2)]  # rank 1 has one row fewer
+        try:
+            TCLLoss(gather_distributed=True)(*views)
+            results[rank] = "no error"
+        except ValueError as error:
+            results[rank] = str(error)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_uneven_batches_across_processes_are_refused_on_every_process():
+    results = mp.Manager().dict()
+    mp.spawn(_uneven_worker, args=(_free_port(), results), nprocs=WORLD, join=True)  # returns: no hang
+    expected = f"gather_distributed needs the same batch size on every process, got [{BATCH}, {BATCH - 1}] (by rank)"
+    assert all(results[rank].startswith(expected) for rank in range(WORLD)), dict(results)

@@ -128,7 +128,7 @@ def test_the_training_loss_lets_non_finite_projections_through_to_the_guard():
     views[0][1, 2] = float("inf")  # a float16 overflow in a projection
     with pytest.raises(ValueError, match="non-finite"):
         TCLLoss()(*views)
-    assert torch.isnan(TCLLoss(check_finite=False)(*views))  # NaN, for the guard or the GradScaler
+    assert torch.isnan(TCLLoss(check_inputs=False)(*views))  # NaN, for the guard or the GradScaler
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path):

@@ -53,7 +53,7 @@ class TCL(Method):
             k1=defaults["k1"] if k1 is None else k1,
             k2=defaults["k2"] if k2 is None else k2,
             gather_distributed=True,  # a no-op in a single process
-            check_finite=False,  # the training loop's NonFiniteLossGuard watches the loss
+            check_inputs=False,  # the training loop's NonFiniteLossGuard watches the loss
         )
         self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
 
