@@ -218,42 +218,64 @@ def _to_nchw_uint8(data) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8))
 
 
-def _torchvision_split(cls, root: Path, train: bool, download: bool) -> Split:
-    """One split of a torchvision dataset; fast path for datasets that hold arrays."""
+def _torchvision_split(cls, root: Path, split: str, download: bool, image_size: int | None) -> Split | None:
+    """One split (``train``, ``val`` or ``test``) of a torchvision dataset, or ``None`` where the
+    dataset has no such split. Datasets that hold arrays are read as they are; the others are
+    decoded image by image, resized like image folders where their images differ in size."""
     import inspect
 
     params = inspect.signature(cls.__init__).parameters
-    if "train" in params:
-        dataset = cls(str(root), train=train, download=download)
-    elif "split" in params:
-        dataset = cls(str(root), split="train" if train else "test", download=download)
-    else:
-        raise ValueError(f"torchvision dataset {cls.__name__} has neither a train= nor a split= argument")
+    try:
+        if "train" in params:
+            if split == "val":
+                return None
+            dataset = cls(str(root), train=split == "train", download=download)
+        elif "split" in params:
+            dataset = cls(str(root), split=split, download=download)
+        else:
+            raise ValueError(f"torchvision dataset {cls.__name__} has neither a train= nor a split= argument")
+    except ValueError as error:
+        if "split" in params and "split" in str(error):  # torchvision: unknown value for argument split
+            return None
+        raise
     labels = getattr(dataset, "targets", None)
     if labels is None:
         labels = getattr(dataset, "labels", None)
     data = getattr(dataset, "data", None)
-    if data is not None and labels is not None and len(data) == len(labels):
+    if data is not None and labels is not None and len(data) == len(labels) and not isinstance(data, list):
         return Split(_to_nchw_uint8(data), torch.as_tensor(np.asarray(labels), dtype=torch.long))
-    return split_from_pil_dataset(dataset)
+    return split_from_pil_dataset(dataset, image_size)
 
 
-def split_from_pil_dataset(dataset) -> Split:
-    """Decode any dataset of ``(PIL image, int label)`` pairs into a :class:`Split`."""
+def split_from_pil_dataset(dataset, image_size: int | None = None) -> Split:
+    """Decode any dataset of ``(PIL image, int label)`` pairs into a :class:`Split`. Images are
+    converted to RGB unless all are grayscale; with ``image_size``, or where their sizes differ
+    (then 32 px, the image folders' default), each is resized as image folders are (shorter
+    side, centre crop)."""
     from torchvision.transforms.functional import pil_to_tensor
+    from torchvision.transforms.v2 import functional as TF
 
-    images, labels = [], []
-    for image, label in dataset:
-        images.append(pil_to_tensor(image))
-        labels.append(int(label))
-    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.long))
+    pairs = [(image, int(label)) for image, label in (dataset[i] for i in range(len(dataset)))]
+    gray = all(image.mode == "L" for image, _ in pairs)
+    images = [pil_to_tensor(image if gray else image.convert("RGB")) for image, _ in pairs]
+    if image_size is None and len({tuple(image.shape[-2:]) for image in images}) > 1:
+        image_size = 32
+        log.warning("the images of %s differ in size: resized to %d px (give --image-size to choose)",
+                    type(dataset).__name__, image_size)
+    if image_size is not None:
+        images = [image if image.shape[-2:] == (image_size, image_size)
+                  else TF.center_crop(TF.resize(image, image_size, antialias=True), [image_size, image_size])
+                  for image in images]
+    return Split(torch.stack(images), torch.tensor([label for _, label in pairs], dtype=torch.long))
 
 
 def load_torchvision(
     name: str, root: Path, download: bool = True, val_fraction: float | None = None, image_size: int | None = None
 ) -> ImageData:
-    """A torchvision dataset (alias like ``cifar10`` or class name like ``CIFAR10``): its own
-    train and test splits, and a validation ``val_fraction`` split off train."""
+    """A torchvision dataset (alias like ``cifar10`` or class name like ``CIFAR10``), split like an
+    image folder: its ``train`` split; its ``test`` split for test, or its ``val`` split where it
+    has no test split (ImageNet, Imagenette); validation is its ``val`` split where it also has a
+    test split (Flowers102, DTD), else ``val_fraction`` of train."""
     import torchvision.datasets as tvd
 
     class_name = _TORCHVISION_ALIASES.get(name.lower(), name)
@@ -263,8 +285,18 @@ def load_torchvision(
             f"unknown torchvision dataset {name!r}; use one of {sorted(_TORCHVISION_ALIASES)} "
             "or torchvision:<ClassName>"
         )
-    train, val = _torchvision_split(cls, root, True, download).split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
-    test = _torchvision_split(cls, root, False, download)
+    splits = {split: _torchvision_split(cls, root, split, download, image_size) for split in ("train", "val", "test")}
+    if splits["train"] is None:
+        raise ValueError(f"torchvision dataset {class_name} has no train split")
+    if splits["val"] is not None and splits["test"] is not None:
+        if val_fraction is not None:
+            raise ValueError(f"val_fraction was given, but {class_name} has its own val and test splits")
+        train, val, test = splits["train"], splits["val"], splits["test"]
+    else:
+        test = splits["test"] if splits["test"] is not None else splits["val"]
+        if test is None:
+            raise ValueError(f"torchvision dataset {class_name} has neither a test nor a val split")
+        train, val = splits["train"].split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
     return assemble(name, train, val, test, image_size)
 
 

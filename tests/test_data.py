@@ -132,3 +132,43 @@ def test_resizing_and_channel_conversion_keep_the_content():
     luma = gray.with_channels(1).images.flatten().tolist()
     assert luma == [round(0.587 * 255), 128]  # ITU-R 601 weights
     assert torch.equal(gray.with_channels(1).with_channels(3).images[:, 0], gray.with_channels(1).images[:, 0])
+
+
+class _FakeVaried(torch.utils.data.Dataset):
+    """A torchvision-style dataset with ``split=`` and PIL images of different sizes and modes."""
+
+    splits = ("train", "val")
+
+    def __init__(self, root, split="train", download=False):
+        from torchvision.datasets.utils import verify_str_arg
+
+        verify_str_arg(split, "split", self.splits)
+        self.size = {"train": 40, "val": 10, "test": 12}[split]
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        mode = "L" if i % 3 == 0 else "RGB"
+        return Image.new(mode, (20 + i % 5, 14 + i % 3), color=40 + i), i % 2
+
+
+class _FakeThreeSplits(_FakeVaried):
+    splits = ("train", "val", "test")
+
+
+def test_torchvision_datasets_map_their_split_names_and_resize_like_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "FakeVaried", _FakeVaried, raising=False)
+    monkeypatch.setattr(torchvision.datasets, "FakeThreeSplits", _FakeThreeSplits, raising=False)
+    # train and val only (the ImageNet layout): val is the test split, validation comes off train
+    data = load_dataset("torchvision:FakeVaried", data_dir=tmp_path, image_size=16, val_fraction=0.25)
+    assert data.sizes() == {"train": 30, "val": 10, "test": 10}
+    assert data.train.images.shape[1:] == (3, 16, 16) and data.channels == 3  # gray ones converted
+    # train, val and test: all three used as given, and a fraction for val is refused
+    data = load_dataset("torchvision:FakeThreeSplits", data_dir=tmp_path)
+    assert data.sizes() == {"train": 40, "val": 10, "test": 12}
+    assert data.image_size == 32  # sizes differ and none was given: the image folders' default
+    with pytest.raises(ValueError, match="val_fraction was given, but FakeThreeSplits has its own val and test"):
+        load_dataset("torchvision:FakeThreeSplits", data_dir=tmp_path, val_fraction=0.2)
