@@ -143,3 +143,39 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path):
     with pytest.raises(RuntimeError, match="killed while writing"):
         io.save_checkpoint({"global_step": 2, "w": torch.zeros(3), "x": Unpicklable()}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 1
+
+
+def test_a_float16_overflow_in_the_projections_is_skipped_by_the_grad_scaler(small_digits, monkeypatch):
+    """TCL under 16-mixed with a GradScaler (on the CPU here, built by hand: Lightning turns CPU
+    16-mixed into bf16-mixed): an inf in one step's projections gives a NaN loss, the scaler skips
+    that step and halves its scale, the guard lets it pass, and training goes on."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    from tcl_ssl.data import batch_loader
+    from tcl_ssl.methods.tcl import TCL
+    from tcl_ssl.train import build_method
+
+    honest = TCL.project_views
+
+    def overflows_at_step_3(self, views, head):
+        projections = honest(self, views, head)
+        if self.global_step != 2:
+            return projections
+        first = projections[0].clone()
+        first[0, 0] = float("inf")
+        return (first, *projections[1:])
+
+    monkeypatch.setattr(TCL, "project_views", overflows_at_step_3)
+    scales = []
+
+    class RecordScale(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            scales.append(trainer.precision_plugin.scaler.get_scale())
+
+    method = build_method(PretrainConfig(batch_size=32).resolved(), small_digits)
+    precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
+    trainer = pl.Trainer(max_steps=5, accelerator="cpu", plugins=[precision], callbacks=[NonFiniteLossGuard(), RecordScale()],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(method, train_dataloaders=batch_loader(small_digits.train, 32, shuffle=True, drop_last=True))
+    assert scales == [1024.0, 1024.0, 512.0, 512.0, 512.0]  # only the overflowing step was skipped
