@@ -15,6 +15,7 @@ a stop at the first non-finite loss.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.types import _Stateful
 from pytorch_lightning.callbacks import Callback, Checkpoint
+
+log = logging.getLogger(__name__)
 
 #: how many consecutive non-finite losses a float16 GradScaler may skip before the run stops
 SCALER_PATIENCE = 20
@@ -40,11 +43,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        with open(partial, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, target)
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 class LastCheckpoint(Checkpoint):
@@ -73,6 +79,8 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.global_step == self._saved_step:
             return
+        if not all(guard.safe_to_save(trainer) for guard in trainer.callbacks if isinstance(guard, NonFiniteLossGuard)):
+            return  # the next trigger saves
         trainer.save_checkpoint(self.path)
         self._saved_step = trainer.global_step
 
@@ -94,16 +102,15 @@ class ResumeState(Callback):
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        """Tensors, numbers and tuples only, so that ``torch.load(weights_only=True)`` reads it."""
-        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        """Every process's random states (gathered: each process draws its own augmentations) and
+        the loader's position; tensors, numbers, tuples and lists only, so that
+        ``torch.load(weights_only=True)`` reads it. Lightning calls it on every process."""
         loader = self._trainer.train_dataloader if self._trainer is not None else None
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)),
-            "python": random.getstate(),
-            "loader": loader.state_dict() if isinstance(loader, _Stateful) else None,
-        }
+        ranks = [_random_state()]
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, _random_state())
+        return {"ranks": ranks, "loader": loader.state_dict() if isinstance(loader, _Stateful) else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
@@ -117,12 +124,32 @@ class ResumeState(Callback):
         loader = trainer.train_dataloader
         if state.get("loader") is not None and isinstance(loader, _Stateful):
             loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        kind, keys, position, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-        random.setstate(state["python"])
+        ranks = state.get("ranks", [])
+        if len(ranks) == trainer.world_size:
+            _set_random_state(ranks[trainer.global_rank])
+        else:
+            log.warning("the checkpoint holds the random states of %d processes, this run has %d: each process keeps "
+                        "its fresh seed, so augmentations will differ from an uninterrupted run", len(ranks),
+                        trainer.world_size)
+
+
+def _random_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)),
+        "python": random.getstate(),
+    }
+
+
+def _set_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])  # the current device's
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(state["python"])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -150,6 +177,10 @@ class NonFiniteLossGuard(Callback):
             return
         self._resolve(trainer)
         finite = torch.isfinite(loss.detach()).all()
+        if trainer.world_size > 1:  # every process takes the same decision (asynchronous on a GPU)
+            flag = finite.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag.bool()
         if finite.is_cuda:
             host = torch.empty((), dtype=torch.bool, pin_memory=True)
             host.copy_(finite, non_blocking=True)
@@ -162,6 +193,12 @@ class NonFiniteLossGuard(Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         self._resolve(trainer)  # before the file is written
+
+    def safe_to_save(self, trainer: pl.Trainer) -> bool:
+        """Whether the last step's loss was finite (checked now); ``False`` while a GradScaler is
+        skipping steps, whose forward passes may have left non-finite BatchNorm statistics."""
+        self._resolve(trainer)
+        return self._streak == 0
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._resolve(trainer)

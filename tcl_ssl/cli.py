@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", module="pytorch_lightning")
         warnings.filterwarnings("ignore", module="lightning_fabric")
     from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from torch.multiprocessing.spawn import ProcessRaisedException
 
     from tcl_ssl.checkpointing import NonFiniteLossError
 
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (NonFiniteLossError, OSError) as error:  # training diverged; a file could not be read or written
         print(f"tcl-ssl: error: {error}", file=sys.stderr)
+        return 1
+    except ProcessRaisedException as error:  # the same, in a worker of --strategy ddp_spawn
+        print(f"tcl-ssl: error in a worker process: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
         return 1
 
 

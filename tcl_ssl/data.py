@@ -536,11 +536,12 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._yielded = 0
+        self._iterations = -1  # epochs started, for samplers that do not count them
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def _epoch(self) -> int:
         sampler = self.batch_sampler.sampler if self.batch_sampler is not None else self.sampler
-        return int(getattr(sampler, "epoch", 0))
+        return int(getattr(sampler, "epoch", self._iterations))
 
     def __iter__(self) -> Iterator[Any]:
         batches = super().__iter__()
@@ -548,10 +549,11 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 
     def _track(self, batches: Iterator[Any]) -> Iterator[Any]:
         # runs at the first next(), after Lightning's set_epoch
+        self._iterations += 1
         skip = 0
         if self._resume is not None:
             epoch, done = self._resume
-            skip = done if epoch == self._epoch() else 0
+            skip = done if epoch == self._epoch() and done < len(self) else 0
             self._resume = None
         self._yielded = skip
         for _ in range(skip):
@@ -566,6 +568,7 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = (int(state["epoch"]), int(state["batches"]))
+        self._iterations = int(state["epoch"]) - 1
 
 
 def batch_loader(split: Split, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> ResumableDataLoader:

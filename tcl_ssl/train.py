@@ -142,9 +142,16 @@ class PretrainConfig:
             raise ValueError(f"image_size must be an integer >= 8, got {config.image_size!r}")
         if config.resume is not None:
             try:
-                resolve_checkpoint(config.resume)
+                checkpoint = resolve_checkpoint(config.resume)
             except ValueError as error:
                 raise ValueError(f"cannot resume: {error}") from None
+            try:
+                torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as error:  # truncated, or not a checkpoint at all
+                raise ValueError(
+                    f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read ({str(error).splitlines()[0]}); "
+                    "delete it, or give another --out to start afresh"
+                ) from None
         if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
             raise ValueError(
                 f"accelerator {config.accelerator!r} asks for a CUDA GPU, but torch finds none on this machine "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torchvision.io import write_png
@@ -99,3 +101,12 @@ def test_an_output_directory_that_cannot_be_made_is_refused(capsys, tmp_path):
     (tmp_path / "a-file").write_text("")
     _refused(capsys, ["pretrain", *QUICK, "--out", str(tmp_path / "a-file" / "run")],
              f"cannot create the run directory {str(tmp_path / 'a-file' / 'run')!r}: {str(tmp_path / 'a-file')!r} is a file")
+
+
+def test_an_unreadable_checkpoint_is_refused_when_the_run_is_resumed(capsys, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut off while written")
+    (run / "config.json").write_text(json.dumps({"run_dir": str(run), "dataset": "mnist5k"}))
+    _refused(capsys, ["pretrain", *QUICK, "--out", str(run)],
+             f"cannot resume: checkpoint {str(run / 'checkpoints' / 'last.ckpt')!r} cannot be read")

@@ -106,7 +106,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 
 
 def _trainer(scaler: bool):
-    return SimpleNamespace(global_step=7, precision_plugin=SimpleNamespace(scaler=object() if scaler else None))
+    return SimpleNamespace(global_step=7, world_size=1, precision_plugin=SimpleNamespace(scaler=object() if scaler else None))
 
 
 def test_non_finite_losses_under_a_float16_grad_scaler_are_left_to_the_scaler():
@@ -143,6 +143,7 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path):
     with pytest.raises(RuntimeError, match="killed while writing"):
         io.save_checkpoint({"global_step": 2, "w": torch.zeros(3), "x": Unpicklable()}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left behind
 
 
 def test_a_float16_overflow_in_the_projections_is_skipped_by_the_grad_scaler(small_digits, monkeypatch):
