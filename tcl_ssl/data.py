@@ -529,8 +529,8 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
     ``state_dict()`` goes into every checkpoint (see :class:`tcl_ssl.checkpointing.ResumeState`)
     and ``load_state_dict()`` gets it back before iteration resumes: a run resumed from a
     mid-epoch checkpoint then skips the batches that epoch already trained on (the sampler's
-    epoch tells whether the resumed epoch is the saved one). The skipped batches are drawn and dropped, which costs one index
-    gather each for in-memory data.
+    epoch tells whether the resumed epoch is the saved one). The skipped batches are drawn and
+    dropped, which costs one index gather each for in-memory data.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -544,11 +544,8 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
         return int(getattr(sampler, "epoch", self._iterations))
 
     def __iter__(self) -> Iterator[Any]:
+        # a generator: its body runs at the first next(), after Lightning's set_epoch
         batches = super().__iter__()
-        return self._track(batches)
-
-    def _track(self, batches: Iterator[Any]) -> Iterator[Any]:
-        # runs at the first next(), after Lightning's set_epoch
         self._iterations += 1
         skip = 0
         if self._resume is not None:
