@@ -1,0 +1,122 @@
+"""Batched, resumable DataLoaders over the splits of :mod:`tcl_ssl.data.sources`."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from tcl_ssl.data.sources import Split
+
+
+class BatchedTensorDataset(torch.utils.data.Dataset):
+    """Map-style dataset over in-memory tensors that fetches a whole batch in one indexing op.
+
+    With a DataLoader, ``__getitems__`` receives the batch's indices, so a batch costs one
+    gather instead of ``B`` item lookups and a collate.
+    """
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.split.images[index], self.split.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        return self.split.images[index], self.split.labels[index]
+
+
+def _identity(batch):
+    return batch
+
+
+class EpochRandomSampler(torch.utils.data.RandomSampler):
+    """A random order that is a function of ``(seed, epoch)`` alone, like ``DistributedSampler``'s:
+    Lightning calls :meth:`set_epoch` before each epoch, so a resumed run draws the same orders as
+    an uninterrupted one without saving a generator state. Under DDP, Lightning replaces it (a
+    ``RandomSampler``) with a shuffling ``DistributedSampler``, which behaves the same way."""
+
+    def __init__(self, data_source: torch.utils.data.Dataset, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class ResumableDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose position within an epoch goes into Lightning's checkpoints.
+
+    ``state_dict()`` goes into every checkpoint (see :class:`tcl_ssl.checkpointing.ResumeState`)
+    and ``load_state_dict()`` gets it back before iteration resumes: a run resumed from a
+    mid-epoch checkpoint then skips the batches that epoch already trained on (the sampler's
+    epoch tells whether the resumed epoch is the saved one). The skipped batches are drawn and
+    dropped, which costs one index gather each for in-memory data.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._iterations = -1  # epochs started, for samplers that do not count them
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+
+    def _epoch(self) -> int:
+        sampler = self.batch_sampler.sampler if self.batch_sampler is not None else self.sampler
+        return int(getattr(sampler, "epoch", self._iterations))
+
+    def __iter__(self) -> Iterator[Any]:
+        # a generator: its body runs at the first next(), after Lightning's set_epoch
+        batches = super().__iter__()
+        self._iterations += 1
+        skip = 0
+        if self._resume is not None:
+            epoch, done = self._resume
+            skip = done if epoch == self._epoch() and done < len(self) else 0
+            self._resume = None
+        self._yielded = skip
+        for _ in range(skip):
+            next(batches, None)
+        for batch in batches:
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches"}``: the epoch being iterated and how many of its batches were handed out."""
+        return {"epoch": self._epoch(), "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+        self._iterations = int(state["epoch"]) - 1
+
+
+def batch_loader(split: Split, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> ResumableDataLoader:
+    """A resumable DataLoader of uint8 ``(images, labels)`` batches from an in-memory split; with
+    ``shuffle``, each epoch's order depends only on ``seed`` and the epoch."""
+    dataset = BatchedTensorDataset(split)
+    return ResumableDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochRandomSampler(dataset, seed) if shuffle else None,
+        drop_last=drop_last,
+        collate_fn=_identity,
+        # the loader draws a base seed for workers at each epoch: from its own generator, not
+        # from the global one, which the device augmentation uses and checkpoints save
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def iterate_batches(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Sequential ``(images, labels)`` batches of a split, without shuffling."""
+    for start in range(0, len(split), batch_size):
+        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+
