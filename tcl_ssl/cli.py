@@ -1,4 +1,4 @@
-"""The ``tcl-ssl`` command line: ``pretrain``, ``eval``, ``export``, ``summarize``, ``bench`` and ``gradients``."""
+"""The ``tcl-ssl`` command line: ``pretrain``, ``eval``, ``export``, ``summarize``, ``bench``, ``data`` and ``gradients``."""
 
 from __future__ import annotations
 
@@ -272,6 +272,8 @@ _FORWARDED = {
     ("bench", "loss"): ("tcl_ssl.bench.loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
     ("bench", "augment"): ("tcl_ssl.bench.augment", "images/s of the batched augmentation vs lightly's per-image transform"),
     ("bench", "eval"): ("tcl_ssl.bench.eval", "kNN and linear-probe time and memory vs lightly and scikit-learn"),
+    ("bench", "train"): ("tcl_ssl.bench.train", "images/s of SimCLR training: ours vs lightly's reference pipeline vs the backbone alone"),
+    ("data", "imagenet100"): ("tcl_ssl.data.imagenet100", "build the 100-class ImageNet subset of CMC / solo-learn as links to an ImageNet copy"),
     ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
     ("summarize",): ("tcl_ssl.results", "mean and spread over seeds of finished runs (a Markdown table)"),
     ("eval",): ("tcl_ssl.evaluate", "kNN, linear probes and retrieval of a run's backbone (eval.json)"),
@@ -280,9 +282,12 @@ _FORWARDED = {
 
 
 def _add_forwarded(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks that print ratios").add_subparsers(dest="bench", required=True)
+    groups = {
+        "bench": sub.add_parser("bench", help="benchmarks that print ratios").add_subparsers(dest="bench", required=True),
+        "data": sub.add_parser("data", help="prepare datasets").add_subparsers(dest="data", required=True),
+    }
     for words, (module, help_text) in _FORWARDED.items():
-        target = bench if words[0] == "bench" else sub
+        target = groups[words[0]] if len(words) > 1 else sub
         p = target.add_parser(words[-1], help=help_text, add_help=False)
         p.set_defaults(func=_forward(module), forwarded=True)
 
