@@ -79,6 +79,13 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                       help="fraction of train held out for validation (default 0.1), where validation is split off train")
     data.add_argument("--test-fraction", type=float, default=None,
                       help="fraction held out for test from a single image folder (default 0.2)")
+    data.add_argument("--data-source", default=_DEFAULTS.data_source, choices=("auto", "memory", "stream"),
+                      help="image folders: decode once into memory, or stream from the files with loader workers; "
+                      "auto streams folders whose decoded images exceed an eighth of this machine's memory")
+    data.add_argument("--decode-size", type=int, default=None,
+                      help="image folders: decode to this side (shorter side, centre crop); the views are --image-size")
+    data.add_argument("--workers", type=int, default=None,
+                      help="streamed folders: decoding processes per training process (default: CPU cores, at most 8)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="leave out image files that cannot be decoded, with a warning (default: stop and name the file)")
     p.add_argument(
@@ -153,6 +160,9 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         skip_bad_images=args.skip_bad_images,
+        data_source=args.data_source,
+        decode_size=args.decode_size,
+        workers=args.workers,
         resume=args.resume,
         checkpoint_every_n_steps=args.checkpoint_every_n_steps,
         limit_train_batches=int(limit) if limit > 1 else limit,
@@ -164,7 +174,7 @@ def _protocols(text: str) -> list[str]:
 
 
 #: config fields that define the data and its splits, which a resumed run must keep
-_DATA_FIELDS = {"dataset", "data_dir", "image_size", "val_fraction", "test_fraction", "skip_bad_images"}
+_DATA_FIELDS = {"dataset", "data_dir", "image_size", "decode_size", "val_fraction", "test_fraction", "skip_bad_images"}
 
 #: config fields set by CLI options whose destination has another name
 _FIELD_OF_DEST = {
@@ -310,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(error: Exception) -> str:
+    """The error's message; for one raised in a DataLoader worker (which the loader re-raises with
+    the worker's traceback in the message), the original message alone."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -329,10 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, rest)
     except (ValueError, MisconfigurationException) as error:  # a mistake in the input
-        print(f"tcl-ssl: error: {error}", file=sys.stderr)
+        print(f"tcl-ssl: error: {_message(error)}", file=sys.stderr)
         return 2
     except (NonFiniteLossError, OSError) as error:  # training diverged; a file could not be read or written
-        print(f"tcl-ssl: error: {error}", file=sys.stderr)
+        print(f"tcl-ssl: error: {_message(error)}", file=sys.stderr)
         return 1
     except ProcessRaisedException as error:  # the same, in a worker of --strategy ddp_spawn
         print(f"tcl-ssl: error in a worker process: {str(error).strip().splitlines()[-1]}", file=sys.stderr)

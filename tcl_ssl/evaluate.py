@@ -83,6 +83,8 @@ def evaluate_run(
             val_fraction=None if transfer else config.get("val_fraction"),
             test_fraction=None if transfer else config.get("test_fraction"),
             skip_bad_images=config.get("skip_bad_images", False),
+            decode_size=None if transfer else config.get("decode_size"),
+            workers=config.get("workers"),
         )
     if data.channels != config["data"]["channels"]:
         data = data.with_channels(config["data"]["channels"])

@@ -34,7 +34,7 @@ from pytorch_lightning.loggers import CSVLogger
 import augmentations
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.checkpointing import AtomicCheckpointIO, LastCheckpoint, NonFiniteLossGuard, ResumeState
-from tcl_ssl.data import ImageData, batch_loader, load_dataset
+from tcl_ssl.data import SOURCES, ImageData, batch_loader, load_dataset
 from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, extract_features, knn_accuracy
 from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
 from tcl_ssl.evaluation.suite import check_protocols
@@ -88,6 +88,9 @@ class PretrainConfig:
     val_fraction: float | None = None  # None: 0.1 of train, where validation is split off train
     test_fraction: float | None = None  # None: 0.2; single image folders only
     skip_bad_images: bool = False  # image folders: leave out files that cannot be decoded (else an error)
+    data_source: str = "auto"  # image folders: memory, stream (decoded by loader workers), auto (by size)
+    decode_size: int | None = None  # image folders: side the files are decoded to (default image_size)
+    workers: int | None = None  # loader processes per training process for streamed folders (default: cores, <= 8)
     resume: str | None = None
     checkpoint_every_n_steps: int = 0  # 0: last.ckpt at the end of each epoch only
     limit_train_batches: float | int = 1.0
@@ -138,8 +141,14 @@ class PretrainConfig:
             raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {config.logger!r}")
         if config.logger == "tensorboard" and not _tensorboard_available():
             raise ValueError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
-        if config.image_size is not None and (isinstance(config.image_size, bool) or config.image_size < 8):
-            raise ValueError(f"image_size must be an integer >= 8, got {config.image_size!r}")
+        for name in ("image_size", "decode_size"):
+            value = getattr(config, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 8):
+                raise ValueError(f"{name} must be an integer >= 8, got {value!r}")
+        if config.data_source not in SOURCES:
+            raise ValueError(f"data_source must be one of {', '.join(SOURCES)}, got {config.data_source!r}")
+        if config.workers is not None and (isinstance(config.workers, bool) or config.workers < 0):
+            raise ValueError(f"workers must be an integer >= 0, got {config.workers!r}")
         if config.resume is not None:
             try:
                 checkpoint = resolve_checkpoint(config.resume)
@@ -302,6 +311,9 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             val_fraction=config.val_fraction,
             test_fraction=config.test_fraction,
             skip_bad_images=config.skip_bad_images,
+            source=config.data_source,
+            decode_size=config.decode_size,
+            workers=config.workers,
         )
     if len(data.train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
@@ -339,7 +351,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             "stem": resolved_stem(config, data.image_size),
             "method_defaults": method_class(config.method).options(),
             "data": {**data.sizes(), "classes": data.num_classes, "channels": data.channels,
-                     "image_size": data.image_size, "mean": data.mean, "std": data.std},
+                     "image_size": data.image_size, "mean": data.mean, "std": data.std,
+                     "streamed": data.streamed},
         }
         write_config(run_dir / "config.json", resolved, config.resume)
     loader = batch_loader(data.train, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)

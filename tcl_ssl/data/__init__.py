@@ -44,6 +44,7 @@ from tcl_ssl.data.sources import (
     Split,
     assemble,
     channel_stats,
+    decode_file,
     decode_images,
     default_cache_dir,
     folder_layout,
@@ -56,3 +57,4 @@ from tcl_ssl.data.sources import (
     split_from_pil_dataset,
     stratified_split,
 )
+from tcl_ssl.data.streaming import SOURCES, DecodedFiles, FileSplit, decoded_bytes, default_workers, memory_budget

@@ -1,13 +1,15 @@
-"""Batched, resumable DataLoaders over the splits of :mod:`tcl_ssl.data.sources`."""
+"""Batched, resumable DataLoaders over in-memory splits and streamed ones (:mod:`tcl_ssl.data.streaming`)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor
 
 from tcl_ssl.data.sources import Split
+from tcl_ssl.data.streaming import FileSplit, own_generator
 
 
 class BatchedTensorDataset(torch.utils.data.Dataset):
@@ -61,7 +63,8 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
     and ``load_state_dict()`` gets it back before iteration resumes: a run resumed from a
     mid-epoch checkpoint then skips the batches that epoch already trained on (the sampler's
     epoch tells whether the resumed epoch is the saved one). The skipped batches are drawn and
-    dropped, which costs one index gather each for in-memory data.
+    dropped without being fetched: the rest of the epoch is loaded from the remaining index
+    batches (so a streamed split does not decode the skipped files again).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -76,7 +79,6 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         # a generator: its body runs at the first next(), after Lightning's set_epoch
-        batches = super().__iter__()
         self._iterations += 1
         skip = 0
         if self._resume is not None:
@@ -84,11 +86,19 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
             skip = done if epoch == self._epoch() and done < len(self) else 0
             self._resume = None
         self._yielded = skip
-        for _ in range(skip):
-            next(batches, None)
+        batches = super().__iter__() if skip == 0 else iter(self._remainder(skip))
         for batch in batches:
             self._yielded += 1
             yield batch
+
+    def _remainder(self, skip: int) -> torch.utils.data.DataLoader:
+        """A plain DataLoader, set up as this one, over this epoch's index batches after the first ``skip``."""
+        remaining = list(itertools.islice(iter(self.batch_sampler), skip, None))
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=remaining, num_workers=self.num_workers, collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory, worker_init_fn=self.worker_init_fn, generator=self.generator,
+            prefetch_factor=self.prefetch_factor, multiprocessing_context=self.multiprocessing_context,
+        )
 
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "batches"}``: the epoch being iterated and how many of its batches were handed out."""
@@ -99,24 +109,36 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
         self._iterations = int(state["epoch"]) - 1
 
 
-def batch_loader(split: Split, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> ResumableDataLoader:
-    """A resumable DataLoader of uint8 ``(images, labels)`` batches from an in-memory split; with
-    ``shuffle``, each epoch's order depends only on ``seed`` and the epoch."""
-    dataset = BatchedTensorDataset(split)
+def batch_loader(split: Split | FileSplit, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> ResumableDataLoader:
+    """A resumable DataLoader of uint8 ``(images, labels)`` batches from a split (in memory, or
+    decoded from its files by ``split.workers`` processes); with ``shuffle``, each epoch's order
+    depends only on ``seed`` and the epoch."""
+    dataset = split.dataset() if isinstance(split, FileSplit) else BatchedTensorDataset(split)
+    workers = split.workers if isinstance(split, FileSplit) else 0
     return ResumableDataLoader(
         dataset,
         batch_size=batch_size,
         sampler=EpochRandomSampler(dataset, seed) if shuffle else None,
         drop_last=drop_last,
         collate_fn=_identity,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=workers > 0 and torch.cuda.is_available(),
+        prefetch_factor=4 if workers > 0 else None,
         # the loader draws a base seed for workers at each epoch: from its own generator, not
         # from the global one, which the device augmentation uses and checkpoints save
         generator=torch.Generator().manual_seed(seed),
     )
 
 
-def iterate_batches(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def iterate_batches(split: Split | FileSplit, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     """Sequential ``(images, labels)`` batches of a split, without shuffling."""
+    if isinstance(split, FileSplit):
+        dataset = split.dataset()
+        yield from torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, collate_fn=_identity, num_workers=split.workers,
+            prefetch_factor=4 if split.workers else None, generator=own_generator())
+        return
     for start in range(0, len(split), batch_size):
         yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
 

@@ -52,6 +52,19 @@ class Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        """The images' side in pixels."""
+        return self.images.shape[-1]
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the images, in ``[0, 1]`` units."""
+        return channel_stats(self.images)
+
     def subset(self, index) -> Split:
         index = torch.as_tensor(index, dtype=torch.long)
         return Split(self.images[index], self.labels[index])
@@ -81,7 +94,11 @@ class Split:
 
 @dataclass
 class ImageData:
-    """A dataset decoded into memory: train/val/test splits and normalisation statistics."""
+    """A dataset: train/val/test splits (in memory, or :class:`~tcl_ssl.data.streaming.FileSplit`
+    read from files) and normalisation statistics.
+
+    ``view_size``: the side of the views the networks see, where it differs from the stored
+    images' (a streamed folder decoded to a larger canvas than the crops); default the same."""
 
     name: str
     train: Split
@@ -90,14 +107,21 @@ class ImageData:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    view_size: int | None = None
 
     @property
     def channels(self) -> int:
-        return self.train.images.shape[1]
+        return self.train.channels
 
     @property
     def image_size(self) -> int:
-        return self.train.images.shape[-1]
+        """The side of the augmented views and the evaluation inputs, in pixels."""
+        return self.view_size or self.train.image_size
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits are read from files as they are used (else they are in memory)."""
+        return not isinstance(self.train, Split)
 
     def split(self, name: str) -> Split:
         """The split called ``name``: ``train``, ``val`` or ``test``."""
@@ -110,7 +134,8 @@ class ImageData:
 
     def with_channels(self, channels: int) -> ImageData:
         """This dataset converted to ``channels`` (1 or 3), statistics recomputed on train."""
-        return assemble(self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS))
+        return assemble(self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS),
+                        view_size=self.view_size)
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 2048) -> Tensor:
@@ -154,17 +179,18 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT
     return np.sort(train), np.sort(test)
 
 
-def assemble(name: str, train: Split, val: Split, test: Split, image_size: int | None = None) -> ImageData:
+def assemble(name: str, train: Split, val: Split, test: Split, image_size: int | None = None,
+             view_size: int | None = None) -> ImageData:
     """An :class:`ImageData` from its splits, resized to ``image_size`` if given; the normalisation
     statistics come from the train split only."""
     if image_size is not None:
         train, val, test = train.resized(image_size), val.resized(image_size), test.resized(image_size)
-    shapes = {tuple(s.images.shape[1:]) for s in (train, val, test)}
+    shapes = {(s.channels, s.image_size) for s in (train, val, test)}
     if len(shapes) != 1:
-        raise ValueError(f"the splits of {name!r} have different image shapes {sorted(shapes)}; give an image size")
-    mean, std = channel_stats(train.images)
+        raise ValueError(f"the splits of {name!r} have different (channels, size) {sorted(shapes)}; give an image size")
+    mean, std = train.stats()
     num_classes = int(max(s.labels.max() for s in (train, val, test))) + 1
-    return ImageData(name, train, val, test, num_classes, mean, std)
+    return ImageData(name, train, val, test, num_classes, mean, std, view_size)
 
 
 def _fraction(value: float | None, default: float) -> float:
@@ -303,35 +329,45 @@ def list_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
     return files, labels, classes
 
 
-def decode_images(files: list[Path], image_size: int, channels: int = 3, skip_bad: bool = False) -> tuple[Tensor, list[int]]:
-    """Decode image files into uint8 ``(N, C, S, S)``: shorter side resized to ``S``, centre crop;
-    grayscale, palette and RGBA files are converted to ``channels`` (as torchvision's
-    ``ImageFolder`` converts to RGB). Returns the images and the indices of the files decoded.
-
-    A file that cannot be decoded raises ``ValueError`` naming it, or with ``skip_bad`` is left
-    out with a warning that counts them.
-    """
+def decode_file(path: str | Path, size: int, channels: int = 3) -> Tensor:
+    """One image file as uint8 ``(channels, size, size)``: shorter side resized to ``size``
+    (antialiased), centre crop; grayscale, palette and RGBA files are converted to ``channels``
+    (as torchvision's ``ImageFolder`` converts to RGB). A file that cannot be decoded raises
+    ``ValueError`` naming it."""
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2 import functional as TF
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    try:
+        image = decode_image(read_file(str(path)), mode=mode)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"cannot decode image file {str(path)!r} ({str(error).splitlines()[0]}); "
+            "remove it, or pass --skip-bad-images to leave such files out"
+        ) from error
+    if image.shape[-2:] != (size, size):
+        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+    return image
+
+
+def decode_images(files: list[Path], image_size: int, channels: int = 3, skip_bad: bool = False) -> tuple[Tensor, list[int]]:
+    """Decode image files into uint8 ``(N, C, S, S)`` with :func:`decode_file`. Returns the images
+    and the indices of the files decoded.
+
+    A file that cannot be decoded raises ``ValueError`` naming it, or with ``skip_bad`` is left
+    out with a warning that counts them.
+    """
     out = torch.empty(len(files), channels, image_size, image_size, dtype=torch.uint8)
     kept: list[int] = []
     bad: list[tuple[Path, str]] = []
     for i, path in enumerate(files):
         try:
-            image = decode_image(read_file(str(path)), mode=mode)
-        except (RuntimeError, ValueError) as error:
+            out[len(kept)] = decode_file(path, image_size, channels)
+        except ValueError as error:
             if not skip_bad:
-                raise ValueError(
-                    f"cannot decode image file {str(path)!r} ({str(error).splitlines()[0]}); "
-                    "remove it, or pass --skip-bad-images to leave such files out"
-                ) from error
-            bad.append((path, str(error).splitlines()[0]))
+                raise
+            bad.append((path, str(error.__cause__).splitlines()[0]))
             continue
-        if image.shape[-2:] != (image_size, image_size):
-            image = TF.center_crop(TF.resize(image, image_size, antialias=True), [image_size, image_size])
-        out[len(kept)] = image
         kept.append(i)
     if bad:
         log.warning("skipped %d of %d image files that could not be decoded, e.g. %s (%s)",
@@ -388,36 +424,57 @@ def load_image_folder(
     test_fraction: float | None = None,
     cache_dir: Path | None = None,
     skip_bad_images: bool = False,
+    source: str = "auto",
+    decode_size: int | None = None,
+    workers: int | None = None,
 ) -> ImageData:
-    """An image folder decoded once (cached) into train/val/test splits (see the module docstring).
+    """An image folder as train/val/test splits (see the module docstring).
 
     ``val_fraction`` and ``test_fraction`` (defaults 0.1 and 0.2) size the splits taken off
     ``train``; one given for a split the folder already has is refused. ``skip_bad_images``
     leaves out files that cannot be decoded (else they raise).
+
+    ``source``: ``memory`` decodes every image once (cached under ``cache_dir``) into memory;
+    ``stream`` reads them from their files as batches ask for them, decoded by ``workers``
+    DataLoader processes (:mod:`tcl_ssl.data.streaming`); ``auto`` streams when the decoded
+    images would exceed :func:`~tcl_ssl.data.streaming.memory_budget`. Images are decoded to
+    ``decode_size`` (default ``image_size``, else 32 px); the views are ``image_size``.
     """
-    image_size = 32 if image_size is None else image_size
+    from tcl_ssl.data import streaming
+
+    if source not in streaming.SOURCES:
+        raise ValueError(f"data source must be one of {', '.join(streaming.SOURCES)}, got {source!r}")
+    view_size = image_size
+    size = decode_size or image_size or 32
     layout = folder_layout(root)
-    if not layout:
-        files, labels, _ = list_image_folder(root)
-        everything = _decode_cached(files, labels, image_size, cache_dir, skip_bad_images)
-        rest, test = everything.split_off(_fraction(test_fraction, DEFAULT_TEST_FRACTION))
-        train, val = rest.split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
-        return assemble(str(root), train, val, test)
-    if test_fraction is not None:
+    if test_fraction is not None and layout:
         raise ValueError(f"test_fraction was given, but {str(root)!r} has its own test split ({layout.get('test', layout.get('val'))})")
     if val_fraction is not None and {"val", "test"} <= set(layout):
         raise ValueError(f"val_fraction was given, but {str(root)!r} has its own val/ and test/ splits")
-    _, _, classes = list_image_folder(layout["train"])
-    splits = {}
-    for name, path in layout.items():
-        files, labels, _ = list_image_folder(path, classes)
-        splits[name] = _decode_cached(files, labels, image_size, cache_dir, skip_bad_images)
-    if {"val", "test"} <= set(splits):
+    listed = {"all": list_image_folder(root)[:2]} if not layout else {}
+    if layout:
+        _, _, classes = list_image_folder(layout["train"])
+        listed = {name: list_image_folder(path, classes)[:2] for name, path in layout.items()}
+    total = sum(len(files) for files, _ in listed.values())
+    stream = source == "stream" or (
+        source == "auto" and streaming.decoded_bytes(total, size) > streaming.memory_budget())
+    if stream:
+        log.info("streaming %d images from %s (decoded to %d px by DataLoader workers)", total, root, size)
+        workers = streaming.default_workers() if workers is None else workers
+        splits = {name: streaming.FileSplit.from_paths(files, labels, size, skip_bad=skip_bad_images, workers=workers)
+                  for name, (files, labels) in listed.items()}
+    else:
+        splits = {name: _decode_cached(files, labels, size, cache_dir, skip_bad_images)
+                  for name, (files, labels) in listed.items()}
+    if not layout:
+        rest, test = splits["all"].split_off(_fraction(test_fraction, DEFAULT_TEST_FRACTION))
+        train, val = rest.split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
+    elif {"val", "test"} <= set(splits):
         train, val, test = splits["train"], splits["val"], splits["test"]
     else:
         train, val = splits["train"].split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
         test = splits.get("test", splits.get("val"))
-    return assemble(str(root), train, val, test)
+    return assemble(str(root), train, val, test, view_size=view_size if view_size != size else None)
 
 
 def load_dataset(
@@ -429,23 +486,35 @@ def load_dataset(
     test_fraction: float | None = None,
     download: bool = True,
     skip_bad_images: bool = False,
+    source: str = "auto",
+    decode_size: int | None = None,
+    workers: int | None = None,
 ) -> ImageData:
     """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it
-    into train/val/test splits, resized to ``image_size`` if given (``skip_bad_images``: image
-    folders only)."""
+    into train/val/test splits, resized to ``image_size`` if given. ``skip_bad_images``,
+    ``source``, ``decode_size`` and ``workers`` apply to image folders (see
+    :func:`load_image_folder`); the built-in and torchvision datasets are held in memory."""
+    from tcl_ssl.data.streaming import SOURCES
+
+    if source not in SOURCES:
+        raise ValueError(f"data source must be one of {', '.join(SOURCES)}, got {source!r}")
     name = spec.removeprefix("torchvision:")
     is_torchvision = spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES
     if test_fraction is not None and (spec == BUILTIN or is_torchvision):
         raise ValueError(
             f"test_fraction applies only to a single image folder; {spec!r} has its own test split"
         )
+    is_folder = not (spec == BUILTIN or is_torchvision)
+    if not is_folder and (source == "stream" or decode_size is not None):
+        raise ValueError(f"streaming and decode_size apply to image folders only; {spec!r} is loaded into memory")
     if spec == BUILTIN:
         return load_builtin(val_fraction, image_size)
     if is_torchvision:  # before folders: "cifar10" may also be a local directory
         return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download, val_fraction, image_size)
     if spec.startswith("folder:") or Path(spec).is_dir():
         path = Path(spec.removeprefix("folder:")).expanduser()
-        return load_image_folder(path, image_size, val_fraction, test_fraction, skip_bad_images=skip_bad_images)
+        return load_image_folder(path, image_size, val_fraction, test_fraction, skip_bad_images=skip_bad_images,
+                                 source=source, decode_size=decode_size, workers=workers)
     raise ValueError(
         f"unknown dataset {spec!r}: use {BUILTIN!r} (built in), one of {sorted(_TORCHVISION_ALIASES)}, "
         "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>, or with "
