@@ -32,7 +32,7 @@ def _device(accelerator: str) -> torch.device:
 def dataset_identity(spec: str) -> str:
     """What a dataset spec refers to: the resolved path of an image folder, else the lower-case
     name (``folder:`` and ``torchvision:`` prefixes dropped, aliases mapped to class names)."""
-    from tcl_ssl.data import _TORCHVISION_ALIASES
+    from tcl_ssl.data.sources import _TORCHVISION_ALIASES
 
     bare = spec.removeprefix("folder:").removeprefix("torchvision:")
     if spec.startswith("folder:") or Path(bare).expanduser().is_dir():

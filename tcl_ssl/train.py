@@ -35,9 +35,10 @@ import augmentations
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.checkpointing import AtomicCheckpointIO, LastCheckpoint, NonFiniteLossGuard, ResumeState
 from tcl_ssl.data import SOURCES, ImageData, batch_loader, load_dataset
-from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, extract_features, knn_accuracy
+from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, knn_accuracy
+from tcl_ssl.evaluation.features import gather_features
 from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
-from tcl_ssl.evaluation.suite import check_protocols
+from tcl_ssl.evaluation.suite import check_protocols, split_features
 from tcl_ssl.export import resolve_checkpoint, run_config
 from tcl_ssl.methods import Method, OptimConfig, method_class
 
@@ -227,9 +228,9 @@ def default_precision(accelerator: str) -> str:
 
 
 class ValidationMonitor(Callback):
-    """Every ``every_n_epochs`` epochs, logs on the validation split, on process 0 and the training
-    device: ``val_knn_top1`` of the backbone (train split as the bank) and ``val_online_top1`` of
-    the method's online linear probe."""
+    """Every ``every_n_epochs`` epochs, logs on the validation split: ``val_knn_top1`` of the
+    backbone (train split as the bank) and ``val_online_top1`` of the method's online linear
+    probe. Under DDP every process embeds a shard of the images; process 0 computes the figures."""
 
     def __init__(self, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float, every_n_epochs: int = 1) -> None:
         self.data = data
@@ -239,11 +240,13 @@ class ValidationMonitor(Callback):
         self.every_n_epochs = every_n_epochs
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs == 0 or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+        if self.every_n_epochs == 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         backbone = pl_module.backbone
-        train = extract_features(backbone, self.data.train, self.preprocess)
-        val_raw = extract_features(backbone, self.data.val, self.preprocess, normalize=False)
+        train = gather_features(backbone, self.data.train, self.preprocess)
+        val_raw = gather_features(backbone, self.data.val, self.preprocess, normalize=False)
+        if not trainer.is_global_zero:
+            return
         knn = knn_accuracy(train, self.data.train.labels, torch.nn.functional.normalize(val_raw, dim=1),
                            self.data.val.labels, self.data.num_classes, k=self.k, temperature=self.temperature,
                            device=pl_module.device)
@@ -362,19 +365,23 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     finally:
         os.environ.pop(RUN_DIR_ENV, None)  # a later run in this process gets its own directory
     train_seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return {}
 
+    # features: under DDP every process embeds a shard of each split (a collective); then process 0 evaluates
     device = trainer.strategy.root_device
-    settings = EvalSettings(knn_k=config.knn_k, knn_temperature=config.knn_temperature, seed=config.seed)
-    evaluation = evaluate_backbone(
-        method.backbone.to(device), method.feature_dim, data, tuple(config.eval_protocols), settings, device,
-        accelerator=config.accelerator,
-    )
+    features = split_features(method.backbone.to(device), data, device)
     pl.seed_everything(config.seed, workers=True, verbose=False)  # the same initial weights as the method's
     random_backbone, _ = build_backbone(config.backbone, data.channels, resolved_stem(config, data.image_size))
+    random_features = split_features(random_backbone.to(device), data, device)
+    if not trainer.is_global_zero:
+        return {}
+    settings = EvalSettings(knn_k=config.knn_k, knn_temperature=config.knn_temperature, seed=config.seed)
+    evaluation = evaluate_backbone(
+        method.backbone, method.feature_dim, data, tuple(config.eval_protocols), settings, device,
+        accelerator=config.accelerator, features=features,
+    )
     cheap = tuple(p for p in config.eval_protocols if p in ("knn", "linear")) or ("knn",)
-    random_init = evaluate_backbone(random_backbone.to(device), method.feature_dim, data, cheap, settings, device)
+    random_init = evaluate_backbone(random_backbone, method.feature_dim, data, cheap, settings, device,
+                                    features=random_features)
     metrics_csvs = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     summary = {
         "method": config.method,

@@ -1,12 +1,14 @@
-"""Backbone features of a whole split, computed once in eval mode."""
+"""Backbone features of a whole split, computed once in eval mode; under DDP, each process
+computes a shard and the shards are gathered."""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tcl_ssl.data import Split, iterate_batches
+from tcl_ssl.data import FileSplit, Split, iterate_batches
 
 
 @torch.no_grad()
@@ -42,3 +44,35 @@ def extract_features(
     finally:
         backbone.train(was_training)
     return torch.cat(features)
+
+
+def gather_features(
+    backbone: nn.Module,
+    split: Split | FileSplit,
+    preprocess: nn.Module,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    normalize: bool = True,
+) -> Tensor:
+    """:func:`extract_features` of the whole split, shared out over the processes of an initialised
+    ``torch.distributed`` group: process ``r`` of ``W`` embeds images ``r, r + W, ...`` and every
+    process gets all ``(N, F)`` features, in the split's order. Every process must call it (it
+    is a collective); in a single process it is :func:`extract_features`."""
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1:
+        return extract_features(backbone, split, preprocess, batch_size, device, normalize)
+    rank = dist.get_rank()
+    shard = split.subset(torch.arange(rank, len(split), world))
+    local = extract_features(backbone, shard, preprocess, batch_size, device, normalize) if len(shard) else None
+    rows = -(-len(split) // world)  # the largest shard; the others are padded to it
+    dim = torch.tensor([0 if local is None else local.shape[1]])
+    dist.all_reduce(dim, op=dist.ReduceOp.MAX)  # a process whose shard is empty learns the width
+    padded = torch.zeros(rows, int(dim), dtype=torch.float32)
+    if local is not None:
+        padded[: len(local)] = local
+    # NCCL gathers CUDA tensors, gloo CPU ones
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    parts = [torch.empty_like(padded, device=on) for _ in range(world)]
+    dist.all_gather(parts, padded.to(on))
+    # row i of the split is row i // W of process i % W
+    return torch.stack([p.cpu() for p in parts], dim=1).reshape(rows * world, -1)[: len(split)]

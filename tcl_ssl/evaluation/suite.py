@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 import augmentations
 from tcl_ssl.data import ImageData
-from tcl_ssl.evaluation.features import extract_features
+from tcl_ssl.evaluation.features import gather_features
 from tcl_ssl.evaluation.knn import knn_accuracy, topk_accuracy
 from tcl_ssl.evaluation.linear import probe_predictions, select_linear_probe
 
@@ -68,6 +68,15 @@ def check_protocols(protocols: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(protocols)
 
 
+def split_features(backbone: nn.Module, data: ImageData, device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """Raw (not normalised) backbone features of the ``train``, ``val`` and ``test`` splits,
+    each ``(N, F)`` on the CPU, through the ``eval`` preprocessing. Under an initialised
+    ``torch.distributed`` group every process must call it: each embeds a shard, all get everything."""
+    preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
+    return {name: gather_features(backbone, data.split(name), preprocess, device=device, normalize=False)
+            for name in ("train", *QUERY_SPLITS)}
+
+
 def evaluate_backbone(
     backbone: nn.Module,
     feature_dim: int,
@@ -76,18 +85,18 @@ def evaluate_backbone(
     settings: EvalSettings | None = None,
     device: torch.device | str | None = None,
     accelerator: str = "auto",
+    features: dict[str, Tensor] | None = None,
 ) -> Evaluation:
     """Run ``protocols`` on ``backbone`` (frozen; its mode is restored) over ``data``'s splits,
-    on ``device`` (default: where the backbone's parameters are)."""
+    on ``device`` (default: where the backbone's parameters are). ``features``: the splits'
+    :func:`split_features`, where they were computed already (e.g. by all processes of a DDP run)."""
     from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
     from tcl_ssl.evaluation.retrieval import retrieval_metrics
 
     protocols = check_protocols(protocols)
     settings = settings or EvalSettings()
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
-    preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
-    raw = {name: extract_features(backbone, data.split(name), preprocess, device=device, normalize=False)
-           for name in ("train", *QUERY_SPLITS)}
+    raw = features if features is not None else split_features(backbone, data, device)
     unit = {name: F.normalize(features, dim=1) for name, features in raw.items()}
     labels = {name: data.split(name).labels for name in raw}
     metrics: dict[str, dict[str, float]] = {name: {} for name in QUERY_SPLITS}

@@ -1,0 +1,79 @@
+"""Two CPU processes (gloo) against one: training and evaluation under DDP compute what one process computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+SCRIPT = Path(__file__).with_name("ddp_script.py")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], cwd: Path) -> None:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    _run([str(SCRIPT), "--devices", "1", "--batch-size", "16", "--out", str(tmp / "one.pt")], tmp)
+    _run([str(SCRIPT), "--devices", "2", "--batch-size", "8", "--out", str(tmp / "two.pt")], tmp)
+    return [torch.load(tmp / name, weights_only=False) for name in ("one.pt", "two.pt")]
+
+
+def test_two_processes_follow_the_one_process_loss_trajectory(runs):
+    one, two = runs
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert len(one["losses"]) == len(two["losses"]) == 12  # 2 epochs of 96 images in global batches of 16
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-6)
+    # the loss moved: the comparison is not between two untrained models
+    assert abs(one["losses"][-1] - one["losses"][0]) > 1e-3
+
+
+def test_two_processes_end_with_the_one_process_weights(runs):
+    one, two = runs
+    assert one["state_dict"].keys() == two["state_dict"].keys()
+    for key, value in one["state_dict"].items():
+        torch.testing.assert_close(two["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    # the weights moved by far more than the tolerance: the runs are not compared untrained
+    moved = max((value - one["initial"][key]).abs().max().item() for key, value in one["state_dict"].items())
+    assert moved > 1e-2
+
+
+def test_features_embedded_in_shards_are_gathered_in_order(runs):
+    one, two = runs
+    assert one["features"].shape == two["features"].shape == (96, 16)
+    torch.testing.assert_close(two["features"], one["features"], rtol=1e-5, atol=1e-5)
+
+
+def test_pretrain_under_ddp_evaluates_on_all_processes(tmp_path):
+    """A 2-process ``tcl-ssl pretrain`` evaluates with every process embedding a shard: the
+    random-init backbone's figures (same weights in both runs) equal those of one process."""
+    gen = torch.Generator().manual_seed(0)
+    for c in range(4):
+        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(30):
+            image = torch.randint(0, 128, (3, 12, 12), dtype=torch.uint8, generator=gen) + 32 * c
+            write_png(image, str(tmp_path / "images" / f"c{c}" / f"{i}.png"))
+    common = ["-m", "tcl_ssl.cli", "pretrain", "--dataset", str(tmp_path / "images"), "--image-size", "16",
+              "--epochs", "1", "--batch-size", "8", "--accelerator", "cpu", "--no-plots", "--knn-k", "5",
+              "--protocols", "knn,linear", "--limit-train-batches", "2"]
+    env_cache = {"TCL_SSL_CACHE": str(tmp_path / "cache")}
+    for name, extra in (("one", ["--devices", "1"]), ("two", ["--devices", "2", "--strategy", "ddp"])):
+        result = subprocess.run([sys.executable, *common, *extra, "--out", str(tmp_path / name)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, **env_cache})
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
+    assert two["random_init"] == one["random_init"]
+    assert set(two["test"]) == set(one["test"]) >= {"knn_top1", "linear_top1"}
+    metrics = (tmp_path / "two" / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "val_knn_top1" in metrics.splitlines()[0]
