@@ -282,6 +282,7 @@ _FORWARDED = {
     ("bench", "loss"): ("tcl_ssl.bench.loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
     ("bench", "augment"): ("tcl_ssl.bench.augment", "images/s of the batched augmentation vs lightly's per-image transform"),
     ("bench", "eval"): ("tcl_ssl.bench.eval", "kNN and linear-probe time and memory vs lightly and scikit-learn"),
+    ("bench", "data"): ("tcl_ssl.bench.data", "images/s of uint8 batches from an image folder: in memory, streamed, litdata"),
     ("bench", "train"): ("tcl_ssl.bench.train", "images/s of SimCLR training: ours vs lightly's reference pipeline vs the backbone alone"),
     ("data", "imagenet100"): ("tcl_ssl.data.imagenet100", "build the 100-class ImageNet subset of CMC / solo-learn as links to an ImageNet copy"),
     ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,8 +30,10 @@ class BatchedTensorDataset(torch.utils.data.Dataset):
         return self.split.images[index], self.split.labels[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        index = torch.as_tensor(indices)
-        return self.split.images[index], self.split.labels[index]
+        # NumPy's gather: torch's spreads a 256-image gather over its threads, which cost
+        # ~8 ms instead of ~0.05 ms per batch on a busy 2-core machine (measured)
+        index = np.asarray(indices)
+        return torch.from_numpy(self.split.images.numpy()[index]), torch.from_numpy(self.split.labels.numpy()[index])
 
 
 def _identity(batch):
