@@ -1,10 +1,10 @@
 """Building blocks of the recipes: kornia ops configured for an image size and a channel count.
 
-Every op works on float32 batches ``(B, C, H, W)`` with values in ``[0, 1]`` and is a kornia
-augmentation, so it runs batched on the device of its input. Random ops draw one set of
-parameters per image (crop box, flip, jitter factors, blur sigma, apply/skip), as torchvision
-does per call; colour-jitter orders and AutoAugment sub-policies are chosen per image too
-(:class:`RandomChoice`), where kornia alone would share one per batch.
+Every op works on float32 batches ``(B, C, H, W)`` with values in ``[0, 1]`` and is built from
+kornia, so it runs batched on the device of its input. Random ops draw one set of parameters
+per image (crop box, flip, jitter factors, blur sigma, apply/skip), as torchvision does per
+call; colour-jitter orders (:class:`ColourJitter`) and AutoAugment sub-policies
+(:class:`RandomChoice`) are chosen per image too, where kornia alone would share one per batch.
 
 Size rules shared by all recipes (the papers' settings, scaled to the image size):
 
@@ -15,13 +15,20 @@ Size rules shared by all recipes (the papers' settings, scaled to the image size
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from itertools import permutations
+from dataclasses import dataclass
 
 import torch
 from kornia import augmentation as K
 from kornia.augmentation.auto import AutoAugment
 from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy, imagenet_policy, svhn_policy
+from kornia.enhance import (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+    adjust_hue,
+    adjust_saturation_with_gray_subtraction,
+)
 from torch import nn
 
 SMALL_IMAGE = 32
@@ -74,24 +81,95 @@ def horizontal_flip() -> K.RandomHorizontalFlip:
     return K.RandomHorizontalFlip(p=0.5)
 
 
+@dataclass
+class JitterDraw:
+    """One call's draw of :class:`ColourJitter` for a batch of ``n`` images: ``applied`` (m,), the
+    indices of the images it changes; ``factors``: brightness, contrast, saturation and hue
+    factors (m,) each, for those images; ``orders`` (m, S): each image's order of the ``S`` steps
+    (indices into ``ColourJitter.steps``)."""
+
+    applied: torch.Tensor
+    factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    orders: torch.Tensor
+
+
+def _hue_in_turns(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return adjust_hue(images, factor * 2 * math.pi)
+
+
+#: the four adjustments with torchvision's formulas (kornia's, as ``kornia.augmentation.ColorJitter`` uses them)
+JITTER_STEPS = (adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction,
+                adjust_saturation_with_gray_subtraction, _hue_in_turns)
+JITTER_NEUTRAL = (1.0, 1.0, 1.0, 0.0)
+
+
+class ColourJitter(nn.Module):
+    """torchvision's ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)`` on a batch.
+
+    Each image is changed with probability ``p``, with its own factors drawn from torchvision's
+    ranges (``[max(0, 1 - b), 1 + b]``, ..., hue ``[-h, h]``) and its own order of the four
+    adjustments, as torchvision draws them per call; the adjustments are kornia's
+    implementations of torchvision's formulas. A 1-channel batch gets brightness and contrast
+    only (saturation and hue are undefined without colour). The images are grouped by the step
+    each has at each position, so a call costs at most ``S x S`` adjustments on groups of the
+    batch (``S = 4`` steps), not one kornia call per order drawn. ``per_image=False`` draws one
+    order per call for the whole batch (kornia's behaviour). Random numbers come from torch's
+    global CPU generator, like kornia's.
+    """
+
+    def __init__(self, channels: int, brightness: float, contrast: float, saturation: float, hue: float,
+                 p: float = 0.8, per_image: bool = True) -> None:
+        super().__init__()
+        if channels == 1:
+            saturation, hue = 0.0, 0.0
+        self.steps = (0, 1) if channels == 1 else (0, 1, 2, 3)
+        self.ranges = tuple((max(0.0, 1.0 - v), 1.0 + v) for v in (brightness, contrast, saturation)) + ((-hue, hue),)
+        self.p = p
+        self.per_image = per_image
+
+    def sample(self, n: int) -> JitterDraw:
+        """Draw which of ``n`` images change, their factors and their orders."""
+        applied = (torch.rand(n) < self.p).nonzero().squeeze(1)
+        m = applied.numel()
+        factors = tuple(low + (high - low) * torch.rand(m) for low, high in self.ranges)
+        if self.per_image:
+            orders = torch.rand(m, len(self.steps)).argsort(dim=1)
+        else:
+            orders = torch.randperm(len(self.steps)).expand(m, -1)
+        return JitterDraw(applied, factors, orders)
+
+    def apply(self, images: torch.Tensor, draw: JitterDraw) -> torch.Tensor:
+        """``images`` (B, C, H, W) in [0, 1] changed as ``draw`` says (a new tensor)."""
+        out = images.clone()
+        if draw.applied.numel() == 0:
+            return out
+        device = images.device
+        applied = draw.applied.to(device)
+        x = images[applied].clamp(0.0, 1.0)
+        for position in range(len(self.steps)):
+            for k, step in enumerate(self.steps):
+                factors = draw.factors[step]
+                chosen = (draw.orders[:, position] == k).nonzero().squeeze(1)
+                if chosen.numel() == 0 or bool((factors[chosen] == JITTER_NEUTRAL[step]).all()):
+                    continue
+                index = chosen.to(device)
+                x[index] = JITTER_STEPS[step](x[index], factors[chosen].to(device, x.dtype))
+        out[applied] = x.clamp(0.0, 1.0)
+        return out
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.apply(images, self.sample(images.shape[0]))
+
+    def extra_repr(self) -> str:
+        return f"ranges={self.ranges}, p={self.p}, per_image={self.per_image}"
+
+
 def colour_jitter(
     channels: int, brightness: float, contrast: float, saturation: float, hue: float, p: float = 0.8
-) -> RandomChoice:
-    """torchvision's ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)``.
-
-    Factors are drawn per image from torchvision's ranges (``[1 - b, 1 + b]``, ..., hue
-    ``[-h, h]``) and applied with torchvision's formulas, in an order drawn per image as
-    torchvision does: one kornia ``ColorJitter`` per order of the four adjustments, one of them
-    chosen per image (:class:`RandomChoice`; kornia alone draws one order per call, shared by the
-    batch). A 1-channel batch gets brightness and contrast only (two orders): saturation and hue
-    are undefined without colour.
-    """
-    steps = (0, 1) if channels == 1 else (0, 1, 2, 3)
-    if channels == 1:
-        saturation, hue = 0.0, 0.0
-    return RandomChoice(
-        [K.ColorJitter(brightness, contrast, saturation, hue, p=p, order=order) for order in permutations(steps)]
-    )
+) -> ColourJitter:
+    """torchvision's ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)``, with
+    factors and order drawn per image (:class:`ColourJitter`)."""
+    return ColourJitter(channels, brightness, contrast, saturation, hue, p=p)
 
 
 def grayscale(channels: int, p: float = 0.2) -> K.RandomGrayscale | None:

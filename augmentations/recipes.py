@@ -209,7 +209,7 @@ def build(
         views.append(ops.sequential(ops.FitToSize(image_size), ops.horizontal_flip()))
     pipeline = Pipeline(views, image_size=image_size, mean=mean, std=std, seed=seed)
     for module in pipeline.modules():
-        if isinstance(module, ops.RandomChoice):
+        if isinstance(module, (ops.RandomChoice, ops.ColourJitter)):
             module.per_image = per_image_choices
     return pipeline
 

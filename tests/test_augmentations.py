@@ -8,6 +8,7 @@ from kornia import augmentation as K
 from kornia.augmentation.auto import AutoAugment
 
 import augmentations
+from augmentations.ops import ColourJitter
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
 GRAY = {"mean": (0.48,), "std": (0.24,)}
@@ -168,8 +169,8 @@ def test_grayscale_recipes_have_no_colour_ops():
     for name in augmentations.available():
         pipeline = augmentations.build(name, image_size=32, **GRAY)
         assert not any(isinstance(m, K.RandomGrayscale) for m in pipeline.modules())
-        for jitter in (m for m in pipeline.modules() if isinstance(m, K.ColorJitter)):
-            assert jitter.saturation == 0 and jitter.hue == 0
+        for jitter in (m for m in pipeline.modules() if isinstance(m, ColourJitter)):
+            assert jitter.steps == (0, 1) and jitter.ranges[2:] == ((1.0, 1.0), (0.0, 0.0))
 
 
 @pytest.mark.parametrize("image_size", [32, 96])

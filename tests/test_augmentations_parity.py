@@ -4,7 +4,8 @@ Distributions are compared on thousands of draws with scipy's two-sample Kolmogo
 binomial and chi-square tests at a significance of 1e-3; seeds are fixed, so the tests are
 deterministic. Where possible the draw is read back from the op's output (a crop box from a
 coordinate image, a flip by comparison with the mirror image), not from kornia's parameters; the numerical checks replay
-kornia's last draw (``module._params``) through torchvision's functional ops.
+kornia's last draw (``module._params``), or the colour jitter's own draw (``ColourJitter.sample``),
+through torchvision's functional ops.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from scipy import stats
 from torch import nn
 
 import augmentations
+from augmentations.ops import ColourJitter
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
 GRAY = {"mean": (0.48,), "std": (0.24,)}
@@ -104,23 +106,32 @@ def test_flip_mirrors_half_of_the_images(name):
 
 @pytest.mark.parametrize("name", sorted(JITTER))
 def test_jitter_factors_follow_torchvision(name):
-    n = 3000
-    jitter = op(name, K.ColorJitter)
+    jitter = op(name, ColourJitter)
+    jitter.p = 1.0
     torch.manual_seed(0)
-    ours = jitter.forward_parameters(torch.Size((n, 3, 4, 4)))
+    draw = jitter.sample(3000)
     reference = T.ColorJitter(*JITTER[name])
     ranges = (reference.brightness, reference.contrast, reference.saturation, reference.hue)
-    draws = [T.ColorJitter.get_params(*ranges) for _ in range(n)]
-    for index, key in enumerate(("brightness", "contrast", "saturation", "hue"), start=1):
-        tv = torch.tensor([draw[index] for draw in draws])
-        assert_same_distribution(ours[f"{key}_factor"], tv, key)
+    draws = [T.ColorJitter.get_params(*ranges) for _ in range(3000)]
+    for index, key in enumerate(("brightness", "contrast", "saturation", "hue")):
+        tv = torch.tensor([d[index + 1] for d in draws])
+        assert_same_distribution(draw.factors[index], tv, key)
 
 
 def test_grayscale_jitter_leaves_out_saturation_and_hue():
-    jitter = op("simclr", K.ColorJitter, stats_=GRAY)
-    params = jitter.forward_parameters(torch.Size((500, 1, 4, 4)))
-    assert bool((params["saturation_factor"] == 1).all() and (params["hue_factor"] == 0).all())
-    assert float(params["brightness_factor"].std()) > 0.1
+    jitter = op("simclr", ColourJitter, stats_=GRAY)
+    assert jitter.steps == (0, 1)
+    draw = jitter.sample(500)
+    assert bool((draw.factors[2] == 1).all() and (draw.factors[3] == 0).all())
+    assert float(draw.factors[0].std()) > 0.1
+    assert draw.orders.shape == (len(draw.applied), 2)
+
+
+def _torchvision_jitter(image: torch.Tensor, factors: list[float], order: list[int]) -> torch.Tensor:
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for step in order:
+        image = adjust[step](image, factors[step])
+    return image
 
 
 @pytest.mark.parametrize(
@@ -130,43 +141,39 @@ def test_grayscale_jitter_leaves_out_saturation_and_hue():
 )
 def test_jitter_applies_to_eighty_percent_with_torchvision_formulas(name, stats_):
     channels = len(stats_["mean"])
-    jitter = op(name, K.ColorJitter, stats_=stats_)
+    jitter = op(name, ColourJitter, stats_=stats_)
     images = torch.rand(2000, channels, 4, 4)
     torch.manual_seed(0)
+    draw = jitter.sample(len(images))
+    torch.manual_seed(0)
     out = jitter(images)
+    torch.testing.assert_close(out, jitter.apply(images, draw), atol=0, rtol=0)  # forward = sample + apply
 
-    applied = replayed_gate(jitter)
+    applied = torch.zeros(len(images), dtype=torch.bool)
+    applied[draw.applied] = True
     assert_rate(applied, 0.8, "jitter rate")
     assert torch.equal(out[~applied], images[~applied])
-    checked = applied.nonzero().squeeze(1)[:REPLAYED]
-    expected = images[checked]
-    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
-    keys = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
-    for step in jitter._fixed_order:  # the first of the recipe's fixed-order jitters
-        factors = jitter._params[keys[step]][checked]
-        if channels == 1 and step >= 2:
-            assert bool((factors == (0 if step == 3 else 1)).all())
-            continue
-        expected = torch.stack([adjust[step](image, float(f)) for image, f in zip(expected, factors)])
-    torch.testing.assert_close(out[checked], expected, atol=1e-4, rtol=0)
+    for row in range(REPLAYED):  # each image with its own factors and its own order, through torchvision
+        index = int(draw.applied[row])
+        factors = [float(f[row]) for f in draw.factors]
+        order = [jitter.steps[k] for k in draw.orders[row].tolist()]
+        expected = _torchvision_jitter(images[index], factors, order)
+        torch.testing.assert_close(out[index], expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_jitter_with_fixed_factors_matches_torchvision_functional(seed):
+    from augmentations.ops import JitterDraw
+
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(8, 3, 16, 16, generator=generator)
     b, c, s = (0.6 + 0.8 * torch.rand(3, generator=generator)).tolist()
     h = float(0.2 * torch.rand(1, generator=generator) - 0.1)
-    order = torch.randperm(4, generator=generator).tolist()
-    # Equal range ends fix each factor; a fixed order fixes the sequence.
-    jitter = K.ColorJitter((b, b), (c, c), (s, s), (h, h), p=1.0, order=order)
-
-    expected = images
-    for step in order:
-        expected = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)[step](
-            expected, (b, c, s, h)[step]
-        )
-    torch.testing.assert_close(jitter(images), expected, atol=1e-4, rtol=0)
+    order = torch.randperm(4, generator=generator)
+    jitter = ColourJitter(3, 0.4, 0.4, 0.4, 0.1)
+    draw = JitterDraw(torch.arange(8), tuple(torch.full((8,), v) for v in (b, c, s, h)), order.expand(8, -1))
+    expected = torch.stack([_torchvision_jitter(image, [b, c, s, h], order.tolist()) for image in images])
+    torch.testing.assert_close(jitter.apply(images, draw), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(JITTER))
@@ -314,32 +321,34 @@ def test_random_choice_per_batch_shares_one_choice():
 @pytest.mark.parametrize(("stats_", "orders"), [(RGB, 24), (GRAY, 2)], ids=["rgb", "gray"])
 @pytest.mark.parametrize("per_image", [True, False])
 def test_jitter_order_is_chosen_among_every_order_of_the_steps(stats_, orders, per_image):
-    from itertools import permutations
-
-    from augmentations.ops import RandomChoice
-
     pipeline = augmentations.build("simclr", image_size=32, per_image_choices=per_image, **stats_)
-    (choice,) = [m for m in pipeline.views[0].modules() if isinstance(m, RandomChoice)]
-    assert choice.per_image is per_image
-    fixed = [option._fixed_order for option in choice.options]
-    steps = range(4) if orders == 24 else range(2)
-    assert sorted(fixed) == sorted(permutations(steps))
-    assert all(isinstance(option, K.ColorJitter) and option.p == 0.8 for option in choice.options)
+    (jitter,) = [m for m in pipeline.views[0].modules() if isinstance(m, ColourJitter)]
+    assert jitter.per_image is per_image and jitter.p == 0.8
+    torch.manual_seed(0)
+    if per_image:
+        rows = [tuple(row) for row in jitter.sample(40 * orders * 10).orders.tolist()]
+    else:
+        rows = []
+        for _ in range(40 * orders):
+            draw = jitter.sample(20)
+            assert bool((draw.orders == draw.orders[0]).all())  # one order for the whole batch
+            rows.append(tuple(draw.orders[0].tolist()))
+    kinds = sorted(set(rows))
+    assert len(kinds) == orders and all(sorted(kind) == list(range(len(jitter.steps))) for kind in kinds)
+    counts = [rows.count(kind) for kind in kinds]
+    assert stats.chisquare(counts).pvalue > ALPHA
 
 
 def test_per_image_jitter_orders_give_torchvisions_spread_within_a_batch():
     """Where brightness clips, brightness-then-contrast and contrast-then-brightness differ; the
     share of images whose brightness step came first is 1/2 per image (torchvision), not 0 or 1."""
-    from augmentations.ops import RandomChoice
-
     pipeline = augmentations.build("simclr", image_size=8, **GRAY)
-    (choice,) = [m for m in pipeline.views[0].modules() if isinstance(m, RandomChoice)]
-    for option in choice.options:  # fixed factors, always applied: brightness x1.8, contrast x0.5
-        option._param_generator = type(option._param_generator)((1.8, 1.8), (0.5, 0.5), 0.0, 0.0)
-        option.p = 1.0
+    (jitter,) = [m for m in pipeline.views[0].modules() if isinstance(m, ColourJitter)]
+    jitter.ranges = ((1.8, 1.8), (0.5, 0.5), (1.0, 1.0), (0.0, 0.0))  # brightness x1.8, contrast x0.5
+    jitter.p = 1.0
     images = torch.cat([torch.full((800, 1, 8, 4), 0.2), torch.full((800, 1, 8, 4), 0.8)], dim=-1)
     torch.manual_seed(0)
-    out = choice(images)
+    out = jitter(images)
     b_then_c = TF.adjust_contrast(TF.adjust_brightness(images[:1], 1.8), 0.5)
     c_then_b = TF.adjust_brightness(TF.adjust_contrast(images[:1], 0.5), 1.8)
     first = (out - b_then_c).flatten(1).abs().amax(1) < 1e-4
