@@ -23,6 +23,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", default=_DEFAULTS.method, help="tcl, or a baseline (see --list-methods)")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
+    p.add_argument("--config", default=None, metavar="RECIPE",
+                   help="start from a recipe file: a packaged name (see --list-recipes) or a YAML file's path; "
+                   "options given here override it")
+    p.add_argument("--list-recipes", action="store_true", help="print the packaged recipe files and exit")
     p.add_argument(
         "--dataset",
         default=_DEFAULTS.dataset,
@@ -69,6 +73,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         "--protocols", default=",".join(_DEFAULTS.eval_protocols),
         help="evaluations after training, comma-separated: knn, linear, linear-aug, retrieval",
     )
+    evaluation.add_argument("--linear-aug-epochs", type=int, default=_DEFAULTS.linear_aug_epochs,
+                            help="epochs of the linear-aug protocol")
+    evaluation.add_argument("--linear-aug-lr", type=float, default=_DEFAULTS.linear_aug_lr,
+                            help="lr of the linear-aug protocol at batch 256 (scaled linearly)")
     evaluation.add_argument("--no-plots", action="store_true", help="do not draw the run's pictures")
     p.add_argument("--logger", default=_DEFAULTS.logger, choices=("csv", "tensorboard"),
                    help="csv, or tensorboard as well (needs the tensorboard package)")
@@ -153,6 +161,8 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         knn_temperature=args.knn_temperature,
         knn_every_n_epochs=args.knn_every,
         eval_protocols=_protocols(args.protocols),
+        linear_aug_epochs=args.linear_aug_epochs,
+        linear_aug_lr=args.linear_aug_lr,
         plots=not args.no_plots,
         logger=args.logger,
         data_dir=args.data_dir,
@@ -204,27 +214,44 @@ def _given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     return {a.dest for a in actions} & set(vars(given))
 
 
-def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig:
-    """The checkpoint's run configuration, with only the options given on this command line changed."""
-    from tcl_ssl.train import PretrainConfig
-
-    from tcl_ssl.export import resolve_checkpoint
-
-    saved = PretrainConfig.saved(resolve_checkpoint(args.resume))
+def _with_given_options(base: PretrainConfig, args: argparse.Namespace, argv: list[str], *, keep_data: bool) -> dict:
+    """The fields of ``base`` that the options given on this command line change (``-o`` and
+    ``--min-scale`` merged into the base's dictionaries); with ``keep_data``, a change to the
+    data is refused."""
     asked = _config_from_args(args)
-    changes: dict = {"resume": args.resume}
-    for dest in _given_dests(args.parser, argv) - {"resume"}:
+    changes: dict = {}
+    for dest in _given_dests(args.parser, argv) - {"resume", "config"}:
         field = _FIELD_OF_DEST.get(dest, dest)
-        if field in _DATA_FIELDS and getattr(asked, field) != getattr(saved, field):
+        if keep_data and field in _DATA_FIELDS and getattr(asked, field) != getattr(base, field):
             raise ValueError(
-                f"--resume keeps the run's data: {field} was {getattr(saved, field)!r}, got {getattr(asked, field)!r} "
+                f"--resume keeps the run's data: {field} was {getattr(base, field)!r}, got {getattr(asked, field)!r} "
                 "(a new split would put validation or test images into training); start a new run instead"
             )
         if field in ("method_options", "augmentation_options"):
-            changes[field] = getattr(saved, field) | getattr(asked, field)
-        elif hasattr(saved, field):
+            changes[field] = getattr(base, field) | getattr(asked, field)
+        elif hasattr(base, field):
             changes[field] = getattr(asked, field)
-    return dataclasses.replace(saved, **changes)
+    return changes
+
+
+def _resumed_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig:
+    """The checkpoint's run configuration, with only the options given on this command line changed."""
+    from tcl_ssl.export import resolve_checkpoint
+
+    saved = PretrainConfig.saved(resolve_checkpoint(args.resume))
+    return dataclasses.replace(saved, resume=args.resume, **_with_given_options(saved, args, argv, keep_data=True))
+
+
+def _recipe_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig:
+    """The recipe file's configuration, with the options given on this command line changed."""
+    from tcl_ssl.recipes import load_recipe, recipe_path
+
+    fields = load_recipe(args.config)
+    try:
+        base = PretrainConfig(**fields, recipe=str(recipe_path(args.config)))
+    except TypeError as error:
+        raise ValueError(f"recipe {args.config!r}: {error}") from None
+    return dataclasses.replace(base, **_with_given_options(base, args, argv, keep_data=False))
 
 
 def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
@@ -235,11 +262,21 @@ def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
 
         print(describe_methods())
         return 0
+    if args.list_recipes:
+        from tcl_ssl.recipes import describe_recipes
+
+        print(describe_recipes())
+        return 0
     if args.resume is None and args.out is not None and (Path(args.out) / "checkpoints" / "last.ckpt").is_file():
         args.resume = args.out
         print(f"tcl-ssl: {args.out} holds a run: resuming it from its last checkpoint "
               "(give another --out to start afresh)", file=sys.stderr)
-    config = _resumed_config(args, args.argv) if args.resume else _config_from_args(args)
+    if args.resume:
+        config = _resumed_config(args, args.argv)
+    elif args.config:
+        config = _recipe_config(args, args.argv)
+    else:
+        config = _config_from_args(args)
     summary = pretrain(config)
     print()
     print(format_summary(summary))

@@ -82,6 +82,8 @@ class PretrainConfig:
     knn_temperature: float = 0.1
     knn_every_n_epochs: int = 1  # 0 turns the per-epoch validation monitor off
     eval_protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # run after training
+    linear_aug_epochs: int = 90  # the linear-aug protocol's epochs
+    linear_aug_lr: float = 0.1  # the linear-aug protocol's lr at batch 256 (scaled linearly)
     plots: bool = True  # curves, t-SNE and confusion matrix into <run>/plots
     logger: str = "csv"
     data_dir: str | None = None
@@ -93,6 +95,7 @@ class PretrainConfig:
     decode_size: int | None = None  # image folders: side the files are decoded to (default image_size)
     workers: int | None = None  # loader processes per training process for streamed folders (default: cores, <= 8)
     resume: str | None = None
+    recipe: str | None = None  # the recipe file (tcl-ssl pretrain --config) this configuration started from
     checkpoint_every_n_steps: int = 0  # 0: last.ckpt at the end of each epoch only
     limit_train_batches: float | int = 1.0
 
@@ -127,6 +130,10 @@ class PretrainConfig:
             raise ValueError(f"batch_size must be >= 2, got {config.batch_size}")
         if config.knn_k < 1:
             raise ValueError(f"knn_k must be >= 1, got {config.knn_k}")
+        if isinstance(config.linear_aug_epochs, bool) or not isinstance(config.linear_aug_epochs, int) or config.linear_aug_epochs < 1:
+            raise ValueError(f"linear_aug_epochs must be an integer >= 1, got {config.linear_aug_epochs!r}")
+        if not config.linear_aug_lr > 0:
+            raise ValueError(f"linear_aug_lr must be > 0, got {config.linear_aug_lr!r}")
         if isinstance(config.num_nodes, bool) or not isinstance(config.num_nodes, int) or config.num_nodes < 1:
             raise ValueError(f"num_nodes must be an integer >= 1, got {config.num_nodes!r}")
         if config.checkpoint_every_n_steps < 0:
@@ -374,7 +381,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     random_features = split_features(random_backbone.to(device), data, device)
     if not trainer.is_global_zero:
         return {}
-    settings = EvalSettings(knn_k=config.knn_k, knn_temperature=config.knn_temperature, seed=config.seed)
+    settings = EvalSettings(knn_k=config.knn_k, knn_temperature=config.knn_temperature, seed=config.seed,
+                            linear_aug_epochs=config.linear_aug_epochs, linear_aug_lr=config.linear_aug_lr)
     evaluation = evaluate_backbone(
         method.backbone, method.feature_dim, data, tuple(config.eval_protocols), settings, device,
         accelerator=config.accelerator, features=features,

@@ -37,6 +37,7 @@ class EvalSettings:
     knn_temperature: float = 0.1
     linear_aug_epochs: int = 90
     linear_aug_batch_size: int = 256
+    linear_aug_lr: float = 0.1  # at batch 256, scaled linearly (lightly's LinearClassifier)
     seed: int = 0
 
 
@@ -119,7 +120,8 @@ def evaluate_backbone(
     if "linear-aug" in protocols:
         accuracy = augmented_linear_probe(
             backbone, feature_dim, data, {name: data.split(name) for name in QUERY_SPLITS},
-            epochs=settings.linear_aug_epochs, batch_size=settings.linear_aug_batch_size, seed=settings.seed,
+            epochs=settings.linear_aug_epochs, batch_size=settings.linear_aug_batch_size, lr=settings.linear_aug_lr,
+            seed=settings.seed,
             accelerator=accelerator,
         )
         for name in QUERY_SPLITS:

@@ -1,0 +1,89 @@
+"""Recipe files: the packaged ones hold the paper's settings; --config loads a file and the command line overrides it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tcl_ssl.cli import main
+from tcl_ssl.methods import OptimConfig
+from tcl_ssl.recipes import available, load_recipe
+from tcl_ssl.train import PretrainConfig
+
+PAPER_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "fashion-mnist": "fashion-mnist",
+                  "imagenet100": "data/imagenet100"}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCL_SSL_CACHE", str(tmp_path / "cache"))
+
+
+def test_every_packaged_recipe_loads_into_a_valid_configuration(tmp_path):
+    assert available()
+    for name in available():
+        config = PretrainConfig(**load_recipe(name), out=str(tmp_path / name))
+        config.validate()  # every value is one the recipe accepts (methods, options, augmentation, ...)
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
+def test_paper_recipes_hold_the_papers_supervised_settings(dataset):
+    """The settings as the paper states them (issue 10): ResNet-50, 64 images x 2 views, SGD lr 0.1
+    at batch 64, momentum 0.9, weight decay 1e-4, 100 epochs, cosine, t = 0.1, k1 = 5000, k2 = 1,
+    AutoAugment; linear probe 50 epochs, lr 0.5."""
+    config = PretrainConfig(**load_recipe(f"paper-supervised-{dataset}")).resolved()
+    assert (config.method, config.supervised, config.dataset) == ("tcl", True, PAPER_DATASETS[dataset])
+    assert (config.backbone, config.batch_size, config.num_views, config.epochs) == ("resnet50", 64, 2, 100)
+    optim = OptimConfig(lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
+                        batch_size=config.batch_size, optimizer=config.optimizer)
+    assert optim.peak_lr(world_size=1) == pytest.approx(0.1)  # the lr actually used at batch 64
+    assert (optim.optimizer, optim.momentum, optim.weight_decay, optim.warmup_epochs) == ("sgd", 0.9, 1e-4, 0)
+    assert config.method_options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
+    assert config.augmentation == "supcon"  # padded crop + flip + AutoAugment
+    assert (config.linear_aug_epochs, config.linear_aug_lr) == (50, 0.5) and "linear-aug" in config.eval_protocols
+
+
+def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_path, capsys):
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(
+        "description: a small test recipe\n"
+        "dataset: mnist5k\nepochs: 3\nbatch_size: 16\nknn_k: 7\nmethod_options: {k1: 2.0, temperature: 0.2}\n"
+        "eval_protocols: [knn]\nknn_every_n_epochs: 0\nplots: false\n"
+    )
+    out = tmp_path / "run"
+    argv = ["pretrain", "--config", str(recipe), "--epochs", "1", "--k1", "3", "--limit-train-batches", "1",
+            "--out", str(out)]
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["recipe"] == str(recipe)
+    assert (saved["batch_size"], saved["knn_k"], saved["dataset"]) == (16, 7, "mnist5k")  # from the file
+    assert saved["epochs"] == 1  # the command line over the file
+    assert saved["method_options"] == {"k1": 3.0, "temperature": 0.2}  # merged, the command line winning
+    assert saved["eval_protocols"] == ["knn"] and saved["plots"] is False
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("epochs: 2\nbogus: 1\n", "has unknown option(s) bogus; allowed:"),
+        ("- just\n- a list\n", "must be a mapping of option names to values, got list"),
+        ("epochs: [1\n", "is not valid YAML"),
+        ("epochs: 0\n", "epochs must be >= 1, got 0"),
+    ],
+)
+def test_bad_recipe_files_are_refused_by_name(tmp_path, capsys, content, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(content)
+    assert main(["pretrain", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err, err
+
+
+def test_unknown_recipe_names_list_the_packaged_ones(capsys, tmp_path):
+    assert main(["pretrain", "--config", "nope", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'nope'" in err and "paper-supervised-cifar10" in err
+    assert main(["pretrain", "--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: " in out for name in available())
