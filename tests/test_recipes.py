@@ -87,3 +87,31 @@ def test_unknown_recipe_names_list_the_packaged_ones(capsys, tmp_path):
     assert main(["pretrain", "--list-recipes"]) == 0
     out = capsys.readouterr().out
     assert all(f"{name}: " in out for name in available())
+
+
+# solo-learn's published CIFAR settings (scripts/pretrain/cifar/{simclr,mocov2plus,byol}.yaml), written out
+SOLO_LEARN = {
+    "simclr": {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-4, "temperature": 0.2, "proj": (2048, 256)},
+    "moco": {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "temperature": 0.2, "proj": (2048, 256),
+             "queue_size": 32768, "momentum": (0.99, 0.999)},
+    "byol": {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5, "proj": (4096, 256), "momentum": (0.99, 1.0)},
+}
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "tcl", "moco-tcl"])
+def test_gpu_self_supervised_recipes_hold_solo_learns_settings(method):
+    reference = SOLO_LEARN[{"tcl": "simclr", "moco-tcl": "moco"}.get(method, method)]
+    config = PretrainConfig(**load_recipe(f"gpu-ssl-cifar10-{method}")).resolved()
+    options = config.method_options
+    assert (config.method, config.supervised, config.dataset) == (method, False, "cifar10")
+    assert (config.backbone, config.stem, config.batch_size, config.epochs) == ("resnet18", "small", 256, 1000)
+    assert (config.optimizer, config.lr, config.weight_decay) == (reference["optimizer"], reference["lr"], reference["weight_decay"])
+    assert (options["hidden_dim"], options["output_dim"]) == reference["proj"]
+    if "temperature" in reference:
+        assert options["temperature"] == reference["temperature"]
+    if "momentum" in reference:
+        assert (options["momentum_start"], options["momentum_end"]) == reference["momentum"]
+    if "queue_size" in reference:
+        assert options["queue_size"] == reference["queue_size"]
+    if method == "tcl":
+        assert (options["k1"], options["k2"]) == (30.0, 1.0)
