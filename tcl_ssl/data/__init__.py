@@ -1,4 +1,7 @@
-"""Dataset sources decoded once into uint8 tensors, and batched loaders over them.
+"""Dataset sources (decoded once into uint8 tensors, or streamed from image files), and batched
+loaders over them. Modules: :mod:`~tcl_ssl.data.sources` (the sources and their splits),
+:mod:`~tcl_ssl.data.streaming` (image folders too large for memory), :mod:`~tcl_ssl.data.loaders`
+(resumable loaders), :mod:`~tcl_ssl.data.imagenet100` (``tcl-ssl data imagenet100``).
 
 A source yields an :class:`ImageData` with three splits of uint8 images ``(N, C, H, W)`` and
 int64 labels ``(N,)``, plus the per-channel mean/std of the train split (in ``[0, 1]`` units):
@@ -15,7 +18,9 @@ Sources:
   ``svhn``, ``stl10``) or as ``torchvision:ClassName``: their own train/test splits,
   validation split off train.
 - an image folder (a path, or ``folder:PATH`` for a folder named like a torchvision dataset),
-  decoded once, resized to ``image_size`` and cached under the cache directory. With
+  decoded once, resized to ``image_size`` and cached under the cache directory, or, when its
+  decoded images would not fit (``source="auto"``) or on request (``source="stream"``), read
+  from its files by DataLoader workers as batches need them (:class:`FileSplit`). With
   ``train/`` and ``val/`` and/or ``test/`` sub-folders (the ImageNet layout, each
   ``<split>/<class>/<image>``) the given splits are used: ``test/`` (or, without it, ``val/``)
   is the test split, ``val/`` next to ``test/`` is the validation split, else validation is
