@@ -313,6 +313,14 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     run_dir = config.run_dir()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    data_source = config.data_source
+    if config.resume is not None and data_source == "auto":
+        # keep the source the run started with: with --skip-bad-images the two can split differently
+        try:
+            streamed = run_config(Path(config.resume)).get("data", {}).get("streamed")
+        except ValueError:  # a checkpoint without its run's config.json
+            streamed = None
+        data_source = {True: "stream", False: "memory"}.get(streamed, "auto")
     if data is None:
         data = load_dataset(
             config.dataset,
@@ -321,7 +329,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             val_fraction=config.val_fraction,
             test_fraction=config.test_fraction,
             skip_bad_images=config.skip_bad_images,
-            source=config.data_source,
+            source=data_source,
             decode_size=config.decode_size,
             workers=config.workers,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 
 import numpy as np
@@ -184,3 +186,16 @@ def test_a_corrupt_streamed_file_is_named_or_skipped(tmp_path, capsys):
     image, label = split.dataset()[index]
     following = split.dataset()[(index + 1) % len(split)]
     assert torch.equal(image, following[0]) and label == following[1]
+
+
+def test_a_resumed_run_keeps_the_data_source_it_started_with(tmp_path, monkeypatch):
+    """auto decides by this machine's memory; a resumed run must not flip (the splits could differ)."""
+    folder = _folder(tmp_path / "images", per_class=10)
+    config = PretrainConfig(dataset=str(folder), workers=0, image_size=16, epochs=1, batch_size=8, knn_k=3,
+                            knn_every_n_epochs=0, eval_protocols=["knn"], plots=False, out=str(tmp_path / "run"))
+    monkeypatch.setattr(streaming, "memory_budget", lambda: 0)  # auto streams
+    pretrain(config)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["streamed"] is True
+    monkeypatch.setattr(streaming, "memory_budget", lambda: 2**40)  # auto would now hold it in memory
+    pretrain(dataclasses.replace(config, epochs=2, resume=str(tmp_path / "run")))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["streamed"] is True

@@ -62,16 +62,16 @@ def gather_features(
     if world == 1:
         return extract_features(backbone, split, preprocess, batch_size, device, normalize)
     rank = dist.get_rank()
-    shard = split.subset(torch.arange(rank, len(split), world))
+    # NCCL reduces and gathers CUDA tensors only, gloo CPU ones
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    shard = split.subset(torch.arange(len(split))[rank::world])  # empty where rank >= len(split)
     local = extract_features(backbone, shard, preprocess, batch_size, device, normalize) if len(shard) else None
     rows = -(-len(split) // world)  # the largest shard; the others are padded to it
-    dim = torch.tensor([0 if local is None else local.shape[1]])
+    dim = torch.tensor([0 if local is None else local.shape[1]], device=on)
     dist.all_reduce(dim, op=dist.ReduceOp.MAX)  # a process whose shard is empty learns the width
     padded = torch.zeros(rows, int(dim), dtype=torch.float32)
     if local is not None:
         padded[: len(local)] = local
-    # NCCL gathers CUDA tensors, gloo CPU ones
-    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     parts = [torch.empty_like(padded, device=on) for _ in range(world)]
     dist.all_gather(parts, padded.to(on))
     # row i of the split is row i // W of process i % W
