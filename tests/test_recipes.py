@@ -45,11 +45,20 @@ def test_paper_recipes_hold_the_papers_supervised_settings(dataset):
 
 
 def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_path, capsys):
+    import torch
+    from torchvision.io import write_png
+
+    gen = torch.Generator().manual_seed(0)
+    for c in range(2):
+        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(20):
+            write_png(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen),
+                      str(tmp_path / "images" / f"c{c}" / f"{i}.png"))
     recipe = tmp_path / "small.yaml"
     recipe.write_text(
         "description: a small test recipe\n"
-        "dataset: mnist5k\nepochs: 3\nbatch_size: 16\nknn_k: 7\nmethod_options: {k1: 2.0, temperature: 0.2}\n"
-        "eval_protocols: [knn]\nknn_every_n_epochs: 0\nplots: false\n"
+        f"dataset: {tmp_path / 'images'}\nepochs: 3\nbatch_size: 16\nknn_k: 7\n"
+        "method_options: {k1: 2.0, temperature: 0.2}\neval_protocols: [knn]\nknn_every_n_epochs: 0\nplots: false\n"
     )
     out = tmp_path / "run"
     argv = ["pretrain", "--config", str(recipe), "--epochs", "1", "--k1", "3", "--limit-train-batches", "1",
@@ -57,7 +66,7 @@ def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_pat
     assert main(argv) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["recipe"] == str(recipe)
-    assert (saved["batch_size"], saved["knn_k"], saved["dataset"]) == (16, 7, "mnist5k")  # from the file
+    assert (saved["batch_size"], saved["knn_k"], saved["dataset"]) == (16, 7, str(tmp_path / "images"))  # from the file
     assert saved["epochs"] == 1  # the command line over the file
     assert saved["method_options"] == {"k1": 3.0, "temperature": 0.2}  # merged, the command line winning
     assert saved["eval_protocols"] == ["knn"] and saved["plots"] is False
