@@ -55,7 +55,8 @@ from torch import Tensor
 
 from tcl_ssl.data.loaders import batch_loader
 from tcl_ssl.data.sources import Split, decode_file, decode_images, list_image_folder
-from tcl_ssl.data.streaming import FileSplit
+from tcl_ssl.bench.memory import peak_rss, reset_peak_rss
+from tcl_ssl.data.streaming import FileSplit, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,6 @@ LABELS = {
 CHECKED_IMAGES = 16
 #: litdata's chunk size for images in its docs' examples
 CHUNK_BYTES = "64MB"
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,31 +113,6 @@ def _decode_encoded(data: bytes | Tensor, size: int, channels: int) -> Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # measuring
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident set size to its current one (Linux >= 4.0); whether it could."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> int:
-    """This process's peak resident set size in bytes (since the last reset, where there was one)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource  # POSIX only; the lifetime peak
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
 def _dir_bytes(path: Path) -> int:
@@ -417,10 +389,10 @@ def run(
                     rows.append({**row, "status": "skipped: litdata is not installed (pip install 'tcl-ssl[litdata]')"})
                     continue
             gc.collect()
-            per_row = _reset_peak_rss() and per_row
+            per_row = reset_peak_rss() and per_row
             log.info("measuring %s", row["label"])
             result = measure[source]()
-            rows.append({**row, "status": "ok", **_rates(result.pop("timing")), **result, "peak_rss": _peak_rss()})
+            rows.append({**row, "status": "ok", **_rates(result.pop("timing")), **result, "peak_rss": peak_rss()})
     finally:
         if temporary is not None:
             temporary.cleanup()

@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from augmentations.samples import DEFAULT_IMAGE_ROOT
 from tcl_ssl.backbones import build_backbone
+from tcl_ssl.bench.memory import current_rss, peak_rss, reset_peak_rss
 from tcl_ssl.checkpointing import NonFiniteLossGuard, ResumeState
 from tcl_ssl.data import FileSplit, ImageData, Split, assemble, batch_loader, decode_images, default_workers, list_image_folder
 from tcl_ssl.train import PretrainConfig, build_method, default_precision, resolved_stem
@@ -197,13 +198,6 @@ class _StepTimer(Callback):
         return self.steps * batch_size / (self.end - self.start)
 
 
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 class _PeakMemory:
     """Peak memory of the work done inside ``with`` (see the module docstring); ``.peak_bytes`` after it."""
 
@@ -222,11 +216,9 @@ class _PeakMemory:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):
             pass
-        try:  # Linux: reset the peak RSS (VmHWM) to the current RSS
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:  # then VmHWM is the process's lifetime peak: an upper bound of the row's
+        if not reset_peak_rss():  # then the peak is the process's lifetime peak: an upper bound of the row's
             log.warning("cannot reset the peak RSS (/proc/self/clear_refs); peaks include earlier work")
-        self._before = _proc_status_kib("VmRSS")
+        self._before = current_rss()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -234,7 +226,7 @@ class _PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
         else:
-            self.peak_bytes = max(_proc_status_kib("VmHWM") - self._before, 0) * 1024
+            self.peak_bytes = max(peak_rss() - self._before, 0)
 
 
 def _trainer(settings: Settings, callbacks: list[Callback]) -> pl.Trainer:

@@ -33,9 +33,14 @@ SOURCES = ("auto", "memory", "stream")
 STATS_SAMPLE = 10_000
 
 
+def usable_cpus() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """DataLoader worker processes per training process: the usable CPU cores, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return min(8, usable_cpus())
 
 
 def own_generator() -> torch.Generator:
