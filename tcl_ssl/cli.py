@@ -1,4 +1,5 @@
-"""The ``tcl-ssl`` command line: ``pretrain``, ``eval``, ``export``, ``summarize``, ``bench``, ``data`` and ``gradients``."""
+"""The ``tcl-ssl`` command line: ``pretrain``, ``compare``, ``sweep``, ``eval``, ``export``, ``summarize``,
+``bench``, ``data`` and ``gradients``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    help="start from a recipe file: a packaged name (see --list-recipes) or a YAML file's path; "
                    "options given here override it")
     p.add_argument("--list-recipes", action="store_true", help="print the packaged recipe files and exit")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>-<method>)")
+    _add_run_options(p)
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="run directory or checkpoint to resume from (RUN = RUN/checkpoints/last.ckpt): the run's "
+        "config.json is used, changed only by the options given here (e.g. --epochs), and the run continues "
+        "in RUN. Rerunning with the --out of an unfinished or finished run resumes it the same way",
+    )
+    p.set_defaults(func=_run_pretrain, forwarded=False, parser=p)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options that configure a run, shared by ``pretrain``, ``compare`` and ``sweep``."""
     p.add_argument(
         "--dataset",
         default=_DEFAULTS.dataset,
@@ -36,8 +52,6 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     p.add_argument("--supervised", action="store_true", help="use labels (positives = same class)")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
-    p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>-<method>)")
     p.add_argument("--backbone", default=_DEFAULTS.backbone, help="resnet18, resnet34 or resnet50")
     p.add_argument("--stem", default=None, help="imagenet, small or small-pool (default: small for <= 64 px on a GPU, else imagenet)")
     recipe = p.add_argument_group("training recipe (default: the method's published recipe, see --list-methods)")
@@ -87,6 +101,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                       help="fraction of train held out for validation (default 0.1), where validation is split off train")
     data.add_argument("--test-fraction", type=float, default=None,
                       help="fraction held out for test from a single image folder (default 0.2)")
+    data.add_argument("--train-images", type=int, default=None,
+                      help="train on a stratified subset of this many images of the train split (val and test unchanged)")
     data.add_argument("--data-source", default=_DEFAULTS.data_source, choices=("auto", "memory", "stream"),
                       help="image folders: decode once into memory, or stream from the files with loader workers; "
                       "auto streams folders whose decoded images exceed an eighth of this machine's memory")
@@ -96,17 +112,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                       help="streamed folders: decoding processes per training process (default: CPU cores, at most 8)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="leave out image files that cannot be decoded, with a warning (default: stop and name the file)")
-    p.add_argument(
-        "--resume",
-        default=None,
-        help="run directory or checkpoint to resume from (RUN = RUN/checkpoints/last.ckpt): the run's "
-        "config.json is used, changed only by the options given here (e.g. --epochs), and the run continues "
-        "in RUN. Rerunning with the --out of an unfinished or finished run resumes it the same way",
-    )
     p.add_argument("--checkpoint-every-n-steps", type=int, default=_DEFAULTS.checkpoint_every_n_steps,
                    help="also write last.ckpt every N optimiser steps (0: at the end of each epoch only)")
     p.add_argument("--limit-train-batches", type=float, default=1.0, help=argparse.SUPPRESS)
-    p.set_defaults(func=_run_pretrain, forwarded=False, parser=p)
 
 
 def _recipes() -> list[str]:
@@ -134,13 +142,13 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     limit = args.limit_train_batches
     return PretrainConfig(
-        method=args.method,
+        method=getattr(args, "method", _DEFAULTS.method),
         dataset=args.dataset,
         epochs=args.epochs,
         batch_size=args.batch_size,
         supervised=args.supervised,
-        seed=args.seed,
-        out=args.out,
+        seed=getattr(args, "seed", _DEFAULTS.seed),
+        out=getattr(args, "out", None),
         backbone=args.backbone,
         stem=args.stem,
         augmentation=args.augmentation,
@@ -169,11 +177,12 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
         image_size=args.image_size,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
+        train_images=args.train_images,
         skip_bad_images=args.skip_bad_images,
         data_source=args.data_source,
         decode_size=args.decode_size,
         workers=args.workers,
-        resume=args.resume,
+        resume=getattr(args, "resume", None),
         checkpoint_every_n_steps=args.checkpoint_every_n_steps,
         limit_train_batches=int(limit) if limit > 1 else limit,
     )
@@ -184,7 +193,8 @@ def _protocols(text: str) -> list[str]:
 
 
 #: config fields that define the data and its splits, which a resumed run must keep
-_DATA_FIELDS = {"dataset", "data_dir", "image_size", "decode_size", "val_fraction", "test_fraction", "skip_bad_images"}
+_DATA_FIELDS = {"dataset", "data_dir", "image_size", "decode_size", "val_fraction", "test_fraction", "skip_bad_images",
+                "train_images"}
 
 #: config fields set by CLI options whose destination has another name
 _FIELD_OF_DEST = {
@@ -207,7 +217,7 @@ def _given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     try:
         for action in actions:
             action.default = argparse.SUPPRESS
-        given, _ = parser.parse_known_args(argv[argv.index("pretrain") + 1 :])
+        given, _ = parser.parse_known_args(argv[argv.index(parser.prog.split()[-1]) + 1 :])
     finally:
         for action, default in zip(actions, saved):
             action.default = default
@@ -252,6 +262,136 @@ def _recipe_config(args: argparse.Namespace, argv: list[str]) -> PretrainConfig:
     except TypeError as error:
         raise ValueError(f"recipe {args.config!r}: {error}") from None
     return dataclasses.replace(base, **_with_given_options(base, args, argv, keep_data=False))
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from tcl_ssl.compare import SELF_SUPERVISED_METHODS, SUPERVISED_METHODS
+
+    p = sub.add_parser(
+        "compare",
+        help="run several methods x seeds under one budget: results table (md/csv/json) and plots",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Every method runs with the same budget (data, backbone, epochs, batch size, evaluation) "
+        "and its own recipe: the method's published defaults, or the recipe file PREFIX-METHOD with --recipes. "
+        "Options given here apply to every method (hyper-parameters such as --k1 to the methods that take them). "
+        "Finished runs in --out are reused and interrupted ones resumed, so a rerun continues a comparison. "
+        "Runs draw no pictures of their own; the comparison draws its curves and bars.",
+    )
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated methods (default: {','.join(SELF_SUPERVISED_METHODS)}; "
+                   f"with --supervised: {','.join(SUPERVISED_METHODS)})")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--recipes", default=None, metavar="PREFIX",
+                   help="method M starts from the recipe PREFIX-M: a packaged name (e.g. cpu-small-ssl, see "
+                   "pretrain --list-recipes) or a path prefix of YAML files (PREFIX-M.yaml)")
+    p.add_argument("--out", default=None, help="comparison directory (default comparisons/<setting>)")
+    _add_run_options(p)
+    p.set_defaults(func=_run_compare, forwarded=False, parser=p)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from tcl_ssl.sweep import SELECTABLE
+
+    p = sub.add_parser(
+        "sweep",
+        help="a grid over one method's hyper-parameters, chosen on validation: table and heat-maps",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Runs every cell of the grid x every seed, selects the cell with the best mean validation "
+        "figure and writes results.md/csv/json and heat-maps. Axes: k1, k2, temperature (and any method option), "
+        "k1_rel (k1 = k1_rel * e^(1/temperature)), lr, weight_decay, warmup_epochs, batch_size, num_views, epochs, "
+        "weak_view, min_scale. Finished runs are reused.",
+    )
+    p.add_argument("--method", default=_DEFAULTS.method, help="the method whose hyper-parameters are swept")
+    p.add_argument("--config", default=None, metavar="RECIPE", help="start from a recipe file (name or path)")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="one axis of the grid (repeat for more axes), e.g. --grid k1=0,10,30 --grid temperature=0.1,0.2")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (every cell runs each)")
+    p.add_argument("--select", default="val_knn_top1", choices=SELECTABLE, help="the validation figure that selects a cell")
+    p.add_argument("--out", default=None, help="sweep directory (default sweeps/<method>)")
+    _add_run_options(p)
+    p.set_defaults(func=_run_sweep, forwarded=False, parser=p)
+
+
+def _print_progress(event) -> None:
+    """One line per run of a comparison or sweep: which of how many, and the time left."""
+    head = f"[{event.index}/{event.total}] {event.run.group} seed {event.run.seed}"
+    figures = ""
+    if event.summary is not None:
+        test = event.summary.get("test", {})
+        figures = ", ".join(f"{name} test {test[key]:.2f}" for name, key in (("kNN", "knn_top1"), ("linear", "linear_top1"))
+                            if key in test)
+    if event.state == "reused":
+        line = f"{head}: reused ({figures})"
+    elif event.state == "running":
+        left = "" if event.seconds_left is None else f", about {event.seconds_left / 60:.0f} min left"
+        line = f"{head}: running ({event.elapsed / 60:.1f} min so far{left})"
+    else:
+        line = f"{head}: finished in {event.seconds / 60:.1f} min ({figures})"
+    print(f"tcl-ssl: {line}", file=sys.stderr, flush=True)
+
+
+def _method_configs(args: argparse.Namespace, methods: list[str]) -> dict[str, PretrainConfig]:
+    """Each method's configuration: its recipe (``--recipes``) or defaults, changed by the options
+    given on this command line; hyper-parameter options go to the methods that take them."""
+    from tcl_ssl.methods import method_class
+    from tcl_ssl.recipes import load_recipe, recipe_path
+
+    configs: dict[str, PretrainConfig] = {}
+    asked = _method_options(args)
+    used: set[str] = set()
+    for method in methods:
+        accepted = set(method_class(method).options())
+        if args.recipes:
+            name = f"{args.recipes}-{method}"
+            fields = load_recipe(name)
+            if fields.get("method", method) != method:
+                raise ValueError(f"recipe {name!r} is for method {fields['method']!r}, not {method!r}")
+            base = PretrainConfig(**(fields | {"method": method}), recipe=str(recipe_path(name)))
+        else:
+            base = PretrainConfig(method=method)
+        changes = _with_given_options(base, args, args.argv, keep_data=False)
+        changes.pop("method", None)
+        if "method_options" in changes:
+            changes["method_options"] = {k: v for k, v in changes["method_options"].items()
+                                         if k in accepted or k not in asked}
+            used |= accepted & set(asked)
+        configs[method] = dataclasses.replace(base, **changes, plots=False)
+    unused = sorted(set(asked) - used)
+    if unused:
+        raise ValueError(f"no method of {', '.join(methods)} takes the option(s) {', '.join(unused)}")
+    return configs
+
+
+def _run_compare(args: argparse.Namespace, rest: list[str]) -> int:
+    from tcl_ssl.compare import SELF_SUPERVISED_METHODS, SUPERVISED_METHODS, compare, parse_list
+
+    default_methods = SUPERVISED_METHODS if args.supervised else SELF_SUPERVISED_METHODS
+    methods = parse_list(args.methods, what="--methods") if args.methods else list(default_methods)
+    seeds = parse_list(args.seeds, int, what="--seeds")
+    configs = _method_configs(args, methods)
+    setting = "supervised" if next(iter(configs.values())).supervised else "self-supervised"
+    out = Path(args.out or Path("comparisons") / setting)
+    compare(configs, seeds, out, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]))
+    print((out / "results.md").read_text())
+    print(f"results and plots: {out}")
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace, rest: list[str]) -> int:
+    from tcl_ssl.compare import parse_list
+    from tcl_ssl.sweep import parse_axis, sweep
+
+    axes = dict(parse_axis(text) for text in args.grid)
+    if len(axes) != len(args.grid):
+        raise ValueError("--grid names an axis twice")
+    seeds = parse_list(args.seeds, int, what="--seeds")
+    base = _recipe_config(args, args.argv) if args.config else _config_from_args(args)
+    base = dataclasses.replace(base, plots=False)
+    out = Path(args.out or Path("sweeps") / base.method)
+    sweep(base, axes, seeds, out, metric=args.select, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]))
+    print((out / "results.md").read_text())
+    print(f"results and plots: {out}")
+    return 0
 
 
 def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
@@ -354,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(sub)
+    _add_compare(sub)
+    _add_sweep(sub)
     _add_forwarded(sub)
     return parser
 

@@ -49,24 +49,65 @@ def _label(config: dict[str, Any], differing: set[str]) -> str:
     return label + (", " + ", ".join(extras) if extras else "")
 
 
-#: the columns of the table: name -> (header, how to read it from a summary.json)
-COLUMNS = {
-    "val_knn_top1": ("kNN top-1, val", lambda s: s["val"].get("knn_top1")),
-    "val_linear_top1": ("linear top-1, val", lambda s: s["val"].get("linear_top1")),
-    "test_knn_top1": ("kNN top-1, test", lambda s: s["test"].get("knn_top1")),
-    "test_linear_top1": ("linear top-1, test", lambda s: s["test"].get("linear_top1")),
-    "random_init_test_knn_top1": ("random init kNN, test", lambda s: s["random_init"]["test"].get("knn_top1")),
-    "random_init_test_linear_top1": ("random init linear, test", lambda s: s["random_init"]["test"].get("linear_top1")),
-    "train_seconds": ("training s", lambda s: s.get("train_seconds")),
+def _get(*keys: str):
+    """A reader of ``summary[keys[0]][keys[1]]...`` (``None`` where a level is missing)."""
+
+    def read(summary: dict[str, Any]) -> float | None:
+        value: Any = summary
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return None if value is None else float(value)
+
+    return read
+
+
+#: every figure read from a run's summary.json: name -> (header, reader); top-1/top-5 in percent
+FIGURES = {
+    "val_knn_top1": ("kNN top-1, val", _get("val", "knn_top1")),
+    "val_linear_top1": ("linear top-1, val", _get("val", "linear_top1")),
+    "test_knn_top1": ("kNN top-1, test", _get("test", "knn_top1")),
+    "test_knn_top5": ("kNN top-5, test", _get("test", "knn_top5")),
+    "test_linear_top1": ("linear top-1, test", _get("test", "linear_top1")),
+    "test_linear_top5": ("linear top-5, test", _get("test", "linear_top5")),
+    "random_init_test_knn_top1": ("random init kNN, test", _get("random_init", "test", "knn_top1")),
+    "random_init_test_linear_top1": ("random init linear, test", _get("random_init", "test", "linear_top1")),
+    "online_val_top1": ("online probe top-1, val", _get("online_probe", "final_val_top1")),
+    "train_seconds": ("training s", _get("train_seconds")),
+    "wall_seconds": ("run s", _get("wall_seconds")),
+    "images_per_second": ("images/s", _get("images_per_second")),
+    "peak_rss_mib": ("peak RSS MiB", _get("peak_memory", "host_rss_mib")),
+    "peak_cuda_mib": ("peak CUDA MiB", _get("peak_memory", "cuda_allocated_mib")),
 }
 
+#: the columns of ``tcl-ssl summarize``'s table
+COLUMNS = {name: FIGURES[name] for name in (
+    "val_knn_top1", "val_linear_top1", "test_knn_top1", "test_linear_top1",
+    "random_init_test_knn_top1", "random_init_test_linear_top1", "train_seconds")}
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
+
+def read_figures(summary: dict[str, Any]) -> dict[str, float | None]:
+    """Every figure of :data:`FIGURES` in a run's summary (``None`` where it has none)."""
+    return {name: read(summary) for name, (_, read) in FIGURES.items()}
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """``{"mean", "std", "n"}`` of the values, ``None`` left out; ``std`` is the sample standard
+    deviation (``None`` for fewer than two values, ``mean`` ``None`` for none)."""
+    present = [float(v) for v in values if v is not None]
+    return {
+        "mean": statistics.mean(present) if present else None,
+        "std": statistics.stdev(present) if len(present) > 1 else None,
+        "n": len(present),
+    }
+
+
+def format_spread(stats: dict[str, Any], digits: int = 1) -> str:
+    """``mean ± std`` (the mean alone for one value, ``-`` for none)."""
+    if stats["mean"] is None:
         return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    if stats["std"] is None:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
 def summarize(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
@@ -96,7 +137,7 @@ def summarize(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
         rows.append({
             "label": _label(config, differing),
             "seeds": sorted(c["seed"] for c, _ in runs),
-            **{name: _mean_std([float(v) for v in values if v is not None]) for name, values in figures.items()},
+            **{name: format_spread(spread(values)) for name, values in figures.items()},
         })
     return rows
 

@@ -41,6 +41,7 @@ from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
 from tcl_ssl.evaluation.suite import check_protocols, split_features
 from tcl_ssl.export import resolve_checkpoint, run_config
 from tcl_ssl.methods import Method, OptimConfig, method_class
+from tcl_ssl.process_memory import peak_rss, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class PretrainConfig:
     image_size: int | None = None  # every source is resized to this (image folders default to 32)
     val_fraction: float | None = None  # None: 0.1 of train, where validation is split off train
     test_fraction: float | None = None  # None: 0.2; single image folders only
+    train_images: int | None = None  # a stratified subset of the train split (val and test unchanged)
     skip_bad_images: bool = False  # image folders: leave out files that cannot be decoded (else an error)
     data_source: str = "auto"  # image folders: memory, stream (decoded by loader workers), auto (by size)
     decode_size: int | None = None  # image folders: side the files are decoded to (default image_size)
@@ -149,6 +151,9 @@ class PretrainConfig:
             raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {config.logger!r}")
         if config.logger == "tensorboard" and not _tensorboard_available():
             raise ValueError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
+        if config.train_images is not None and (
+                isinstance(config.train_images, bool) or not isinstance(config.train_images, int) or config.train_images < 2):
+            raise ValueError(f"train_images must be an integer >= 2, got {config.train_images!r}")
         for name in ("image_size", "decode_size"):
             value = getattr(config, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 8):
@@ -234,6 +239,44 @@ def default_precision(accelerator: str) -> str:
     return "32-true"
 
 
+class ThroughputMeter(Callback):
+    """Counts the training images this process steps through and the time its training loop
+    takes (first to last batch, per-epoch validation included)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.images += len(batch[-1]) * trainer.world_size  # (views, labels): one label per image
+        self.end = time.perf_counter()
+
+    def images_per_second(self) -> float | None:
+        """Training images per second over all processes (``None`` before two batches)."""
+        if self.start is None or self.end is None or self.end <= self.start:
+            return None
+        return self.images / (self.end - self.start)
+
+
+def peak_memory(device: torch.device) -> dict[str, float | None]:
+    """Peak memory since :func:`reset_peak_memory`, in MiB: this process's resident set, and the
+    CUDA allocator's on ``device`` (``None`` off CUDA)."""
+    cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"host_rss_mib": peak_rss() / 2**20, "cuda_allocated_mib": cuda}
+
+
+def reset_peak_memory() -> None:
+    reset_peak_rss()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 class ValidationMonitor(Callback):
     """Every ``every_n_epochs`` epochs, logs on the validation split: ``val_knn_top1`` of the
     backbone (train split as the bank) and ``val_online_top1`` of the method's online linear
@@ -306,6 +349,7 @@ def _construct(
 
 def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str, Any]:
     """Run one pretraining job and return its summary (also written to ``summary.json``)."""
+    began = time.perf_counter()
     config.validate()
     config = config.resolved()
     if config.resume is not None:
@@ -313,33 +357,17 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     run_dir = config.run_dir()
     os.environ[RUN_DIR_ENV] = str(run_dir)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    data_source = config.data_source
-    if config.resume is not None and data_source == "auto":
-        # keep the source the run started with: with --skip-bad-images the two can split differently
-        try:
-            streamed = run_config(Path(config.resume)).get("data", {}).get("streamed")
-        except ValueError:  # a checkpoint without its run's config.json
-            streamed = None
-        data_source = {True: "stream", False: "memory"}.get(streamed, "auto")
     if data is None:
-        data = load_dataset(
-            config.dataset,
-            data_dir=Path(config.data_dir) if config.data_dir else None,
-            image_size=config.image_size,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            skip_bad_images=config.skip_bad_images,
-            source=data_source,
-            decode_size=config.decode_size,
-            workers=config.workers,
-        )
+        data = load_run_data(config)
+    data = data.with_train_images(config.train_images)
     if len(data.train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} is larger than the train split ({len(data.train)} images)")
     precision = config.precision or default_precision(config.accelerator)
     method = build_method(config, data)
     preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
 
-    callbacks: list[Callback] = [NonFiniteLossGuard(), ResumeState(),
+    throughput = ThroughputMeter()
+    callbacks: list[Callback] = [throughput, NonFiniteLossGuard(), ResumeState(),
                                  LastCheckpoint(run_dir / "checkpoints", config.checkpoint_every_n_steps)]
     if config.knn_every_n_epochs:
         callbacks.append(ValidationMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs))
@@ -374,12 +402,14 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         }
         write_config(run_dir / "config.json", resolved, config.resume)
     loader = batch_loader(data.train, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
+    reset_peak_memory()
     start = time.perf_counter()
     try:
         trainer.fit(method, train_dataloaders=loader, ckpt_path=config.resume)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)  # a later run in this process gets its own directory
     train_seconds = time.perf_counter() - start
+    memory = peak_memory(trainer.strategy.root_device)
 
     # features: under DDP every process embeds a shard of each split (a collective); then process 0 evaluates
     device = trainer.strategy.root_device
@@ -411,6 +441,9 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         "online_probe": online_probe_summary(metrics_csvs, method, evaluation, data),
         "linear_weight_decay": evaluation.linear_weight_decay,
         "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - began,  # data loading, training and evaluation (not the plots)
+        "images_per_second": throughput.images_per_second(),
+        "peak_memory": memory,
         "final_train_loss": _last_metric(trainer, "train_loss_epoch"),
         "metrics_csv": str(metrics_csvs[-1]) if metrics_csvs else None,
         "run_dir": str(run_dir),
@@ -419,6 +452,30 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     if config.plots:
         write_run_plots(run_dir / "plots", evaluation, data, metrics_csvs, title=f"{config.method} on {config.dataset}")
     return summary
+
+
+def load_run_data(config: PretrainConfig) -> ImageData:
+    """The dataset of a (resolved) configuration, all of its train split (``train_images`` is
+    applied by :func:`pretrain`). A resumed run keeps the data source (memory or streamed) it
+    started with, since with ``skip_bad_images`` the two can split differently."""
+    data_source = config.data_source
+    if config.resume is not None and data_source == "auto":
+        try:
+            streamed = run_config(Path(config.resume)).get("data", {}).get("streamed")
+        except ValueError:  # a checkpoint without its run's config.json
+            streamed = None
+        data_source = {True: "stream", False: "memory"}.get(streamed, "auto")
+    return load_dataset(
+        config.dataset,
+        data_dir=Path(config.data_dir) if config.data_dir else None,
+        image_size=config.image_size,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        skip_bad_images=config.skip_bad_images,
+        source=data_source,
+        decode_size=config.decode_size,
+        workers=config.workers,
+    )
 
 
 def write_config(path: Path, resolved: dict[str, Any], resume: str | None) -> None:

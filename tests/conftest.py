@@ -14,3 +14,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_digits():
+    """400 train / 100 val / 200 test built-in digits: enough for a real kNN, fast on 2 cores."""
+    from tcl_ssl.data import assemble, load_builtin
+
+    data = load_builtin()
+    return assemble(
+        data.name,
+        data.train.subset(torch.arange(0, 3600, 9)),
+        data.val.subset(torch.arange(0, 400, 4)),
+        data.test.subset(torch.arange(0, 1000, 5)),
+    )

@@ -172,3 +172,20 @@ def test_torchvision_datasets_map_their_split_names_and_resize_like_folders(tmp_
     assert data.image_size == 32  # sizes differ and none was given: the image folders' default
     with pytest.raises(ValueError, match="val_fraction was given, but FakeThreeSplits has its own val and test"):
         load_dataset("torchvision:FakeThreeSplits", data_dir=tmp_path, val_fraction=0.2)
+
+
+def test_train_images_is_a_stratified_subset_of_train_only(small_digits):
+    subset = small_digits.with_train_images(100)
+    assert len(subset.train) == 100 and subset.val is small_digits.val and subset.test is small_digits.test
+    assert (subset.mean, subset.std) == (small_digits.mean, small_digits.std)
+    # each class keeps its share of the train split (to within one image), and the images are train images
+    full = np.bincount(small_digits.train.labels.numpy(), minlength=10)
+    part = np.bincount(subset.train.labels.numpy(), minlength=10)
+    assert np.all(np.abs(part - full * 100 / full.sum()) <= 1)
+    rows = {bytes(image.numpy()) for image in small_digits.train.images}
+    assert all(bytes(image.numpy()) in rows for image in subset.train.images)
+    assert small_digits.with_train_images(None) is small_digits
+    assert small_digits.with_train_images(400) is small_digits  # all of it
+    for bad in (1, 401):
+        with pytest.raises(ValueError, match=f"train_images must be between 2 and the train split's 400 images, got {bad}"):
+            small_digits.with_train_images(bad)

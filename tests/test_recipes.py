@@ -124,3 +124,17 @@ def test_gpu_self_supervised_recipes_hold_solo_learns_settings(method):
         assert options["queue_size"] == reference["queue_size"]
     if method == "tcl":
         assert (options["k1"], options["k2"]) == (30.0, 1.0)
+
+
+def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
+    (tmp_path / "budget.yaml").write_text("epochs: 5\nbatch_size: 64\nmethod_options: {temperature: 0.2, k2: 1.0}\n")
+    (tmp_path / "child.yaml").write_text("extends: budget.yaml\nmethod: tcl\nbatch_size: 32\nmethod_options: {k1: 30.0}\n")
+    assert load_recipe(tmp_path / "child.yaml") == {
+        "epochs": 5, "batch_size": 32, "method": "tcl", "method_options": {"temperature": 0.2, "k2": 1.0, "k1": 30.0}}
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="extends itself"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ValueError, match="unknown recipe 'nowhere'"):
+        load_recipe(tmp_path / "orphan.yaml")

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from tcl_ssl.checkpointing import SCALER_PATIENCE, AtomicCheckpointIO, NonFiniteLossError, NonFiniteLossGuard
-from tcl_ssl.data import load_builtin, assemble
 from tcl_ssl.loss import TCLLoss
 from tcl_ssl.train import PretrainConfig, pretrain
 
@@ -77,13 +76,6 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     assert summary["test"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["test"]
     (record,) = json.loads((tmp_path / "killed" / "config.json").read_text())["resumes"]
     assert record["changed"] == {}
-
-
-@pytest.fixture(scope="module")
-def small_digits():
-    data = load_builtin()
-    return assemble(data.name, data.train.subset(torch.arange(0, 3600, 9)), data.val.subset(torch.arange(0, 400, 4)),
-                    data.test.subset(torch.arange(0, 1000, 5)))
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, small_digits, monkeypatch):

@@ -10,23 +10,10 @@ import pytest
 import torch
 
 from tcl_ssl.cli import main
-from tcl_ssl.data import ImageData, assemble, load_builtin
 from tcl_ssl.methods import method_class
 from tcl_ssl.evaluate import evaluate_run, read_features
 from tcl_ssl.evaluation.knn import knn_accuracy
 from tcl_ssl.train import PretrainConfig, pretrain
-
-
-@pytest.fixture(scope="module")
-def small_digits() -> ImageData:
-    """400 train / 100 val / 200 test built-in digits: enough for a real kNN, fast on 2 cores."""
-    data = load_builtin()
-    return assemble(
-        data.name,
-        data.train.subset(torch.arange(0, 3600, 9)),
-        data.val.subset(torch.arange(0, 400, 4)),
-        data.test.subset(torch.arange(0, 1000, 5)),
-    )
 
 
 def _config(tmp_path, **overrides) -> PretrainConfig:
@@ -55,6 +42,16 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, small_digits, superv
     assert online["best_epoch"] == 1 and online["best_val_top1"] == pytest.approx(online["final_val_top1"])
     assert 0.0 <= online["final_test_top1"] <= 100.0
     assert summary["final_train_loss"] is not None
+
+
+def test_train_images_and_the_run_s_throughput_and_memory_are_recorded(tmp_path, small_digits):
+    summary = pretrain(_config(tmp_path, train_images=100, knn_every_n_epochs=0, eval_protocols=["knn"]), data=small_digits)
+    assert summary["splits"] == {"train": 100, "val": 100, "test": 200}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train_images"] == 100
+    # 2 steps of 32 images, timed from the first batch's start to the last batch's end (inside train_seconds)
+    assert summary["images_per_second"] >= 64 / summary["train_seconds"]
+    assert summary["train_seconds"] < summary["wall_seconds"]
+    assert 100 < summary["peak_memory"]["host_rss_mib"] < 16 * 1024 and summary["peak_memory"]["cuda_allocated_mib"] is None
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, small_digits):

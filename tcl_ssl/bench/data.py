@@ -55,7 +55,7 @@ from torch import Tensor
 
 from tcl_ssl.data.loaders import batch_loader
 from tcl_ssl.data.sources import Split, decode_file, decode_images, list_image_folder
-from tcl_ssl.bench.memory import peak_rss, reset_peak_rss
+from tcl_ssl.process_memory import peak_rss, reset_peak_rss
 from tcl_ssl.data.streaming import FileSplit, usable_cpus
 
 log = logging.getLogger(__name__)

@@ -60,7 +60,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from augmentations.samples import DEFAULT_IMAGE_ROOT
 from tcl_ssl.backbones import build_backbone
-from tcl_ssl.bench.memory import current_rss, peak_rss, reset_peak_rss
+from tcl_ssl.process_memory import current_rss, peak_rss, reset_peak_rss
 from tcl_ssl.checkpointing import NonFiniteLossGuard, ResumeState
 from tcl_ssl.data import FileSplit, ImageData, Split, assemble, batch_loader, decode_images, default_workers, list_image_folder
 from tcl_ssl.train import PretrainConfig, build_method, default_precision, resolved_stem

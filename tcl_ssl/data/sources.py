@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,15 @@ class ImageData:
     def sizes(self) -> dict[str, int]:
         return {name: len(self.split(name)) for name in SPLIT_FOLDERS}
 
+    def with_train_images(self, count: int | None) -> ImageData:
+        """This dataset with a stratified subset of ``count`` training images (fixed seed); the
+        validation and test splits and the normalisation statistics are unchanged."""
+        if count is None or count == len(self.train):
+            return self
+        if not 2 <= count <= len(self.train):
+            raise ValueError(f"train_images must be between 2 and the train split's {len(self.train)} images, got {count}")
+        return replace(self, train=self.train.subset(stratified_subset(self.train.labels.numpy(), count)))
+
     def with_channels(self, channels: int) -> ImageData:
         """This dataset converted to ``channels`` (1 or 3), statistics recomputed on train."""
         return assemble(self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS),
@@ -177,6 +186,17 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT
     index = np.arange(len(labels))
     train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(test)
+
+
+def stratified_subset(labels: np.ndarray, count: int, seed: int = SPLIT_SEED) -> np.ndarray:
+    """Sorted indices of a stratified subset of ``count`` of ``labels`` (sklearn), fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    if count >= len(labels):
+        return index
+    chosen, _ = train_test_split(index, train_size=count, stratify=labels, random_state=seed)
+    return np.sort(chosen)
 
 
 def assemble(name: str, train: Split, val: Split, test: Split, image_size: int | None = None,

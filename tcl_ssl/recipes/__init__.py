@@ -4,7 +4,10 @@
 ``paper-supervised-cifar10``) or any YAML file (by path); options given on the command line
 override the file's values, and the run's ``config.json`` records the result and the recipe.
 A recipe holds a mapping of ``PretrainConfig`` field names to values, plus an optional
-``description``; unknown names are refused.
+``description``; unknown names are refused. ``extends: OTHER`` (a packaged name, or a path
+relative to the file) starts from another recipe: the file's values override OTHER's, and its
+``method_options`` / ``augmentation_options`` are merged into OTHER's. A comparison's budget lives
+in one file that each method's recipe extends (``cpu-small-ssl-tcl`` extends ``cpu-small-ssl``).
 """
 
 from __future__ import annotations
@@ -34,14 +37,21 @@ def recipe_path(name_or_path: str | Path) -> Path:
     )
 
 
-def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
-    """A recipe's ``PretrainConfig`` fields (``description`` left out), checked against the
-    dataclass's field names; raises ``ValueError`` naming the file and the bad entry."""
+#: recipe fields whose mappings an extending recipe merges into its parent's
+_MERGED = ("method_options", "augmentation_options")
+
+
+def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's ``PretrainConfig`` fields (``description`` left out, ``extends`` resolved),
+    checked against the dataclass's field names; raises ``ValueError`` naming the file and the
+    bad entry."""
     import yaml
 
     from tcl_ssl.train import PretrainConfig
 
-    path = recipe_path(name_or_path)
+    path = recipe_path(name_or_path).resolve()
+    if path in _chain:
+        raise ValueError(f"recipe {str(path)!r} extends itself through {' -> '.join(map(str, _chain))}")
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -50,10 +60,19 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
         raise ValueError(f"recipe {str(path)!r} must be a mapping of option names to values, got {type(content).__name__}")
     fields = {f.name for f in dataclasses.fields(PretrainConfig)} - {"recipe", "resume", "out"}
     content.pop("description", None)
+    parent_name = content.pop("extends", None)
     unknown = sorted(set(content) - fields)
     if unknown:
         raise ValueError(f"recipe {str(path)!r} has unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
-    return content
+    if parent_name is None:
+        return content
+    relative = path.parent / str(parent_name)
+    parent = load_recipe(relative if relative.is_file() else parent_name, _chain + (path,))
+    merged = parent | content
+    for name in _MERGED:
+        if isinstance(parent.get(name), dict) and isinstance(content.get(name), dict):
+            merged[name] = parent[name] | content[name]
+    return merged
 
 
 def describe_recipes() -> str:

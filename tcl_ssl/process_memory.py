@@ -1,4 +1,4 @@
-"""This process's resident memory for the benchmarks: current, peak, and a reset of the peak (Linux)."""
+"""This process's resident memory: current, peak, and a reset of the peak (Linux); used by runs and benchmarks."""
 
 from __future__ import annotations
 
