@@ -275,7 +275,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "and its own recipe: the method's published defaults, or the recipe file PREFIX-METHOD with --recipes. "
         "Options given here apply to every method (hyper-parameters such as --k1 to the methods that take them). "
         "Finished runs in --out are reused and interrupted ones resumed, so a rerun continues a comparison. "
-        "Runs draw no pictures of their own; the comparison draws its curves and bars.",
+        "Runs draw no pictures of their own; the comparison draws its curves and bars (--no-plots: none).",
     )
     p.add_argument("--methods", default=None,
                    help=f"comma-separated methods (default: {','.join(SELF_SUPERVISED_METHODS)}; "
@@ -297,9 +297,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         help="a grid over one method's hyper-parameters, chosen on validation: table and heat-maps",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Runs every cell of the grid x every seed, selects the cell with the best mean validation "
-        "figure and writes results.md/csv/json and heat-maps. Axes: k1, k2, temperature (and any method option), "
-        "k1_rel (k1 = k1_rel * e^(1/temperature)), lr, weight_decay, warmup_epochs, batch_size, num_views, epochs, "
-        "weak_view, min_scale. Finished runs are reused.",
+        "figure and writes results.md/csv/json and heat-maps (--no-plots: none). Axes: k1, k2, temperature (and any "
+        "method option), k1_rel (k1 = k1_rel * e^(1/temperature)), lr, weight_decay, warmup_epochs, optimizer, "
+        "batch_size, num_views, epochs, augmentation, train_images, weak_view, min_scale. Finished runs are reused.",
     )
     p.add_argument("--method", default=_DEFAULTS.method, help="the method whose hyper-parameters are swept")
     p.add_argument("--config", default=None, metavar="RECIPE", help="start from a recipe file (name or path)")
@@ -323,7 +323,7 @@ def _print_progress(event) -> None:
     if event.state == "reused":
         line = f"{head}: reused ({figures})"
     elif event.state == "running":
-        left = "" if event.seconds_left is None else f", about {event.seconds_left / 60:.0f} min left"
+        left = "" if event.seconds_left is None else f", about {max(1, round(event.seconds_left / 60))} min left"
         line = f"{head}: running ({event.elapsed / 60:.1f} min so far{left})"
     else:
         line = f"{head}: finished in {event.seconds / 60:.1f} min ({figures})"
@@ -350,7 +350,8 @@ def _method_configs(args: argparse.Namespace, methods: list[str]) -> dict[str, P
         else:
             base = PretrainConfig(method=method)
         changes = _with_given_options(base, args, args.argv, keep_data=False)
-        changes.pop("method", None)
+        for name in ("method", "plots", "out"):  # the comparison's own: --out, and --no-plots for its plots
+            changes.pop(name, None)
         if "method_options" in changes:
             changes["method_options"] = {k: v for k, v in changes["method_options"].items()
                                          if k in accepted or k not in asked}
@@ -371,7 +372,8 @@ def _run_compare(args: argparse.Namespace, rest: list[str]) -> int:
     configs = _method_configs(args, methods)
     setting = "supervised" if next(iter(configs.values())).supervised else "self-supervised"
     out = Path(args.out or Path("comparisons") / setting)
-    compare(configs, seeds, out, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]))
+    compare(configs, seeds, out, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]),
+            plots=not args.no_plots)
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
     return 0
@@ -381,14 +383,18 @@ def _run_sweep(args: argparse.Namespace, rest: list[str]) -> int:
     from tcl_ssl.compare import parse_list
     from tcl_ssl.sweep import parse_axis, sweep
 
-    axes = dict(parse_axis(text) for text in args.grid)
-    if len(axes) != len(args.grid):
-        raise ValueError("--grid names an axis twice")
+    axes: dict = {}
+    for text in args.grid:
+        name, values = parse_axis(text)
+        if name in axes:
+            raise ValueError(f"--grid names the axis {name!r} twice")
+        axes[name] = values
     seeds = parse_list(args.seeds, int, what="--seeds")
     base = _recipe_config(args, args.argv) if args.config else _config_from_args(args)
     base = dataclasses.replace(base, plots=False)
     out = Path(args.out or Path("sweeps") / base.method)
-    sweep(base, axes, seeds, out, metric=args.select, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]))
+    sweep(base, axes, seeds, out, metric=args.select, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]),
+          plots=not args.no_plots)
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
     return 0

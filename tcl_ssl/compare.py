@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from tcl_ssl.data import ImageData
-from tcl_ssl.evaluation.plots import read_epoch_metrics
-from tcl_ssl.results import FIGURES, format_spread, read_figures, spread
-from tcl_ssl.train import PretrainConfig, load_run_data, pretrain
+from tcl_ssl.evaluation.plots import metrics_files, read_epoch_metrics
+from tcl_ssl.results import FIGURES, format_spread, load_run, read_figures, spread
+from tcl_ssl.train import PretrainConfig, effective_data_source, load_run_data, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,13 @@ BUDGET_FIELDS = (
 #: config.json fields that may differ between a planned run and the run directory it reuses
 _NOT_COMPARED = {"out", "resume", "recipe", "plots", "logger", "workers", "data_source", "checkpoint_every_n_steps"}
 
+#: fields that a run resolves when it starts where they are None (the run's value then stands)
+_RESOLVED_AT_START = {"precision", "stem"}
+
 #: the figures of the results table, in its column order
 TABLE_FIGURES = (
     "test_knn_top1", "test_knn_top5", "test_linear_top1", "test_linear_top5", "val_knn_top1", "val_linear_top1",
-    "random_init_test_knn_top1", "train_seconds", "images_per_second", "peak_rss_mib",
+    "random_init_test_knn_top1", "train_seconds", "wall_seconds", "images_per_second", "peak_rss_mib",
 )
 
 
@@ -100,6 +103,15 @@ class GroupResult:
     runs: list[dict[str, Any]] = field(default_factory=list)  # {"seed", "run_dir", "figures"}
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # figure -> {"mean", "std", "n"}
     curves: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)  # metric -> per run [(epoch, value)]
+
+
+def is_global_zero() -> bool:
+    """Whether this is process 0 of a multi-process (DDP) job, or the only process. Under DDP
+    every process runs the same sequence of runs (each pretrain is a collective); only process 0
+    reports progress and writes the results."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def slug(text: str) -> str:
@@ -164,9 +176,8 @@ def run_state(run: PlannedRun) -> str:
         return "new"
     held = json.loads(config_file.read_text())
     planned = json.loads(json.dumps(dataclasses.asdict(run.config.resolved())))
-    # a field left None is resolved when the run starts (precision, stem): the run's value stands
-    changed = sorted(k for k in planned
-                     if k not in _NOT_COMPARED and planned[k] is not None and held.get(k) != planned[k])
+    changed = sorted(k for k in planned if k not in _NOT_COMPARED and held.get(k) != planned[k]
+                     and not (k in _RESOLVED_AT_START and planned[k] is None))
     if changed:
         details = ", ".join(f"{k}: {held.get(k)!r} there, {planned[k]!r} planned" for k in changed)
         raise ValueError(
@@ -196,13 +207,14 @@ def execute_runs(runs: Sequence[PlannedRun], progress: Callable[[Progress], None
     summaries = []
     for index, run in enumerate(runs, start=1):
         def report(state: str, seconds: float | None = None, summary: dict | None = None) -> None:
-            remaining = len(runs) - index + (state == "running")
+            later = runs[index:] if state != "running" else runs[index - 1:]
+            remaining = sum(states[r.run_dir] != "finished" for r in later)
             left = sum(durations) / len(durations) * remaining if durations else None
-            if progress is not None:
+            if progress is not None and is_global_zero():
                 progress(Progress(index, len(runs), run, state, time.perf_counter() - began, left, seconds, summary))
 
         if states[run.run_dir] == "finished":
-            summary = json.loads((run.run_dir / "summary.json").read_text())
+            _, summary = load_run(run.run_dir)
             summaries.append(summary)
             report("reused", summary=summary)
             continue
@@ -211,7 +223,8 @@ def execute_runs(runs: Sequence[PlannedRun], progress: Callable[[Progress], None
         config = run.config
         if states[run.run_dir] == "interrupted":
             config = dataclasses.replace(config, resume=str(run.run_dir))
-        key = json.dumps({name: getattr(config, name) for name in _DATA_KEY}, sort_keys=True)
+        key = json.dumps({name: getattr(config, name) for name in _DATA_KEY}
+                         | {"data_source": effective_data_source(config)}, sort_keys=True)
         if data is None and key not in datasets:
             datasets.clear()  # one dataset in memory at a time
             datasets[key] = load_run_data(config.resolved())
@@ -232,7 +245,7 @@ def run_settings(config: PretrainConfig) -> dict[str, Any]:
     from tcl_ssl.methods import method_class
 
     resolved = config.resolved()
-    options = method_class(resolved.method).options() | resolved.method_options
+    options = method_class(resolved.method).resolved_options(resolved.supervised) | resolved.method_options
     return {
         "method": resolved.method,
         "augmentation": resolved.augmentation,
@@ -253,8 +266,7 @@ def collect(runs: Sequence[PlannedRun], summaries: Sequence[dict[str, Any]]) -> 
     for run, summary in zip(runs, summaries):
         result = results.setdefault(run.group, GroupResult(run.group, run_settings(run.config)))
         result.runs.append({"seed": run.seed, "run_dir": str(run.run_dir), "figures": read_figures(summary)})
-        csvs = sorted((run.run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-        for metric, points in read_epoch_metrics(csvs).items():
+        for metric, points in read_epoch_metrics(metrics_files(run.run_dir)).items():
             result.curves.setdefault(metric, []).append(points)
     for result in results.values():
         result.stats = {name: spread([r["figures"][name] for r in result.runs]) for name in FIGURES}
@@ -274,13 +286,17 @@ def settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+#: figures shown without decimals
+_WHOLE_NUMBERS = ("images_per_second", "peak_rss_mib", "peak_cuda_mib", "train_seconds", "wall_seconds")
+
+
 def format_results(results: Sequence[GroupResult], figures: Sequence[str] = TABLE_FIGURES,
                    mark: str | None = None) -> str:
-    """A Markdown table: one row per group, ``mean ± std (n)`` per figure; ``mark`` is starred."""
+    """A Markdown table: one row per group, ``mean ± std`` over its seeds per figure; ``mark`` is starred."""
     header = "| | seeds | " + " | ".join(FIGURES[name][0] for name in figures) + " | settings |"
     lines = [header, "|---|---|" + "---:|" * len(figures) + "---|"]
     for result in results:
-        cells = [format_spread(result.stats[name], 0 if name in ("images_per_second", "peak_rss_mib", "train_seconds") else 2)
+        cells = [format_spread(result.stats[name], 0 if name in _WHOLE_NUMBERS else 2)
                  for name in figures]
         name = f"**{result.group}** ★" if result.group == mark else result.group
         seeds = ",".join(str(r["seed"]) for r in result.runs)
@@ -308,7 +324,8 @@ def write_results(out: Path, results: Sequence[GroupResult], header: dict[str, A
     paths["md"].write_text(
         f"# {title}\n\n"
         + (f"Command: `{command}`\n\n" if command else "")
-        + "Figures: mean ± sample standard deviation over seeds; top-1/top-5 in percent, chosen nothing on the test split.\n\n"
+        + "Figures: mean ± sample standard deviation over seeds; top-1/top-5 in percent. Nothing was chosen "
+        "on the test split. Times of a run resumed after an interruption count its last part only.\n\n"
         + (table or format_results(results)) + "\n\n"
         + (extra_markdown + "\n\n" if extra_markdown else "")
         + ("Budget (equal for every row):\n\n" + budget + "\n" if budget else "")
@@ -332,6 +349,8 @@ def compare(
     budget = check_budget({group: config.resolved() for group, config in configs.items()})
     runs = plan_comparison(configs, seeds, out)
     summaries = execute_runs(runs, progress, data)
+    if not is_global_zero():  # the other processes of a DDP job: their pretrain returned no summary
+        return []
     results = collect(runs, summaries)
     setting = "supervised" if budget["supervised"] else "self-supervised"
     header = {"kind": "compare", "command": command, "seeds": list(seeds), "budget": budget}

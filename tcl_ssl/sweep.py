@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from tcl_ssl.compare import (
-    BUDGET_FIELDS, GroupResult, PlannedRun, Progress, collect, execute_runs, format_results, slug, write_results,
+    BUDGET_FIELDS, GroupResult, PlannedRun, Progress, collect, execute_runs, format_results, is_global_zero, slug,
+    write_results,
 )
 from tcl_ssl.data import ImageData
 from tcl_ssl.results import FIGURES, format_spread
@@ -85,15 +86,22 @@ def check_axes(axes: dict[str, list[Any]], base: PretrainConfig) -> None:
     if "k1_rel" in axes and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
                                     for v in axes["k1_rel"]):
         raise ValueError(f"k1_rel values must be numbers >= 0, got {axes['k1_rel']}")
-    if "k1_rel" in axes and "temperature" not in axes and base.method_options.get("temperature", options.get("temperature")) is None:
-        raise ValueError(f"k1_rel needs a temperature, and method {base.method!r} has none set")
+    if "k1_rel" in axes and "temperature" not in axes and base_temperature(base) is None:
+        raise ValueError(f"k1_rel needs a temperature, and method {base.method!r} has none")
+
+
+def base_temperature(base: PretrainConfig) -> float | None:
+    """The temperature ``base`` trains with: its own option, else the method's default for its setting."""
+    from tcl_ssl.methods import method_class
+
+    if base.method_options.get("temperature") is not None:
+        return float(base.method_options["temperature"])
+    value = method_class(base.method).resolved_options(base.supervised).get("temperature")
+    return None if value is None else float(value)
 
 
 def cell_config(base: PretrainConfig, cell: dict[str, Any]) -> PretrainConfig:
     """``base`` with one cell's values set (``k1_rel`` turned into k1 at the cell's temperature)."""
-    from tcl_ssl.methods import method_class
-
-    options = method_class(base.method).options()
     fields: dict[str, Any] = {}
     method_options = dict(base.method_options)
     augmentation_options = dict(base.augmentation_options)
@@ -105,7 +113,7 @@ def cell_config(base: PretrainConfig, cell: dict[str, Any]) -> PretrainConfig:
         elif name != "k1_rel":
             method_options[name] = value
     if "k1_rel" in cell:
-        temperature = method_options.get("temperature", options.get("temperature"))
+        temperature = method_options.get("temperature", base_temperature(base))
         method_options["k1"] = float(cell["k1_rel"]) * math.exp(1.0 / float(temperature))
     return dataclasses.replace(base, method_options=method_options, augmentation_options=augmentation_options, **fields)
 
@@ -121,6 +129,10 @@ def plan_sweep(base: PretrainConfig, axes: dict[str, list[Any]], seeds: Sequence
     if not seeds:
         raise ValueError("give at least one seed")
     cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    names = [slug(cell_label(cell)) for cell in cells]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(f"grid cells would share run directories ({', '.join(clashes)}); give distinct values")
     runs = [
         PlannedRun(cell_label(cell), seed,
                    dataclasses.replace(cell_config(base, cell), seed=seed, out=str(out / "runs" / f"{slug(cell_label(cell))}-seed{seed}")))
@@ -187,7 +199,8 @@ def write_heatmaps(cells, results, best: dict[str, Any], axes: dict[str, list[An
     if len(varied) == 1:
         axis = varied[0]
         line = along_axis(cells, results, best, axis)
-        paths.append(plot_line([v for v, _ in line], [r.stats[metric]["mean"] or math.nan for _, r in line],
+        paths.append(plot_line([v for v, _ in line],
+                               [math.nan if r.stats[metric]["mean"] is None else r.stats[metric]["mean"] for _, r in line],
                                [r.stats[metric]["std"] or 0.0 for _, r in line], axis, FIGURES[metric][0],
                                f"{FIGURES[metric][0]} (mean ± std over seeds)", out / f"{slug(axis)}.png"))
     for row, col in itertools.combinations(varied, 2):
@@ -218,6 +231,8 @@ def sweep(
     cells, runs = plan_sweep(base, axes, seeds, out)
     results = collect(runs, execute_runs(runs, progress, data))
     best = select(results, metric)
+    if not is_global_zero():  # under DDP, processes other than 0 ran the same runs and write nothing
+        return best, results
     best_cell = next(cell for cell in cells if cell_label(cell) == best.group)
     fixed = {name: getattr(base.resolved(), name) for name in BUDGET_FIELDS if name not in axes}
     header = {"kind": "sweep", "command": command, "method": base.method, "seeds": list(seeds), "axes": axes,

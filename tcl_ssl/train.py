@@ -37,7 +37,7 @@ from tcl_ssl.checkpointing import AtomicCheckpointIO, LastCheckpoint, NonFiniteL
 from tcl_ssl.data import SOURCES, ImageData, batch_loader, load_dataset
 from tcl_ssl.evaluation import EvalSettings, Evaluation, evaluate_backbone, knn_accuracy
 from tcl_ssl.evaluation.features import gather_features
-from tcl_ssl.evaluation.plots import read_epoch_metrics, write_run_plots
+from tcl_ssl.evaluation.plots import metrics_files, read_epoch_metrics, write_run_plots
 from tcl_ssl.evaluation.suite import check_protocols, split_features
 from tcl_ssl.export import resolve_checkpoint, run_config
 from tcl_ssl.methods import Method, OptimConfig, method_class
@@ -258,7 +258,7 @@ class ThroughputMeter(Callback):
         self.end = time.perf_counter()
 
     def images_per_second(self) -> float | None:
-        """Training images per second over all processes (``None`` before two batches)."""
+        """Training images per second over all processes (``None`` before the first batch ends)."""
         if self.start is None or self.end is None or self.end <= self.start:
             return None
         return self.images / (self.end - self.start)
@@ -428,7 +428,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     cheap = tuple(p for p in config.eval_protocols if p in ("knn", "linear")) or ("knn",)
     random_init = evaluate_backbone(random_backbone, method.feature_dim, data, cheap, settings, device,
                                     features=random_features)
-    metrics_csvs = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    metrics_csvs = metrics_files(run_dir)
     summary = {
         "method": config.method,
         "supervised": config.supervised,
@@ -441,7 +441,8 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
         "online_probe": online_probe_summary(metrics_csvs, method, evaluation, data),
         "linear_weight_decay": evaluation.linear_weight_decay,
         "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - began,  # data loading, training and evaluation (not the plots)
+        # data loading (unless the data was handed in), training and evaluation; not the plots
+        "wall_seconds": time.perf_counter() - began,
         "images_per_second": throughput.images_per_second(),
         "peak_memory": memory,
         "final_train_loss": _last_metric(trainer, "train_loss_epoch"),
@@ -454,17 +455,21 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     return summary
 
 
+def effective_data_source(config: PretrainConfig) -> str:
+    """``config.data_source``, except that a resumed ``auto`` run keeps the source (memory or
+    stream) it started with: with ``skip_bad_images`` the two can split differently."""
+    if config.resume is None or config.data_source != "auto":
+        return config.data_source
+    try:
+        streamed = run_config(Path(config.resume)).get("data", {}).get("streamed")
+    except ValueError:  # a checkpoint without its run's config.json
+        streamed = None
+    return {True: "stream", False: "memory"}.get(streamed, "auto")
+
+
 def load_run_data(config: PretrainConfig) -> ImageData:
     """The dataset of a (resolved) configuration, all of its train split (``train_images`` is
-    applied by :func:`pretrain`). A resumed run keeps the data source (memory or streamed) it
-    started with, since with ``skip_bad_images`` the two can split differently."""
-    data_source = config.data_source
-    if config.resume is not None and data_source == "auto":
-        try:
-            streamed = run_config(Path(config.resume)).get("data", {}).get("streamed")
-        except ValueError:  # a checkpoint without its run's config.json
-            streamed = None
-        data_source = {True: "stream", False: "memory"}.get(streamed, "auto")
+    applied by :func:`pretrain`), from :func:`effective_data_source`."""
     return load_dataset(
         config.dataset,
         data_dir=Path(config.data_dir) if config.data_dir else None,
@@ -472,7 +477,7 @@ def load_run_data(config: PretrainConfig) -> ImageData:
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         skip_bad_images=config.skip_bad_images,
-        source=data_source,
+        source=effective_data_source(config),
         decode_size=config.decode_size,
         workers=config.workers,
     )

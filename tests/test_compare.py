@@ -4,6 +4,7 @@ resume of an interrupted comparison, the progress line, and the command line."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -104,6 +105,57 @@ def test_a_run_directory_of_another_configuration_is_refused(finished):
         compare(configs, [0], out)
 
 
+def test_reuse_is_refused_when_a_data_field_was_given_then_and_not_now(finished):
+    out, _, _ = finished
+    held = json.loads((out / "runs" / "tcl-seed0" / "config.json").read_text())
+    (run,) = plan_comparison({"tcl": _tiny(method="tcl", train_images=300)}, [0], out)
+    with pytest.raises(ValueError, match=r"train_images: None there, 300 planned"):
+        run_state(run)
+    assert held["train_images"] is None and held["precision"] == "32-true"  # resolved at start: not compared
+
+
+def test_the_time_left_counts_only_the_runs_still_to_run(tmp_path, monkeypatch):
+    """Two runs done earlier, interleaved with two to run: after the first new run (d seconds),
+    one run is left, so d seconds, not 3 d."""
+    configs = {"tcl": _tiny(method="tcl"), "simclr": _tiny(method="simclr")}
+    runs = plan_comparison(configs, [0, 1], tmp_path)
+    for run in (runs[0], runs[2]):  # tcl seed 0 and tcl seed 1 finished before
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(run.config.resolved())))
+        (run.run_dir / "summary.json").write_text(json.dumps({"val": {}, "test": {}, "random_init": {}}))
+
+    def fake_pretrain(config, data=None):
+        return {"val": {}, "test": {}, "random_init": {}}
+
+    monkeypatch.setattr(compare_module, "pretrain", fake_pretrain)
+    monkeypatch.setattr(compare_module, "load_run_data", lambda config: None)
+    events = []
+    compare_module.execute_runs(runs, events.append)
+    first_done = next(e for e in events if e.state == "finished")
+    assert [(e.run.group, e.run.seed, e.state) for e in events] == [
+        ("tcl", 0, "reused"), ("simclr", 0, "running"), ("simclr", 0, "finished"),
+        ("tcl", 1, "reused"), ("simclr", 1, "running"), ("simclr", 1, "finished")]
+    assert first_done.seconds_left == pytest.approx(first_done.seconds)  # simclr seed 1 alone is left
+    assert events[3].seconds_left == pytest.approx(first_done.seconds)
+    assert events[-1].seconds_left == 0
+
+
+def test_throughput_counts_images_of_every_process_once():
+    from types import SimpleNamespace
+
+    import torch
+
+    meter = ThroughputMeter()
+    trainer = SimpleNamespace(world_size=2)
+    views, labels = [torch.zeros(16, 3, 8, 8)] * 3, torch.zeros(16)  # three views of 16 images
+    for step in range(4):
+        meter.on_train_batch_start(trainer, None, (views, labels), step)
+        meter.on_train_batch_end(trainer, None, None, (views, labels), step)
+    assert meter.images == 4 * 16 * 2
+    assert meter.images_per_second() == pytest.approx(meter.images / (meter.end - meter.start))
+    assert ThroughputMeter().images_per_second() is None
+
+
 def test_the_budget_must_be_equal_and_names_what_differs():
     with pytest.raises(ValueError, match=r"batch_size differs \(tcl: 32, simclr: 64\)"):
         check_budget({"tcl": _tiny(method="tcl"), "simclr": _tiny(method="simclr", batch_size=64)})
@@ -180,6 +232,9 @@ def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, capsys):
     assert "| tcl | 0 |" in captured.out and (tmp_path / "cmp" / "results.json").is_file()
     assert main(argv) == 0  # reused
     assert "tcl-ssl: [1/1] tcl seed 0: reused" in capsys.readouterr().err
-    assert main(argv[:-1] + [str(tmp_path / "cmp"), "--seeds", "0,0"]) == 2
+    assert main(argv + ["--seeds", "0,0"]) == 2
     assert "--seeds names a value twice" in capsys.readouterr().err
+    no_plots = argv[:-1] + [str(tmp_path / "cmp2"), "--no-plots"]
+    assert main(no_plots) == 0 and not (tmp_path / "cmp2" / "plots").exists()
+    assert (tmp_path / "cmp2" / "results.md").is_file()
 

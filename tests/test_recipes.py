@@ -138,3 +138,17 @@ def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
     (tmp_path / "orphan.yaml").write_text("extends: nowhere\n")
     with pytest.raises(ValueError, match="unknown recipe 'nowhere'"):
         load_recipe(tmp_path / "orphan.yaml")
+
+
+@pytest.mark.parametrize("setting, methods", [("ssl", ("tcl", "simclr", "moco", "moco-tcl", "byol")),
+                                              ("sup", ("tcl", "supcon", "ce"))])
+def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, methods):
+    from tcl_ssl.compare import check_budget
+
+    configs = {m: PretrainConfig(**load_recipe(f"cpu-small-{setting}-{m}")).resolved() for m in methods}
+    assert {m: c.method for m, c in configs.items()} == {m: m for m in methods}
+    budget = check_budget(configs)  # raises if any budget field differs
+    assert budget["supervised"] is (setting == "sup")
+    assert (budget["dataset"], budget["train_images"], budget["image_size"], budget["backbone"], budget["stem"],
+            budget["batch_size"], budget["epochs"]) == ("../shared/datasets/cifar10-jpeg/train", 10000, 32, "resnet18",
+                                                        "imagenet", 256, 4)

@@ -25,9 +25,16 @@ def test_k1_rel_is_k1_over_e_to_the_one_over_t():
     for t in (0.1, 0.2, 0.5):
         config = cell_config(_tiny(), {"k1_rel": 0.25, "temperature": t})
         assert config.method_options == {"temperature": t, "k1": pytest.approx(0.25 * math.exp(1 / t))}
-    # the method's default temperature where the grid does not set one; the paper's k1 = 5000 at t = 0.1
+    # the paper's k1 = 5000 at t = 0.1
     assert cell_config(_tiny(method_options={"temperature": 0.1}), {"k1_rel": 5000 / math.exp(10)}).method_options[
         "k1"] == pytest.approx(5000)
+    # without a temperature in the grid or the configuration: the method's own for the setting
+    from tcl_ssl.methods.tcl import SELF_SUPERVISED_DEFAULTS
+
+    t = SELF_SUPERVISED_DEFAULTS["temperature"]
+    assert cell_config(_tiny(), {"k1_rel": 0.5}).method_options == {"k1": pytest.approx(0.5 * math.exp(1 / t))}
+    moco_tcl = cell_config(_tiny(method="moco-tcl"), {"k1_rel": 0.5})  # moco-tcl's t = 0.2
+    assert moco_tcl.method_options == {"k1": pytest.approx(0.5 * math.exp(5))}
 
 
 def test_each_axis_reaches_its_place_in_the_configuration():
@@ -79,6 +86,20 @@ def test_selection_uses_the_validation_mean_and_never_the_test_split():
         select(results, "val_linear_top1")
 
 
+def test_a_slice_through_three_axes_keeps_the_others_at_the_selected_cell():
+    axes = {"k1": [0, 10], "temperature": [0.1, 0.2], "lr": [0.03, 0.06, 0.12]}
+    results = []
+    for k1 in axes["k1"]:
+        for t in axes["temperature"]:
+            for lr in axes["lr"]:
+                results.append(_result(f"k1={k1} temperature={t} lr={lr}", [k1 + 100 * t + 1000 * lr], [0.0]))
+    best = {"k1": 10, "temperature": 0.2, "lr": 0.03}
+    np.testing.assert_allclose(slice_values(results, best, axes, "k1", "lr", "val_knn_top1"),
+                               [[k1 + 20 + 1000 * lr for lr in axes["lr"]] for k1 in axes["k1"]])
+    np.testing.assert_allclose(slice_values(results, best, axes, "temperature", "lr", "val_knn_top1"),
+                               [[10 + 100 * t + 1000 * lr for lr in axes["lr"]] for t in axes["temperature"]])
+
+
 def test_plan_runs_every_cell_with_every_seed(tmp_path):
     cells, runs = plan_sweep(_tiny(), {"k1": [0, 10], "temperature": [0.1, 0.2, 0.5]}, [0, 1], tmp_path)
     assert len(cells) == 6 and len(runs) == 12
@@ -116,6 +137,6 @@ def test_cli_sweep_refuses_bad_grids_before_running(tmp_path, capsys):
     assert main(["sweep", "--method", "simclr", "--grid", "k1=1,2", "--out", str(tmp_path)]) == 2
     assert "cannot sweep 'k1' for method 'simclr'" in capsys.readouterr().err
     assert main(["sweep", "--grid", "k1=1,2", "--grid", "k1=3", "--out", str(tmp_path)]) == 2
-    assert "--grid names an axis twice" in capsys.readouterr().err
+    assert "--grid names the axis 'k1' twice" in capsys.readouterr().err
     assert main(["sweep", "--grid", "k1=1,2", "--seeds", "a", "--out", str(tmp_path)]) == 2
     assert "'a' is not a valid int" in capsys.readouterr().err

@@ -137,8 +137,10 @@ class ImageData:
         validation and test splits and the normalisation statistics are unchanged."""
         if count is None or count == len(self.train):
             return self
-        if not 2 <= count <= len(self.train):
-            raise ValueError(f"train_images must be between 2 and the train split's {len(self.train)} images, got {count}")
+        classes = len(self.train.labels.unique())
+        if not max(2, classes) <= count <= len(self.train):
+            raise ValueError(f"train_images must be between {max(2, classes)} (one per class) and the train split's "
+                             f"{len(self.train)} images, got {count}")
         return replace(self, train=self.train.subset(stratified_subset(self.train.labels.numpy(), count)))
 
     def with_channels(self, channels: int) -> ImageData:

@@ -30,6 +30,11 @@ def _pyplot():
     return plt
 
 
+def metrics_files(run_dir: Path) -> list[Path]:
+    """A run's Lightning ``logs/version_N/metrics.csv`` files, oldest first (one per resume)."""
+    return sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+
+
 def read_epoch_metrics(metrics_csvs: list[Path]) -> dict[str, list[tuple[int, float]]]:
     """``{column: [(epoch, value), ...]}`` of the per-epoch columns in Lightning ``metrics.csv``
     files (a resumed run has one per ``logs/version_N``; later files win)."""

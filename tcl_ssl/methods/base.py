@@ -127,6 +127,12 @@ class Method(pl.LightningModule):
             raise ValueError(f"method {cls.name!r} takes {allowed} views per image, got num_views={num_views}")
 
     @classmethod
+    def resolved_options(cls, supervised: bool) -> dict[str, Any]:
+        """:meth:`options` with the values the method resolves when built in the given setting
+        (a method whose options default to ``None`` overrides this)."""
+        return cls.options()
+
+    @classmethod
     def options(cls) -> dict[str, Any]:
         """The method's own keyword options (hyper-parameters beyond the base's arguments) and
         their defaults (``None`` where the method resolves the value when it is built)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
 
@@ -33,6 +35,10 @@ class TCL(Method):
     defaults = TrainingDefaults(optimizer="sgd", lr=0.06, weight_decay=5e-4, warmup_epochs=1, augmentation="simclr")
     source = "this project's sweeps (README, Choosing the defaults)"
     auto_options = {"temperature": "0.1", "k1": "10 (supervised 0)", "k2": "1"}
+
+    @classmethod
+    def resolved_options(cls, supervised: bool) -> dict[str, Any]:
+        return cls.options() | (SUPERVISED_DEFAULTS if supervised else SELF_SUPERVISED_DEFAULTS)
 
     def __init__(
         self,
