@@ -146,6 +146,11 @@ class PretrainConfig:
             raise ValueError(
                 f"unknown augmentation {config.augmentation!r}; available: {', '.join(augmentations.available())}"
             )
+        try:  # the augmentation's options, on a stand-in image size and statistics
+            augmentations.build(config.augmentation, image_size=config.image_size or 32, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                num_views=config.num_views, **config.augmentation_options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"augmentation_options {config.augmentation_options}: {error}") from None
         check_protocols(config.eval_protocols)
         if config.logger not in LOGGERS:
             raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {config.logger!r}")

@@ -107,6 +107,45 @@ SOLO_LEARN = {
 }
 
 
+# solo-learn's ImageNet-100 settings (scripts/pretrain/imagenet-100/*.yaml at 9187ea3; lr at batch 256,
+# 2 GPUs x 128), the augmentations as ours: symmetric = simclr at jitter strength 1, symmetric_weak = mocov2
+# with crops from 8 %, asymmetric = byol
+SOLO_LEARN_IMAGENET100 = {
+    "simclr": {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "temperature": 0.2, "proj": (4096, 512),
+               "augmentation": ("simclr", {"jitter_strength": 1.0})},
+    "moco": {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "temperature": 0.2, "proj": (2048, 256),
+             "queue_size": 65536, "momentum": (0.99, 0.999), "augmentation": ("mocov2", {"min_scale": 0.08})},
+    "byol": {"optimizer": "lars", "lr": 0.5, "weight_decay": 1e-6, "proj": (4096, 256), "momentum": (0.99, 1.0),
+             "augmentation": ("byol", {})},
+}
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "tcl", "moco-tcl"])
+def test_gpu_imagenet100_recipes_hold_solo_learns_settings(method):
+    reference = SOLO_LEARN_IMAGENET100[{"tcl": "simclr", "moco-tcl": "moco"}.get(method, method)]
+    config = PretrainConfig(**load_recipe(f"gpu-ssl-imagenet100-{method}")).resolved()
+    options = config.method_options
+    assert (config.method, config.supervised, config.dataset, config.image_size, config.decode_size) == (
+        method, False, "data/imagenet100", 224, 256)
+    assert (config.backbone, config.batch_size, config.epochs, config.warmup_epochs) == ("resnet18", 256, 400, 10)
+    assert (config.optimizer, config.lr, config.weight_decay) == (reference["optimizer"], reference["lr"], reference["weight_decay"])
+    assert (config.augmentation, config.augmentation_options) == reference["augmentation"]
+    assert (options["hidden_dim"], options["output_dim"]) == reference["proj"]
+    for name in ("temperature", "queue_size"):
+        if name in reference:
+            assert options[name] == reference[name]
+    if "momentum" in reference:
+        assert (options["momentum_start"], options["momentum_end"]) == reference["momentum"]
+    if method in ("tcl", "moco-tcl"):
+        assert (options["k1"], options["k2"]) == ((30.0, 1.0) if method == "tcl" else (1.0, 1.0))
+
+
+def test_a_recipe_with_an_augmentation_option_its_augmentation_lacks_is_refused(tmp_path):
+    config = PretrainConfig(augmentation="mocov2", augmentation_options={"jitter_strength": 1.0}, out=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown option.s. jitter_strength for recipe 'mocov2'"):
+        config.validate()
+
+
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol", "tcl", "moco-tcl"])
 def test_gpu_self_supervised_recipes_hold_solo_learns_settings(method):
     reference = SOLO_LEARN[{"tcl": "simclr", "moco-tcl": "moco"}.get(method, method)]
