@@ -191,3 +191,26 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
     assert (budget["dataset"], budget["train_images"], budget["image_size"], budget["backbone"], budget["stem"],
             budget["batch_size"], budget["epochs"]) == ("../shared/datasets/cifar10-jpeg/train", 10000, 32, "resnet18",
                                                         "imagenet", 256, 4)
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
+def test_paper_supervised_recipes_give_tcl_supcon_and_ce_one_budget(dataset):
+    from tcl_ssl.compare import check_budget
+
+    configs = {m: PretrainConfig(**load_recipe(f"paper-supervised-{dataset}-{m}")).resolved() for m in ("tcl", "supcon", "ce")}
+    budget = check_budget(configs)
+    assert (budget["backbone"], budget["batch_size"], budget["epochs"], budget["supervised"]) == ("resnet50", 64, 100, True)
+    assert configs["tcl"].method_options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
+    # SupCon's official settings (lr 0.5 at batch 1024, t = 0.1) and its cross-entropy baseline's (lr 0.8 at 1024, one view)
+    assert (configs["supcon"].lr, configs["supcon"].method_options) == (0.125, {"temperature": 0.1, "base_temperature": 0.07})
+    assert (configs["ce"].lr, configs["ce"].num_views, configs["ce"].method_options) == (0.2, 1, {})
+    assert {c.augmentation for c in configs.values()} == {"supcon"}  # AutoAugment for all three
+
+
+def test_a_recipe_for_another_method_inherits_only_the_options_its_method_takes(tmp_path):
+    (tmp_path / "tcl.yaml").write_text("method: tcl\nmethod_options: {temperature: 0.2, k1: 30.0}\n")
+    (tmp_path / "supcon.yaml").write_text("extends: tcl.yaml\nmethod: supcon\nmethod_options: {base_temperature: 0.1}\n")
+    assert load_recipe(tmp_path / "supcon.yaml")["method_options"] == {"temperature": 0.2, "base_temperature": 0.1}
+    (tmp_path / "typo.yaml").write_text("extends: tcl.yaml\nmethod: supcon\nmethod_options: {k1: 3.0}\n")
+    with pytest.raises(ValueError, match="does not accept options k1"):
+        PretrainConfig(**load_recipe(tmp_path / "typo.yaml"), out=str(tmp_path / "run")).validate()

@@ -6,7 +6,8 @@ override the file's values, and the run's ``config.json`` records the result and
 A recipe holds a mapping of ``PretrainConfig`` field names to values, plus an optional
 ``description``; unknown names are refused. ``extends: OTHER`` (a packaged name, or a path
 relative to the file) starts from another recipe: the file's values override OTHER's, and its
-``method_options`` / ``augmentation_options`` are merged into OTHER's. A comparison's budget lives
+``method_options`` / ``augmentation_options`` are merged into OTHER's (a file that names another
+method than OTHER's inherits only the method options its method takes). A comparison's budget lives
 in one file that each method's recipe extends (``cpu-small-ssl-tcl`` extends ``cpu-small-ssl``).
 """
 
@@ -68,10 +69,17 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> dict
         return content
     relative = path.parent / str(parent_name)
     parent = load_recipe(relative if relative.is_file() else parent_name, _chain + (path,))
-    merged = parent | content
+    inherited = dict(parent)
+    if "method" in content and content["method"] != parent.get("method") and isinstance(parent.get("method_options"), dict):
+        # the parent's method options belong to its method: keep those the new method takes
+        from tcl_ssl.methods import method_class
+
+        accepted = method_class(content["method"]).options()
+        inherited["method_options"] = {k: v for k, v in parent["method_options"].items() if k in accepted}
+    merged = inherited | content
     for name in _MERGED:
-        if isinstance(parent.get(name), dict) and isinstance(content.get(name), dict):
-            merged[name] = parent[name] | content[name]
+        if isinstance(inherited.get(name), dict) and isinstance(content.get(name), dict):
+            merged[name] = inherited[name] | content[name]
     return merged
 
 
