@@ -28,3 +28,21 @@ def small_digits():
         data.val.subset(torch.arange(0, 400, 4)),
         data.test.subset(torch.arange(0, 1000, 5)),
     )
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """``tmp_path/images/c<k>/<i>.png``: 2 classes x 20 random 16 px RGB images."""
+    return write_image_folder(tmp_path / "images")
+
+
+def write_image_folder(root, classes: int = 2, per_class: int = 20, size: int = 16, seed: int = 0):
+    """``root/c<k>/<i>.png``: random RGB images, ``classes`` x ``per_class``; returns ``root``."""
+    from torchvision.io import write_png
+
+    gen = torch.Generator().manual_seed(seed)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            write_png(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen), str(root / f"c{c}" / f"{i}.png"))
+    return root

@@ -214,16 +214,7 @@ def test_cli_recipes_give_each_method_its_own_file(tmp_path):
         _method_configs(["compare", "--methods", "moco", "--recipes", str(tmp_path / "mine")])
 
 
-def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, capsys):
-    import torch
-    from torchvision.io import write_png
-
-    gen = torch.Generator().manual_seed(0)
-    for c in range(2):
-        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
-        for i in range(20):
-            write_png(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen),
-                      str(tmp_path / "images" / f"c{c}" / f"{i}.png"))
+def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, image_folder, capsys):
     argv = ["compare", "--methods", "tcl", "--seeds", "0", "--dataset", str(tmp_path / "images"), "--epochs", "1",
             "--batch-size", "8", "--knn-k", "5", "--knn-every", "0", "--protocols", "knn", "--out", str(tmp_path / "cmp")]
     assert main(argv) == 0

@@ -44,16 +44,7 @@ def test_paper_recipes_hold_the_papers_supervised_settings(dataset):
     assert (config.linear_aug_epochs, config.linear_aug_lr) == (50, 0.5) and "linear-aug" in config.eval_protocols
 
 
-def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_path, capsys):
-    import torch
-    from torchvision.io import write_png
-
-    gen = torch.Generator().manual_seed(0)
-    for c in range(2):
-        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
-        for i in range(20):
-            write_png(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen),
-                      str(tmp_path / "images" / f"c{c}" / f"{i}.png"))
+def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_path, image_folder, capsys):
     recipe = tmp_path / "small.yaml"
     recipe.write_text(
         "description: a small test recipe\n"
