@@ -182,6 +182,13 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
     assert (budget["dataset"], budget["train_images"], budget["image_size"], budget["backbone"], budget["stem"],
             budget["batch_size"], budget["epochs"]) == ("../shared/datasets/cifar10-jpeg/train", 10000, 32, "resnet18",
                                                         "imagenet", 256, 4)
+    if setting == "ssl":  # the choices of the search on validation (README, "The same small search for every method")
+        from tcl_ssl.methods import method_class
+
+        chosen = {m: (c.lr, (method_class(m).resolved_options(False) | c.method_options).get("temperature"))
+                  for m, c in configs.items()}
+        assert chosen == {"tcl": (0.06, 0.1), "simclr": (2.0, 0.1), "moco": (0.15, 0.1), "moco-tcl": (0.15, 0.2),
+                          "byol": (0.9, None)}
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
