@@ -46,10 +46,12 @@ def plot_curves(results: Sequence[GroupResult], out: Path, metrics: Sequence[str
             (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=result.group)
             ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
-        ax.set_title(CURVES[metric] + " (mean, band: min-max over seeds)", fontsize=9)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.set_title(CURVES[metric], fontsize=9)
         ax.grid(alpha=0.3)
+    fig.suptitle("mean over seeds; band: lowest to highest seed", fontsize=9)
     if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=8)
+        axes[0][0].legend(fontsize=8, loc="best")
     return _save(fig, out)
 
 
