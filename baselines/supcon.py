@@ -22,7 +22,8 @@ class SupCon(Method):
     single-process gradient.
 
     Defaults, from the official code (HobbitLong/SupContrast): head ``Linear(d, d) - ReLU -
-    Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``); temperature 0.1, SGD lr
+    Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``; ``head_batch_norm=True`` adds
+    BatchNorm after both linear layers: lightly's SimCLR head, which TCL and SimCLR use); temperature 0.1, SGD lr
     0.5 at batch 1024 (0.125 at 256), weight decay 1e-4, cosine with 10 warm-up epochs (the
     README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). As in the
     official ``losses.py``, PML's loss is multiplied by ``temperature / base_temperature``
@@ -43,6 +44,7 @@ class SupCon(Method):
         base_temperature: float = 0.07,
         hidden_dim: int | None = None,
         output_dim: int = 128,
+        head_batch_norm: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -51,9 +53,11 @@ class SupCon(Method):
         hidden_dim = self.feature_dim if hidden_dim is None else hidden_dim
         check_size("hidden_dim", hidden_dim)
         check_size("output_dim", output_dim)
+        if not isinstance(head_batch_norm, bool):
+            raise ValueError(f"head_batch_norm must be true or false, got {head_batch_norm!r}")
         self.scale = temperature / base_temperature
         self.projection_head = SimCLRProjectionHead(
-            self.feature_dim, hidden_dim, output_dim, batch_norm=False
+            self.feature_dim, hidden_dim, output_dim, batch_norm=head_batch_norm
         )
         self.criterion = SupConLoss(temperature=temperature)
 

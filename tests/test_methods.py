@@ -335,6 +335,16 @@ def test_supcon_loss_is_supervised_tcl_with_k1_zero(digits):
     torch.testing.assert_close(loss, expected)
 
 
+def test_supcon_head_has_batch_norm_only_when_asked():
+    def norms(method):
+        return [type(m).__name__ for m in method.projection_head.modules() if isinstance(m, nn.BatchNorm1d)]
+
+    assert norms(build("supcon", True)) == []  # the official head: Linear - ReLU - Linear
+    assert norms(build("supcon", True, head_batch_norm=True)) == ["BatchNorm1d"] * 2  # as TCL's and SimCLR's heads
+    with pytest.raises(ValueError, match="head_batch_norm must be true or false, got 'yes'"):
+        build("supcon", True, head_batch_norm="yes")
+
+
 def test_cross_entropy_is_the_classifiers_loss_on_every_view(digits):
     method = build("ce", True)
     views, labels = _views_and_labels(digits)
