@@ -189,6 +189,10 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
                   for m, c in configs.items()}
         assert chosen == {"tcl": (0.06, 0.1), "simclr": (2.0, 0.1), "moco": (0.15, 0.1), "moco-tcl": (0.15, 0.2),
                           "byol": (0.9, None)}
+    else:  # README, "The same small search, supervised"
+        chosen = {m: (c.lr, c.method_options) for m, c in configs.items()}
+        assert chosen == {"tcl": (0.06, {"temperature": 0.1, "k1": 10.0}), "supcon": (0.0625, {"temperature": 0.2}),
+                          "ce": (0.025, {})}
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
