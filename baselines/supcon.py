@@ -22,10 +22,10 @@ class SupCon(Method):
     single-process gradient.
 
     Defaults, from the official code (HobbitLong/SupContrast): head ``Linear(d, d) - ReLU -
-    Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``; ``head_batch_norm=True`` adds
-    BatchNorm after both linear layers: lightly's SimCLR head, which TCL and SimCLR use); temperature 0.1, SGD lr
-    0.5 at batch 1024 (0.125 at 256), weight decay 1e-4, cosine with 10 warm-up epochs (the
-    README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). As in the
+    Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``; ``head_batch_norm=True``
+    adds BatchNorm after both linear layers, as lightly's SimCLR head that TCL and SimCLR use);
+    temperature 0.1, SGD lr 0.5 at batch 1024 (0.125 at 256), weight decay 1e-4, cosine with 10
+    warm-up epochs (the README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). As in the
     official ``losses.py``, PML's loss is multiplied by ``temperature / base_temperature``
     (0.1 / 0.07), a constant factor on the gradient.
     """

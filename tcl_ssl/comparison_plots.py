@@ -51,7 +51,7 @@ def plot_curves(results: Sequence[GroupResult], out: Path, metrics: Sequence[str
         ax.grid(alpha=0.3)
     fig.suptitle("mean over seeds; band: lowest to highest seed", fontsize=9)
     if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=8, loc="best")
+        axes[0][0].legend(fontsize=8)
     return _save(fig, out)
 
 
