@@ -325,6 +325,26 @@ def test_simclr_loss_is_tcl_with_k1_zero(digits):
     torch.testing.assert_close(loss, TCLLoss(temperature=0.3, k1=0.0, k2=1.0)(z0, z1))
 
 
+def test_tcl_method_at_k1_zero_is_simclr_from_the_same_seed(digits):
+    """Same seed, same head width: the same weights, loss and gradients, so any gap between
+    the two methods' runs under one optimiser is run-to-run spread, not the loss."""
+    tcl = build("tcl", temperature=0.3, k1=0.0, k2=1.0)
+    simclr = build("simclr", temperature=0.3)
+    theirs = simclr.state_dict()
+    assert tcl.state_dict().keys() == theirs.keys()
+    for name, value in tcl.state_dict().items():
+        torch.testing.assert_close(value, theirs[name], rtol=0, atol=0, msg=name)
+    views, _ = _views_and_labels(digits)
+    ours, reference = tcl.training_loss(views, None), simclr.training_loss(views, None)
+    torch.testing.assert_close(ours, reference)
+    ours.backward()
+    reference.backward()
+    simclr_params = dict(simclr.named_parameters())
+    for name, param in tcl.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(param.grad, simclr_params[name].grad, msg=name)
+
+
 def test_supcon_loss_is_supervised_tcl_with_k1_zero(digits):
     method = build("supcon", True, temperature=0.2)
     views, labels = _views_and_labels(digits)
