@@ -98,8 +98,12 @@ def _hue_in_turns(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 #: the four adjustments with torchvision's formulas (kornia's, as ``kornia.augmentation.ColorJitter`` uses them)
-JITTER_STEPS = (adjust_brightness_accumulative, adjust_contrast_with_mean_subtraction,
-                adjust_saturation_with_gray_subtraction, _hue_in_turns)
+JITTER_STEPS = (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+    adjust_saturation_with_gray_subtraction,
+    _hue_in_turns,
+)
 JITTER_NEUTRAL = (1.0, 1.0, 1.0, 0.0)
 
 
@@ -117,8 +121,16 @@ class ColourJitter(nn.Module):
     global CPU generator, like kornia's.
     """
 
-    def __init__(self, channels: int, brightness: float, contrast: float, saturation: float, hue: float,
-                 p: float = 0.8, per_image: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        brightness: float,
+        contrast: float,
+        saturation: float,
+        hue: float,
+        p: float = 0.8,
+        per_image: bool = True,
+    ) -> None:
         super().__init__()
         if channels == 1:
             saturation, hue = 0.0, 0.0

@@ -31,8 +31,13 @@ class MoCoTCL(MoCo):
     def __init__(self, *args, k1: float = 1.0, k2: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.criterion = TCLLoss(
-            temperature=self.temperature, k1=k1, k2=k2, gather_distributed=True,
-            memory_bank_size=(self.queue_size, self.output_dim), anchors="first", check_inputs=False,
+            temperature=self.temperature,
+            k1=k1,
+            k2=k2,
+            gather_distributed=True,
+            memory_bank_size=(self.queue_size, self.output_dim),
+            anchors="first",
+            check_inputs=False,
         )
 
     def symmetric_loss(self, q0: Tensor, q1: Tensor, k0: Tensor, k1: Tensor, labels: Tensor | None) -> Tensor:

@@ -29,7 +29,9 @@ class SimCLR(Method):
     source = "SimCLR paper; official CIFAR-10 command (google-research/simclr README)"
     auto_options = {"hidden_dim": "backbone width"}
 
-    def __init__(self, *args, temperature: float = 0.5, hidden_dim: int | None = None, output_dim: int = 128, **kwargs) -> None:
+    def __init__(
+        self, *args, temperature: float = 0.5, hidden_dim: int | None = None, output_dim: int = 128, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         check_positive("temperature", temperature)
         hidden_dim = self.feature_dim if hidden_dim is None else hidden_dim

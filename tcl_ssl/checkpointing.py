@@ -107,7 +107,11 @@ class ResumeState(Callback):
         ``torch.load(weights_only=True)`` reads it. Lightning calls it on every process."""
         loader = self._trainer.train_dataloader if self._trainer is not None else None
         ranks = [_random_state()]
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
             ranks = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(ranks, _random_state())
         return {"ranks": ranks, "loader": loader.state_dict() if isinstance(loader, _Stateful) else None}
@@ -128,9 +132,12 @@ class ResumeState(Callback):
         if len(ranks) == trainer.world_size:
             _set_random_state(ranks[trainer.global_rank])
         else:
-            log.warning("the checkpoint holds the random states of %d processes, this run has %d: each process keeps "
-                        "its fresh seed, so augmentations will differ from an uninterrupted run", len(ranks),
-                        trainer.world_size)
+            log.warning(
+                "the checkpoint holds the random states of %d processes, this run has %d: each process keeps "
+                "its fresh seed, so augmentations will differ from an uninterrupted run",
+                len(ranks),
+                trainer.world_size,
+            )
 
 
 def _random_state() -> dict[str, Any]:
@@ -171,7 +178,9 @@ class NonFiniteLossGuard(Callback):
         self._pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
         self._streak = 0
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
@@ -191,7 +200,9 @@ class NonFiniteLossGuard(Callback):
             self._pending = (finite, None, trainer.global_step)
             self._resolve(trainer)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._resolve(trainer)  # before the file is written
 
     def safe_to_save(self, trainer: pl.Trainer) -> bool:

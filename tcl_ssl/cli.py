@@ -24,9 +24,13 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", default=_DEFAULTS.method, help="tcl, or a baseline (see --list-methods)")
     p.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
-    p.add_argument("--config", default=None, metavar="RECIPE",
-                   help="start from a recipe file: a packaged name (see --list-recipes) or a YAML file's path; "
-                   "options given here override it")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="RECIPE",
+        help="start from a recipe file: a packaged name (see --list-recipes) or a YAML file's path; "
+        "options given here override it",
+    )
     p.add_argument("--list-recipes", action="store_true", help="print the packaged recipe files and exit")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     p.add_argument("--out", default=None, help="run directory (default runs/<timestamp>-<method>)")
@@ -53,7 +57,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     p.add_argument("--supervised", action="store_true", help="use labels (positives = same class)")
     p.add_argument("--backbone", default=_DEFAULTS.backbone, help="resnet18, resnet34 or resnet50")
-    p.add_argument("--stem", default=None, help="imagenet, small or small-pool (default: small for <= 64 px on a GPU, else imagenet)")
+    p.add_argument(
+        "--stem",
+        default=None,
+        help="imagenet, small or small-pool (default: small for <= 64 px on a GPU, else imagenet)",
+    )
     recipe = p.add_argument_group("training recipe (default: the method's published recipe, see --list-methods)")
     recipe.add_argument("--augmentation", default=None, help="augmentation recipe: " + ", ".join(_recipes()))
     recipe.add_argument("--min-scale", type=float, default=None, help="smallest crop area fraction")
@@ -61,13 +69,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     recipe.add_argument("--optimizer", default=None, choices=("sgd", "lars"))
     recipe.add_argument("--lr", type=float, default=None, help="peak learning rate at batch size 256 (scaled linearly)")
     recipe.add_argument("--weight-decay", type=float, default=None)
-    recipe.add_argument("--warmup-epochs", type=int, default=None, help="(default: the method's, at most a tenth of the run)")
+    recipe.add_argument(
+        "--warmup-epochs", type=int, default=None, help="(default: the method's, at most a tenth of the run)"
+    )
     options = p.add_argument_group("method hyper-parameters (default: the method's)")
     options.add_argument("--temperature", type=float, default=None, help="loss temperature")
     options.add_argument("--k1", type=float, default=None, help="TCL hard-positive weight")
     options.add_argument("--k2", type=float, default=None, help="TCL negative weight")
     options.add_argument(
-        "-o", "--method-option", action="append", default=[], metavar="NAME=VALUE",
+        "-o",
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="any option of the method (see --list-methods), e.g. -o queue_size=8192 -o momentum_start=0.996",
     )
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true, bf16-mixed")
@@ -80,40 +94,85 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     evaluation.add_argument("--knn-k", type=int, default=_DEFAULTS.knn_k)
     evaluation.add_argument("--knn-temperature", type=float, default=_DEFAULTS.knn_temperature)
     evaluation.add_argument(
-        "--knn-every", type=int, default=_DEFAULTS.knn_every_n_epochs,
+        "--knn-every",
+        type=int,
+        default=_DEFAULTS.knn_every_n_epochs,
         help="epochs between the validation kNN and online-probe checks (0: off)",
     )
     evaluation.add_argument(
-        "--protocols", default=",".join(_DEFAULTS.eval_protocols),
+        "--protocols",
+        default=",".join(_DEFAULTS.eval_protocols),
         help="evaluations after training, comma-separated: knn, linear, linear-aug, retrieval",
     )
-    evaluation.add_argument("--linear-aug-epochs", type=int, default=_DEFAULTS.linear_aug_epochs,
-                            help="epochs of the linear-aug protocol")
-    evaluation.add_argument("--linear-aug-lr", type=float, default=_DEFAULTS.linear_aug_lr,
-                            help="lr of the linear-aug protocol at batch 256 (scaled linearly)")
+    evaluation.add_argument(
+        "--linear-aug-epochs", type=int, default=_DEFAULTS.linear_aug_epochs, help="epochs of the linear-aug protocol"
+    )
+    evaluation.add_argument(
+        "--linear-aug-lr",
+        type=float,
+        default=_DEFAULTS.linear_aug_lr,
+        help="lr of the linear-aug protocol at batch 256 (scaled linearly)",
+    )
     evaluation.add_argument("--no-plots", action="store_true", help="do not draw the run's pictures")
-    p.add_argument("--logger", default=_DEFAULTS.logger, choices=("csv", "tensorboard"),
-                   help="csv, or tensorboard as well (needs the tensorboard package)")
+    p.add_argument(
+        "--logger",
+        default=_DEFAULTS.logger,
+        choices=("csv", "tensorboard"),
+        help="csv, or tensorboard as well (needs the tensorboard package)",
+    )
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", default=None, help="where torchvision datasets are stored/downloaded")
-    data.add_argument("--image-size", type=int, default=None, help="resize every image to this side (image folders: default 32)")
-    data.add_argument("--val-fraction", type=float, default=None,
-                      help="fraction of train held out for validation (default 0.1), where validation is split off train")
-    data.add_argument("--test-fraction", type=float, default=None,
-                      help="fraction held out for test from a single image folder (default 0.2)")
-    data.add_argument("--train-images", type=int, default=None,
-                      help="train on a stratified subset of this many images of the train split (val and test unchanged)")
-    data.add_argument("--data-source", default=_DEFAULTS.data_source, choices=("auto", "memory", "stream"),
-                      help="image folders: decode once into memory, or stream from the files with loader workers; "
-                      "auto streams folders whose decoded images exceed an eighth of this machine's memory")
-    data.add_argument("--decode-size", type=int, default=None,
-                      help="image folders: decode to this side (shorter side, centre crop); the views are --image-size")
-    data.add_argument("--workers", type=int, default=None,
-                      help="streamed folders: decoding processes per training process (default: CPU cores, at most 8)")
-    data.add_argument("--skip-bad-images", action="store_true",
-                      help="leave out image files that cannot be decoded, with a warning (default: stop and name the file)")
-    p.add_argument("--checkpoint-every-n-steps", type=int, default=_DEFAULTS.checkpoint_every_n_steps,
-                   help="also write last.ckpt every N optimiser steps (0: at the end of each epoch only)")
+    data.add_argument(
+        "--image-size", type=int, default=None, help="resize every image to this side (image folders: default 32)"
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="fraction of train held out for validation (default 0.1), where validation is split off train",
+    )
+    data.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="fraction held out for test from a single image folder (default 0.2)",
+    )
+    data.add_argument(
+        "--train-images",
+        type=int,
+        default=None,
+        help="train on a stratified subset of this many images of the train split (val and test unchanged)",
+    )
+    data.add_argument(
+        "--data-source",
+        default=_DEFAULTS.data_source,
+        choices=("auto", "memory", "stream"),
+        help="image folders: decode once into memory, or stream from the files with loader workers; "
+        "auto streams folders whose decoded images exceed an eighth of this machine's memory",
+    )
+    data.add_argument(
+        "--decode-size",
+        type=int,
+        default=None,
+        help="image folders: decode to this side (shorter side, centre crop); the views are --image-size",
+    )
+    data.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="streamed folders: decoding processes per training process (default: CPU cores, at most 8)",
+    )
+    data.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out image files that cannot be decoded, with a warning (default: stop and name the file)",
+    )
+    p.add_argument(
+        "--checkpoint-every-n-steps",
+        type=int,
+        default=_DEFAULTS.checkpoint_every_n_steps,
+        help="also write last.ckpt every N optimiser steps (0: at the end of each epoch only)",
+    )
     p.add_argument("--limit-train-batches", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
@@ -193,8 +252,16 @@ def _protocols(text: str) -> list[str]:
 
 
 #: config fields that define the data and its splits, which a resumed run must keep
-_DATA_FIELDS = {"dataset", "data_dir", "image_size", "decode_size", "val_fraction", "test_fraction", "skip_bad_images",
-                "train_images"}
+_DATA_FIELDS = {
+    "dataset",
+    "data_dir",
+    "image_size",
+    "decode_size",
+    "val_fraction",
+    "test_fraction",
+    "skip_bad_images",
+    "train_images",
+}
 
 #: config fields set by CLI options whose destination has another name
 _FIELD_OF_DEST = {
@@ -277,13 +344,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "Finished runs in --out are reused and interrupted ones resumed, so a rerun continues a comparison. "
         "Runs draw no pictures of their own; the comparison draws its curves and bars (--no-plots: none).",
     )
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated methods (default: {','.join(SELF_SUPERVISED_METHODS)}; "
-                   f"with --supervised: {','.join(SUPERVISED_METHODS)})")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated methods (default: {','.join(SELF_SUPERVISED_METHODS)}; "
+        f"with --supervised: {','.join(SUPERVISED_METHODS)})",
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    p.add_argument("--recipes", default=None, metavar="PREFIX",
-                   help="method M starts from the recipe PREFIX-M: a packaged name (e.g. cpu-small-ssl, see "
-                   "pretrain --list-recipes) or a path prefix of YAML files (PREFIX-M.yaml)")
+    p.add_argument(
+        "--recipes",
+        default=None,
+        metavar="PREFIX",
+        help="method M starts from the recipe PREFIX-M: a packaged name (e.g. cpu-small-ssl, see "
+        "pretrain --list-recipes) or a path prefix of YAML files (PREFIX-M.yaml)",
+    )
     p.add_argument("--out", default=None, help="comparison directory (default comparisons/<setting>)")
     _add_run_options(p)
     p.set_defaults(func=_run_compare, forwarded=False, parser=p)
@@ -303,10 +377,17 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", default=_DEFAULTS.method, help="the method whose hyper-parameters are swept")
     p.add_argument("--config", default=None, metavar="RECIPE", help="start from a recipe file (name or path)")
-    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
-                   help="one axis of the grid (repeat for more axes), e.g. --grid k1=0,10,30 --grid temperature=0.1,0.2")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="one axis of the grid (repeat for more axes), e.g. --grid k1=0,10,30 --grid temperature=0.1,0.2",
+    )
     p.add_argument("--seeds", default="0", help="comma-separated seeds (every cell runs each)")
-    p.add_argument("--select", default="val_knn_top1", choices=SELECTABLE, help="the validation figure that selects a cell")
+    p.add_argument(
+        "--select", default="val_knn_top1", choices=SELECTABLE, help="the validation figure that selects a cell"
+    )
     p.add_argument("--out", default=None, help="sweep directory (default sweeps/<method>)")
     _add_run_options(p)
     p.set_defaults(func=_run_sweep, forwarded=False, parser=p)
@@ -318,8 +399,11 @@ def _print_progress(event) -> None:
     figures = ""
     if event.summary is not None:
         test = event.summary.get("test", {})
-        figures = ", ".join(f"{name} test {test[key]:.2f}" for name, key in (("kNN", "knn_top1"), ("linear", "linear_top1"))
-                            if key in test)
+        figures = ", ".join(
+            f"{name} test {test[key]:.2f}"
+            for name, key in (("kNN", "knn_top1"), ("linear", "linear_top1"))
+            if key in test
+        )
     if event.state == "reused":
         line = f"{head}: reused ({figures})"
     elif event.state == "running":
@@ -353,8 +437,9 @@ def _method_configs(args: argparse.Namespace, methods: list[str]) -> dict[str, P
         for name in ("method", "plots", "out"):  # the comparison's own: --out, and --no-plots for its plots
             changes.pop(name, None)
         if "method_options" in changes:
-            changes["method_options"] = {k: v for k, v in changes["method_options"].items()
-                                         if k in accepted or k not in asked}
+            changes["method_options"] = {
+                k: v for k, v in changes["method_options"].items() if k in accepted or k not in asked
+            }
             used |= accepted & set(asked)
         configs[method] = dataclasses.replace(base, **changes, plots=False)
     unused = sorted(set(asked) - used)
@@ -372,8 +457,14 @@ def _run_compare(args: argparse.Namespace, rest: list[str]) -> int:
     configs = _method_configs(args, methods)
     setting = "supervised" if next(iter(configs.values())).supervised else "self-supervised"
     out = Path(args.out or Path("comparisons") / setting)
-    compare(configs, seeds, out, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]),
-            plots=not args.no_plots)
+    compare(
+        configs,
+        seeds,
+        out,
+        progress=_print_progress,
+        command=" ".join(["tcl-ssl", *args.argv]),
+        plots=not args.no_plots,
+    )
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
     return 0
@@ -393,8 +484,16 @@ def _run_sweep(args: argparse.Namespace, rest: list[str]) -> int:
     base = _recipe_config(args, args.argv) if args.config else _config_from_args(args)
     base = dataclasses.replace(base, plots=False)
     out = Path(args.out or Path("sweeps") / base.method)
-    sweep(base, axes, seeds, out, metric=args.select, progress=_print_progress, command=" ".join(["tcl-ssl", *args.argv]),
-          plots=not args.no_plots)
+    sweep(
+        base,
+        axes,
+        seeds,
+        out,
+        metric=args.select,
+        progress=_print_progress,
+        command=" ".join(["tcl-ssl", *args.argv]),
+        plots=not args.no_plots,
+    )
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
     return 0
@@ -415,8 +514,11 @@ def _run_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
         return 0
     if args.resume is None and args.out is not None and (Path(args.out) / "checkpoints" / "last.ckpt").is_file():
         args.resume = args.out
-        print(f"tcl-ssl: {args.out} holds a run: resuming it from its last checkpoint "
-              "(give another --out to start afresh)", file=sys.stderr)
+        print(
+            f"tcl-ssl: {args.out} holds a run: resuming it from its last checkpoint "
+            "(give another --out to start afresh)",
+            file=sys.stderr,
+        )
     if args.resume:
         config = _resumed_config(args, args.argv)
     elif args.config:
@@ -436,15 +538,21 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"{summary['method']} ({mode}) on {summary['dataset']}, {summary['epochs']} epochs, "
         f"{summary['train_seconds']:.0f} s of training; splits {splits}",
-        format_metrics({"val": summary["val"], "test": summary["test"]},
-                       {f"random init, {name}": summary["random_init"][name] for name in ("val", "test")}),
+        format_metrics(
+            {"val": summary["val"], "test": summary["test"]},
+            {f"random init, {name}": summary["random_init"][name] for name in ("val", "test")},
+        ),
     ]
     online = summary.get("online_probe") or {}
     if online.get("final_val_top1") is not None:
-        best = "" if online.get("best_val_top1") is None else (
-            f"; best val {online['best_val_top1']:.2f} (epoch {online['best_epoch']})")
-        lines.append(f"online linear probe top-1: val {online['final_val_top1']:.2f}, "
-                     f"test {online['final_test_top1']:.2f}{best}")
+        best = (
+            ""
+            if online.get("best_val_top1") is None
+            else (f"; best val {online['best_val_top1']:.2f} (epoch {online['best_epoch']})")
+        )
+        lines.append(
+            f"online linear probe top-1: val {online['final_val_top1']:.2f}, test {online['final_test_top1']:.2f}{best}"
+        )
     lines.append(f"run directory: {summary['run_dir']}")
     return "\n".join(lines)
 
@@ -462,12 +570,27 @@ def format_metrics(columns: dict[str, dict[str, float]], extra: dict[str, dict[s
 
 #: sub-commands whose own ``main(argv)`` parses the rest of the command line
 _FORWARDED = {
-    ("bench", "loss"): ("tcl_ssl.bench.loss", "time TCLLoss forward+backward against PML, lightly, the official formula"),
-    ("bench", "augment"): ("tcl_ssl.bench.augment", "images/s of the batched augmentation vs lightly's per-image transform"),
+    ("bench", "loss"): (
+        "tcl_ssl.bench.loss",
+        "time TCLLoss forward+backward against PML, lightly, the official formula",
+    ),
+    ("bench", "augment"): (
+        "tcl_ssl.bench.augment",
+        "images/s of the batched augmentation vs lightly's per-image transform",
+    ),
     ("bench", "eval"): ("tcl_ssl.bench.eval", "kNN and linear-probe time and memory vs lightly and scikit-learn"),
-    ("bench", "data"): ("tcl_ssl.bench.data", "images/s of uint8 batches from an image folder: in memory, streamed, litdata"),
-    ("bench", "train"): ("tcl_ssl.bench.train", "images/s of SimCLR training: ours vs lightly's reference pipeline vs the backbone alone"),
-    ("data", "imagenet100"): ("tcl_ssl.data.imagenet100", "build the 100-class ImageNet subset of CMC / solo-learn as links to an ImageNet copy"),
+    ("bench", "data"): (
+        "tcl_ssl.bench.data",
+        "images/s of uint8 batches from an image folder: in memory, streamed, litdata",
+    ),
+    ("bench", "train"): (
+        "tcl_ssl.bench.train",
+        "images/s of SimCLR training: ours vs lightly's reference pipeline vs the backbone alone",
+    ),
+    ("data", "imagenet100"): (
+        "tcl_ssl.data.imagenet100",
+        "build the 100-class ImageNet subset of CMC / solo-learn as links to an ImageNet copy",
+    ),
     ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
     ("summarize",): ("tcl_ssl.results", "mean and spread over seeds of finished runs (a Markdown table)"),
     ("eval",): ("tcl_ssl.evaluate", "kNN, linear probes and retrieval of a run's backbone (eval.json)"),
@@ -477,7 +600,9 @@ _FORWARDED = {
 
 def _add_forwarded(sub: argparse._SubParsersAction) -> None:
     groups = {
-        "bench": sub.add_parser("bench", help="benchmarks that print ratios").add_subparsers(dest="bench", required=True),
+        "bench": sub.add_parser("bench", help="benchmarks that print ratios").add_subparsers(
+            dest="bench", required=True
+        ),
         "data": sub.add_parser("data", help="prepare datasets").add_subparsers(dest="data", required=True),
     }
     for words, (module, help_text) in _FORWARDED.items():

@@ -43,10 +43,30 @@ SUPERVISED_METHODS = ("tcl", "supcon", "ce")
 
 #: PretrainConfig fields that make up a comparison's budget: every method runs with the same values
 BUDGET_FIELDS = (
-    "dataset", "data_dir", "image_size", "decode_size", "val_fraction", "test_fraction", "train_images",
-    "skip_bad_images", "backbone", "stem", "epochs", "batch_size", "supervised", "precision",
-    "accelerator", "devices", "num_nodes", "knn_k", "knn_temperature", "knn_every_n_epochs", "eval_protocols",
-    "linear_aug_epochs", "linear_aug_lr", "limit_train_batches",
+    "dataset",
+    "data_dir",
+    "image_size",
+    "decode_size",
+    "val_fraction",
+    "test_fraction",
+    "train_images",
+    "skip_bad_images",
+    "backbone",
+    "stem",
+    "epochs",
+    "batch_size",
+    "supervised",
+    "precision",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "knn_k",
+    "knn_temperature",
+    "knn_every_n_epochs",
+    "eval_protocols",
+    "linear_aug_epochs",
+    "linear_aug_lr",
+    "limit_train_batches",
 )
 
 #: config.json fields that may differ between a planned run and the run directory it reuses
@@ -57,8 +77,17 @@ _RESOLVED_AT_START = {"precision", "stem"}
 
 #: the figures of the results table, in its column order
 TABLE_FIGURES = (
-    "test_knn_top1", "test_knn_top5", "test_linear_top1", "test_linear_top5", "val_knn_top1", "val_linear_top1",
-    "random_init_test_knn_top1", "train_seconds", "wall_seconds", "images_per_second", "peak_rss_mib",
+    "test_knn_top1",
+    "test_knn_top5",
+    "test_linear_top1",
+    "test_linear_top5",
+    "val_knn_top1",
+    "val_linear_top1",
+    "random_init_test_knn_top1",
+    "train_seconds",
+    "wall_seconds",
+    "images_per_second",
+    "peak_rss_mib",
 )
 
 
@@ -162,8 +191,11 @@ def plan_comparison(configs: dict[str, PretrainConfig], seeds: Sequence[int], ou
     if clashes:
         raise ValueError(f"groups {list(configs)} would share run directories ({', '.join(clashes)}); name them apart")
     return [
-        PlannedRun(group, seed, dataclasses.replace(config, seed=seed, out=str(out / "runs" / f"{slug(group)}-seed{seed}")))
-        for seed in seeds for group, config in configs.items()
+        PlannedRun(
+            group, seed, dataclasses.replace(config, seed=seed, out=str(out / "runs" / f"{slug(group)}-seed{seed}"))
+        )
+        for seed in seeds
+        for group, config in configs.items()
     ]
 
 
@@ -176,8 +208,11 @@ def run_state(run: PlannedRun) -> str:
         return "new"
     held = json.loads(config_file.read_text())
     planned = json.loads(json.dumps(dataclasses.asdict(run.config.resolved())))
-    changed = sorted(k for k in planned if k not in _NOT_COMPARED and held.get(k) != planned[k]
-                     and not (k in _RESOLVED_AT_START and planned[k] is None))
+    changed = sorted(
+        k
+        for k in planned
+        if k not in _NOT_COMPARED and held.get(k) != planned[k] and not (k in _RESOLVED_AT_START and planned[k] is None)
+    )
     if changed:
         details = ", ".join(f"{k}: {held.get(k)!r} there, {planned[k]!r} planned" for k in changed)
         raise ValueError(
@@ -190,8 +225,9 @@ def run_state(run: PlannedRun) -> str:
     return "new"
 
 
-def execute_runs(runs: Sequence[PlannedRun], progress: Callable[[Progress], None] | None = None,
-                 data: ImageData | None = None) -> list[dict[str, Any]]:
+def execute_runs(
+    runs: Sequence[PlannedRun], progress: Callable[[Progress], None] | None = None, data: ImageData | None = None
+) -> list[dict[str, Any]]:
     """Run (or reuse, or resume) every planned run in order; their summaries in the same order.
 
     Each run's configuration is validated before the first starts. The dataset (``data``, or
@@ -206,8 +242,15 @@ def execute_runs(runs: Sequence[PlannedRun], progress: Callable[[Progress], None
     datasets: dict[str, Any] = {}
     summaries = []
     for index, run in enumerate(runs, start=1):
-        def report(state: str, seconds: float | None = None, summary: dict | None = None) -> None:
-            later = runs[index:] if state != "running" else runs[index - 1:]
+
+        def report(
+            state: str,
+            seconds: float | None = None,
+            summary: dict | None = None,
+            index: int = index,
+            run: PlannedRun = run,
+        ) -> None:
+            later = runs[index:] if state != "running" else runs[index - 1 :]
             remaining = sum(states[r.run_dir] != "finished" for r in later)
             left = sum(durations) / len(durations) * remaining if durations else None
             if progress is not None and is_global_zero():
@@ -223,8 +266,10 @@ def execute_runs(runs: Sequence[PlannedRun], progress: Callable[[Progress], None
         config = run.config
         if states[run.run_dir] == "interrupted":
             config = dataclasses.replace(config, resume=str(run.run_dir))
-        key = json.dumps({name: getattr(config, name) for name in _DATA_KEY}
-                         | {"data_source": effective_data_source(config)}, sort_keys=True)
+        key = json.dumps(
+            {name: getattr(config, name) for name in _DATA_KEY} | {"data_source": effective_data_source(config)},
+            sort_keys=True,
+        )
         if data is None and key not in datasets:
             datasets.clear()  # one dataset in memory at a time
             datasets[key] = load_run_data(config.resolved())
@@ -236,8 +281,17 @@ def execute_runs(runs: Sequence[PlannedRun], progress: Callable[[Progress], None
 
 
 #: the fields that decide which images a run loads
-_DATA_KEY = ("dataset", "data_dir", "image_size", "decode_size", "val_fraction", "test_fraction",
-             "skip_bad_images", "data_source", "workers")
+_DATA_KEY = (
+    "dataset",
+    "data_dir",
+    "image_size",
+    "decode_size",
+    "val_fraction",
+    "test_fraction",
+    "skip_bad_images",
+    "data_source",
+    "workers",
+)
 
 
 def run_settings(config: PretrainConfig) -> dict[str, Any]:
@@ -275,8 +329,11 @@ def collect(runs: Sequence[PlannedRun], summaries: Sequence[dict[str, Any]]) -> 
 
 def settings_text(settings: dict[str, Any]) -> str:
     """A short description of a method's settings for a table cell."""
-    parts = [f"{settings['optimizer']} lr {settings['lr']:g}", f"wd {settings['weight_decay']:g}",
-             f"warm-up {settings['warmup_epochs']}"]
+    parts = [
+        f"{settings['optimizer']} lr {settings['lr']:g}",
+        f"wd {settings['weight_decay']:g}",
+        f"warm-up {settings['warmup_epochs']}",
+    ]
     options = settings["method_options"]
     for name in ("temperature", "k1", "k2"):
         if options.get(name) is not None:
@@ -290,22 +347,28 @@ def settings_text(settings: dict[str, Any]) -> str:
 _WHOLE_NUMBERS = ("images_per_second", "peak_rss_mib", "peak_cuda_mib", "train_seconds", "wall_seconds")
 
 
-def format_results(results: Sequence[GroupResult], figures: Sequence[str] = TABLE_FIGURES,
-                   mark: str | None = None) -> str:
+def format_results(
+    results: Sequence[GroupResult], figures: Sequence[str] = TABLE_FIGURES, mark: str | None = None
+) -> str:
     """A Markdown table: one row per group, ``mean ± std`` over its seeds per figure; ``mark`` is starred."""
     header = "| | seeds | " + " | ".join(FIGURES[name][0] for name in figures) + " | settings |"
     lines = [header, "|---|---|" + "---:|" * len(figures) + "---|"]
     for result in results:
-        cells = [format_spread(result.stats[name], 0 if name in _WHOLE_NUMBERS else 2)
-                 for name in figures]
+        cells = [format_spread(result.stats[name], 0 if name in _WHOLE_NUMBERS else 2) for name in figures]
         name = f"**{result.group}** ★" if result.group == mark else result.group
         seeds = ",".join(str(r["seed"]) for r in result.runs)
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {settings_text(result.settings)} |")
     return "\n".join(lines)
 
 
-def write_results(out: Path, results: Sequence[GroupResult], header: dict[str, Any], title: str,
-                  table: str | None = None, extra_markdown: str = "") -> dict[str, Path]:
+def write_results(
+    out: Path,
+    results: Sequence[GroupResult],
+    header: dict[str, Any],
+    title: str,
+    table: str | None = None,
+    extra_markdown: str = "",
+) -> dict[str, Path]:
     """``results.md``, ``results.csv`` and ``results.json`` in ``out``; their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / f"results.{name}" for name in ("md", "csv", "json")}
@@ -316,8 +379,11 @@ def write_results(out: Path, results: Sequence[GroupResult], header: dict[str, A
         writer.writerow(["group", "seeds"] + [f"{name}_{part}" for name in FIGURES for part in ("mean", "std")])
         for r in results:
             row = [r.group, " ".join(str(run["seed"]) for run in r.runs)]
-            row += [("" if r.stats[name][part] is None else f"{r.stats[name][part]:.4f}")
-                    for name in FIGURES for part in ("mean", "std")]
+            row += [
+                ("" if r.stats[name][part] is None else f"{r.stats[name][part]:.4f}")
+                for name in FIGURES
+                for part in ("mean", "std")
+            ]
             writer.writerow(row)
     budget = "\n".join(f"- {name}: `{value}`" for name, value in header.get("budget", {}).items())
     command = header.get("command")
@@ -326,7 +392,8 @@ def write_results(out: Path, results: Sequence[GroupResult], header: dict[str, A
         + (f"Command: `{command}`\n\n" if command else "")
         + "Figures: mean ± sample standard deviation over seeds; top-1/top-5 in percent. Nothing was chosen "
         "on the test split. Times of a run resumed after an interruption count its last part only.\n\n"
-        + (table or format_results(results)) + "\n\n"
+        + (table or format_results(results))
+        + "\n\n"
         + (extra_markdown + "\n\n" if extra_markdown else "")
         + ("Budget (equal for every row):\n\n" + budget + "\n" if budget else "")
     )

@@ -33,7 +33,9 @@ def mean_curve(runs: Sequence[Sequence[tuple[int, float]]]) -> tuple[np.ndarray,
     return np.asarray(common) + 1, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
-def plot_curves(results: Sequence[GroupResult], out: Path, metrics: Sequence[str] = ("val_knn_top1", "val_online_top1")) -> Path:
+def plot_curves(
+    results: Sequence[GroupResult], out: Path, metrics: Sequence[str] = ("val_knn_top1", "val_online_top1")
+) -> Path:
     """One panel per metric: each group's mean over seeds per epoch, with a band from its lowest to
     its highest seed."""
     plt = _pyplot()
@@ -55,8 +57,9 @@ def plot_curves(results: Sequence[GroupResult], out: Path, metrics: Sequence[str
     return _save(fig, out)
 
 
-def plot_bars(results: Sequence[GroupResult], out: Path,
-              figures: Sequence[str] = ("test_knn_top1", "test_linear_top1")) -> Path:
+def plot_bars(
+    results: Sequence[GroupResult], out: Path, figures: Sequence[str] = ("test_knn_top1", "test_linear_top1")
+) -> Path:
     """Grouped bars of each group's mean per figure, error bars one sample std over seeds, and
     the random-init backbone's test kNN top-1 as a dashed line."""
     plt = _pyplot()
@@ -66,12 +69,18 @@ def plot_bars(results: Sequence[GroupResult], out: Path,
     for i, name in enumerate(figures):
         means = [r.stats[name]["mean"] or 0.0 for r in results]
         stds = [r.stats[name]["std"] or 0.0 for r in results]
-        bars = ax.bar(x + (i - (len(figures) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=FIGURES[name][0])
+        bars = ax.bar(
+            x + (i - (len(figures) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=FIGURES[name][0]
+        )
         ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=7, padding=2)
     random_init = [r.stats["random_init_test_knn_top1"]["mean"] for r in results]
     if any(v is not None for v in random_init):
-        ax.axhline(np.mean([v for v in random_init if v is not None]), color="gray", linestyle="--",
-                   label="random-init backbone, kNN test")
+        ax.axhline(
+            np.mean([v for v in random_init if v is not None]),
+            color="gray",
+            linestyle="--",
+            label="random-init backbone, kNN test",
+        )
     values = [r.stats[n]["mean"] for r in results for n in figures if r.stats[n]["mean"] is not None]
     if values:
         ax.set_ylim(max(0.0, min(values + [v for v in random_init if v is not None]) - 10), min(100.0, max(values) + 8))
@@ -82,8 +91,16 @@ def plot_bars(results: Sequence[GroupResult], out: Path,
     return _save(fig, out)
 
 
-def plot_heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, row_name: str, col_name: str, title: str,
-                 out: Path, mark: tuple[int, int] | None = None) -> Path:
+def plot_heatmap(
+    values: np.ndarray,
+    rows: Sequence,
+    cols: Sequence,
+    row_name: str,
+    col_name: str,
+    title: str,
+    out: Path,
+    mark: tuple[int, int] | None = None,
+) -> Path:
     """A heat-map of ``values`` ``(len(rows), len(cols))`` (NaN: no run), each cell annotated; ``mark``
     outlines one cell (the selected one)."""
     plt = _pyplot()
@@ -92,8 +109,15 @@ def plot_heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, row_name: s
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=8,
-                        color="white" if values[i, j] < np.nanmean(values) else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if values[i, j] < np.nanmean(values) else "black",
+                )
     if mark is not None:
         ax.add_patch(plt.Rectangle((mark[1] - 0.5, mark[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
@@ -105,8 +129,9 @@ def plot_heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, row_name: s
     return _save(fig, out)
 
 
-def plot_line(xs: Sequence, means: Sequence[float], stds: Sequence[float], name: str, ylabel: str, title: str,
-              out: Path) -> Path:
+def plot_line(
+    xs: Sequence, means: Sequence[float], stds: Sequence[float], name: str, ylabel: str, title: str, out: Path
+) -> Path:
     """One swept axis: the mean per value with error bars (one sample std over seeds)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))

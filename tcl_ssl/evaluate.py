@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -40,7 +41,9 @@ def dataset_identity(spec: str) -> str:
     return _TORCHVISION_ALIASES.get(bare.lower(), bare).lower()
 
 
-def run_settings(config: dict[str, Any], knn_k: int | None = None, knn_temperature: float | None = None, **options) -> EvalSettings:
+def run_settings(
+    config: dict[str, Any], knn_k: int | None = None, knn_temperature: float | None = None, **options
+) -> EvalSettings:
     """Evaluation settings whose kNN options default to the run's own (``config.json``)."""
     return EvalSettings(
         knn_k=config.get("knn_k", 200) if knn_k is None else knn_k,
@@ -123,7 +126,9 @@ def evaluate_run(
         own = name == config["dataset"]
         suffix = "" if own else "-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
         curves = sorted(run_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-        write_run_plots(run_dir / f"plots{suffix}", evaluation, data, curves if own else [], title=f"{config['method']} on {name}")
+        write_run_plots(
+            run_dir / f"plots{suffix}", evaluation, data, curves if own else [], title=f"{config['method']} on {name}"
+        )
     return entry
 
 
@@ -137,7 +142,9 @@ def read_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tenso
     saved = torch.load(path, map_location="cpu", weights_only=True)
     missing = [name for name in ("train", "val", "test") if name not in saved]
     if missing:
-        raise ValueError(f"{path} lacks the splits {missing}; expected a file written by `tcl-ssl eval --save-features`")
+        raise ValueError(
+            f"{path} lacks the splits {missing}; expected a file written by `tcl-ssl eval --save-features`"
+        )
     return {name: (split["features"], split["labels"]) for name, split in saved.items()}
 
 
@@ -146,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tcl_ssl.cli import format_metrics
 
     parser = argparse.ArgumentParser(
-        prog="tcl-ssl eval", description=__doc__.split("\n\n")[1].replace("\n", " "),
+        prog="tcl-ssl eval",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("run", help="run directory or checkpoint (.ckpt) of any method")
@@ -159,17 +167,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--linear-aug-batch-size", type=int, default=256)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--save-features", default=None, metavar="FILE",
-                        help="also save the backbone's features and labels of each split (torch.save)")
+    parser.add_argument(
+        "--save-features",
+        default=None,
+        metavar="FILE",
+        help="also save the backbone's features and labels of each split (torch.save)",
+    )
     args = parser.parse_args(argv)
     settings = run_settings(
-        run_config(resolve_checkpoint(args.run)), args.knn_k, args.knn_temperature,
-        linear_aug_epochs=args.linear_aug_epochs, linear_aug_batch_size=args.linear_aug_batch_size,
+        run_config(resolve_checkpoint(args.run)),
+        args.knn_k,
+        args.knn_temperature,
+        linear_aug_epochs=args.linear_aug_epochs,
+        linear_aug_batch_size=args.linear_aug_batch_size,
     )
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
-    entry = evaluate_run(args.run, protocols, args.dataset, data_dir=args.data_dir, settings=settings,
-                         accelerator=args.accelerator, plots=not args.no_plots,
-                         save_features=args.save_features)
+    entry = evaluate_run(
+        args.run,
+        protocols,
+        args.dataset,
+        data_dir=args.data_dir,
+        settings=settings,
+        accelerator=args.accelerator,
+        plots=not args.no_plots,
+        save_features=args.save_features,
+    )
     print(f"{entry['method']} backbone on {entry['dataset']} (splits {entry['splits']}), {entry['seconds']:.0f} s")
     print(format_metrics({"val": entry["val"], "test": entry["test"]}))
     return 0

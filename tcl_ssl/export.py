@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,9 @@ class PretrainedBackbone(nn.Module):
     ``std`` are those of pretraining.
     """
 
-    def __init__(self, resnet: nn.Module, feature_dim: int, mean: Sequence[float], std: Sequence[float], image_size: int) -> None:
+    def __init__(
+        self, resnet: nn.Module, feature_dim: int, mean: Sequence[float], std: Sequence[float], image_size: int
+    ) -> None:
         super().__init__()
         self.resnet = resnet
         self.feature_dim = feature_dim
@@ -112,7 +115,9 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``tcl-ssl export RUN --out backbone.pt``."""
-    parser = argparse.ArgumentParser(prog="tcl-ssl export", description="write a run's backbone as a plain torchvision ResNet state_dict")
+    parser = argparse.ArgumentParser(
+        prog="tcl-ssl export", description="write a run's backbone as a plain torchvision ResNet state_dict"
+    )
     parser.add_argument("run", help="run directory or checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
     args = parser.parse_args(argv)

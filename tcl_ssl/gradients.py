@@ -22,9 +22,10 @@ in a controlled setting, :func:`plot_gradients` draws them and :func:`main` is t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -98,8 +99,14 @@ def similarity_gradient(
     anchor_groups, key_groups = anchor_groups.long(), key_groups.long()
     self_index = None if self_index is None else self_index.long()
     terms = _tcl_terms(
-        similarity.detach().clone(), anchor_groups, key_groups, self_index,
-        float(temperature), float(k1), float(k2), True,
+        similarity.detach().clone(),
+        anchor_groups,
+        key_groups,
+        self_index,
+        float(temperature),
+        float(k1),
+        float(k2),
+        True,
     )
     assert terms.grad_similarity is not None
     same = anchor_groups[:, None] == key_groups[None, :]
@@ -128,8 +135,7 @@ def gradient_coefficients(
     """
     if embeddings.ndim != 2 or groups.shape != (embeddings.shape[0],):
         raise ValueError(
-            f"embeddings must be (N, D) and groups (N,), got {tuple(embeddings.shape)} "
-            f"and {tuple(groups.shape)}"
+            f"embeddings must be (N, D) and groups (N,), got {tuple(embeddings.shape)} and {tuple(groups.shape)}"
         )
     z = F.normalize(embeddings.detach().to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
     index = torch.arange(z.shape[0], device=z.device)
@@ -196,8 +202,12 @@ def sweep_pair_coefficient(
     column = 0 if kind == "positive" else setting.num_positives
     similarity[:, column] = similarities
     result = similarity_gradient(
-        similarity, torch.zeros(count, dtype=torch.long, device=device), key_groups,
-        setting.temperature, k1, k2,
+        similarity,
+        torch.zeros(count, dtype=torch.long, device=device),
+        key_groups,
+        setting.temperature,
+        k1,
+        k2,
     )
     return result.coefficients[:, column]
 
@@ -258,15 +268,16 @@ def plot_gradients(
             ax.set_ylim(low, high)
     fig.suptitle(
         "TCL gradient on one pair vs. its similarity to the anchor "
-        "(hard positives: low similarity, left; hard negatives: high similarity, right)\n"
-        + setting.describe(),
+        "(hard positives: low similarity, left; hard negatives: high similarity, right)\n" + setting.describe(),
         fontsize=11,
     )
     fig.text(
-        0.5, 0.005,
+        0.5,
+        0.005,
         "Pull < 0: a positive that already dominates the other positives is pushed back towards them "
         "(SupCon's L_out). Computed with tcl-ssl gradients.",
-        ha="center", fontsize=8.5,
+        ha="center",
+        fontsize=8.5,
     )
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     path = Path(path)
@@ -307,8 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``tcl-ssl gradients``: write the figure and print its path."""
     args = build_parser().parse_args(argv)
     setting = SweepSetting(
-        args.num_positives, args.num_negatives, args.positive_similarity,
-        args.negative_similarity, args.temperature,
+        args.num_positives,
+        args.num_negatives,
+        args.positive_similarity,
+        args.negative_similarity,
+        args.temperature,
     )
     path = plot_gradients(args.out, args.k1, args.k2, args.k1_for_k2, setting)
     print(f"wrote {path}  ({setting.describe()})")

@@ -51,9 +51,7 @@ def validate_hyperparameters(temperature: float, k1: float, k2: float) -> None:
         raise ValueError(f"k2 must be a finite number > 0, got {k2!r}")
 
 
-def positive_pairs(
-    anchor_groups: Tensor, key_groups: Tensor, self_index: Tensor | None
-) -> tuple[Tensor, Tensor]:
+def positive_pairs(anchor_groups: Tensor, key_groups: Tensor, self_index: Tensor | None) -> tuple[Tensor, Tensor]:
     """Index lists ``(rows, cols)`` of all positive pairs, without building an ``(N, M)`` mask.
 
     Args:
@@ -182,9 +180,7 @@ class _TCLFunction(torch.autograd.Function):
     ) -> Tensor:
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         similarity = anchors @ keys.T
-        terms = _tcl_terms(
-            similarity, anchor_groups, key_groups, self_index, temperature, k1, k2, needs_grad
-        )
+        terms = _tcl_terms(similarity, anchor_groups, key_groups, self_index, temperature, k1, k2, needs_grad)
         if needs_grad:
             grad = terms.grad_similarity
             assert grad is not None
@@ -214,9 +210,7 @@ def _check_embeddings(name: str, x: Tensor, check_finite: bool = True) -> None:
 
 def _check_groups(name: str, groups: Tensor, length: int) -> None:
     if groups.ndim != 1 or groups.numel() != length:
-        raise ValueError(
-            f"{name} must have shape ({length},) to match the embeddings, got {tuple(groups.shape)}"
-        )
+        raise ValueError(f"{name} must have shape ({length},) to match the embeddings, got {tuple(groups.shape)}")
     if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {groups.dtype}")
 
@@ -284,9 +278,7 @@ def tcl_loss(
     else:
         _check_embeddings("keys", keys, check_finite)
         if keys.shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}"
-            )
+            raise ValueError(f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}")
         if key_groups is None:
             raise ValueError("key_groups is required when keys are given")
         _check_groups("key_groups", key_groups, keys.shape[0])
@@ -294,8 +286,7 @@ def tcl_loss(
             _check_groups("self_index", self_index, embeddings.shape[0])
             if self_index.numel() and int(self_index.max()) >= keys.shape[0]:
                 raise ValueError(
-                    f"self_index values must be < the number of keys ({keys.shape[0]}), "
-                    f"got max {int(self_index.max())}"
+                    f"self_index values must be < the number of keys ({keys.shape[0]}), got max {int(self_index.max())}"
                 )
 
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
@@ -455,9 +446,17 @@ class TCLLoss(nn.Module):
         if distributed:
             weights = _global_mean_weights(weights)
         loss = tcl_loss(
-            anchors, anchor_groups, self.temperature, self.k1, self.k2,
-            keys=keys, key_groups=key_groups, self_index=self_index,
-            anchor_weights=weights, normalize=False, check_finite=self.check_inputs,
+            anchors,
+            anchor_groups,
+            self.temperature,
+            self.k1,
+            self.k2,
+            keys=keys,
+            key_groups=key_groups,
+            self_index=self_index,
+            anchor_weights=weights,
+            normalize=False,
+            check_finite=self.check_inputs,
         )
         if self.memory_bank is not None and self.training and update_bank:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)
@@ -543,9 +542,7 @@ def _global_mean_weights(local_weights: Tensor) -> Tensor:
     return has_pos * dist.world_size() / count.clamp_min(1)
 
 
-def flatten_views(
-    views: tuple[Tensor, ...], labels: Tensor | None, min_views: int = 2
-) -> tuple[Tensor, Tensor]:
+def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None, min_views: int = 2) -> tuple[Tensor, Tensor]:
     """Stack ``V`` views of ``(B, D)`` into ``(V*B, D)`` embeddings and ``(V*B,)`` group ids.
 
     Group ids are ``labels`` repeated per view, or the image index ``0..B-1`` without labels.
@@ -559,8 +556,7 @@ def flatten_views(
             raise ValueError(f"view {v} must be a (B, D) tensor, got {shape}")
         if out.shape != first.shape:
             raise ValueError(
-                f"all views must have the same shape; view 0 is {tuple(first.shape)}, "
-                f"view {v} is {tuple(out.shape)}"
+                f"all views must have the same shape; view 0 is {tuple(first.shape)}, view {v} is {tuple(out.shape)}"
             )
     batch = first.shape[0]
     if labels is None:

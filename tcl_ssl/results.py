@@ -80,9 +80,18 @@ FIGURES = {
 }
 
 #: the columns of ``tcl-ssl summarize``'s table
-COLUMNS = {name: FIGURES[name] for name in (
-    "val_knn_top1", "val_linear_top1", "test_knn_top1", "test_linear_top1",
-    "random_init_test_knn_top1", "random_init_test_linear_top1", "train_seconds")}
+COLUMNS = {
+    name: FIGURES[name]
+    for name in (
+        "val_knn_top1",
+        "val_linear_top1",
+        "test_knn_top1",
+        "test_linear_top1",
+        "random_init_test_knn_top1",
+        "random_init_test_linear_top1",
+        "train_seconds",
+    )
+}
 
 
 def read_figures(summary: dict[str, Any]) -> dict[str, float | None]:
@@ -130,15 +139,18 @@ def summarize(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
         # label a configuration by what tells it from the others of its method and setting
         same_method = [c for c in configs if (c["method"], c["supervised"]) == (config["method"], config["supervised"])]
         differing = {
-            f for f in set().union(*same_method) - _PER_RUN
+            f
+            for f in set().union(*same_method) - _PER_RUN
             if len({json.dumps(c.get(f), sort_keys=True) for c in same_method}) > 1
         }
         figures = {name: [read(summary) for _, summary in runs] for name, (_, read) in COLUMNS.items()}
-        rows.append({
-            "label": _label(config, differing),
-            "seeds": sorted(c["seed"] for c, _ in runs),
-            **{name: format_spread(spread(values)) for name, values in figures.items()},
-        })
+        rows.append(
+            {
+                "label": _label(config, differing),
+                "seeds": sorted(c["seed"] for c, _ in runs),
+                **{name: format_spread(spread(values)) for name, values in figures.items()},
+            }
+        )
     return rows
 
 

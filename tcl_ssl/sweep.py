@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from tcl_ssl.compare import (
-    BUDGET_FIELDS, GroupResult, PlannedRun, Progress, collect, execute_runs, format_results, is_global_zero, slug,
+    BUDGET_FIELDS,
+    GroupResult,
+    PlannedRun,
+    Progress,
+    collect,
+    execute_runs,
+    format_results,
+    is_global_zero,
+    slug,
     write_results,
 )
 from tcl_ssl.data import ImageData
@@ -40,13 +48,28 @@ from tcl_ssl.train import PretrainConfig
 #: augmentation options that can be swept
 AUGMENTATION_AXES = ("weak_view", "min_scale")
 #: PretrainConfig fields that can be swept
-CONFIG_AXES = ("lr", "weight_decay", "warmup_epochs", "optimizer", "batch_size", "num_views", "epochs",
-               "augmentation", "train_images")
+CONFIG_AXES = (
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "optimizer",
+    "batch_size",
+    "num_views",
+    "epochs",
+    "augmentation",
+    "train_images",
+)
 #: figures a sweep may select on (validation only: the test split chooses nothing)
 SELECTABLE = ("val_knn_top1", "val_linear_top1")
 #: the table's columns
-SWEEP_FIGURES = ("val_knn_top1", "val_linear_top1", "test_knn_top1", "test_linear_top1",
-                 "random_init_test_knn_top1", "train_seconds")
+SWEEP_FIGURES = (
+    "val_knn_top1",
+    "val_linear_top1",
+    "test_knn_top1",
+    "test_linear_top1",
+    "random_init_test_knn_top1",
+    "train_seconds",
+)
 
 
 def parse_axis(text: str) -> tuple[str, list[Any]]:
@@ -75,7 +98,9 @@ def check_axes(axes: dict[str, list[Any]], base: PretrainConfig) -> None:
     if not axes:
         raise ValueError("the grid is empty: give at least one --grid NAME=V1,V2,...")
     options = method_class(base.method).options()
-    allowed = sorted(set(CONFIG_AXES) | set(options) | set(AUGMENTATION_AXES) | ({"k1_rel"} if "k1" in options else set()))
+    allowed = sorted(
+        set(CONFIG_AXES) | set(options) | set(AUGMENTATION_AXES) | ({"k1_rel"} if "k1" in options else set())
+    )
     for name, values in axes.items():
         if name not in allowed:
             raise ValueError(f"cannot sweep {name!r} for method {base.method!r}; axes: {', '.join(allowed)}")
@@ -83,8 +108,9 @@ def check_axes(axes: dict[str, list[Any]], base: PretrainConfig) -> None:
             raise ValueError(f"--grid {name} has no values")
     if "k1_rel" in axes and "k1" in axes:
         raise ValueError("sweep k1 or k1_rel (k1 relative to e^(1/t)), not both")
-    if "k1_rel" in axes and not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                                    for v in axes["k1_rel"]):
+    if "k1_rel" in axes and not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in axes["k1_rel"]
+    ):
         raise ValueError(f"k1_rel values must be numbers >= 0, got {axes['k1_rel']}")
     if "k1_rel" in axes and "temperature" not in axes and base_temperature(base) is None:
         raise ValueError(f"k1_rel needs a temperature, and method {base.method!r} has none")
@@ -122,8 +148,9 @@ def cell_label(cell: dict[str, Any]) -> str:
     return " ".join(f"{name}={value}" for name, value in cell.items())
 
 
-def plan_sweep(base: PretrainConfig, axes: dict[str, list[Any]], seeds: Sequence[int], out: Path
-               ) -> tuple[list[dict[str, Any]], list[PlannedRun]]:
+def plan_sweep(
+    base: PretrainConfig, axes: dict[str, list[Any]], seeds: Sequence[int], out: Path
+) -> tuple[list[dict[str, Any]], list[PlannedRun]]:
     """The grid's cells (in ``itertools.product`` order of the axes) and their runs, seed by seed."""
     check_axes(axes, base)
     if not seeds:
@@ -134,9 +161,15 @@ def plan_sweep(base: PretrainConfig, axes: dict[str, list[Any]], seeds: Sequence
     if clashes:
         raise ValueError(f"grid cells would share run directories ({', '.join(clashes)}); give distinct values")
     runs = [
-        PlannedRun(cell_label(cell), seed,
-                   dataclasses.replace(cell_config(base, cell), seed=seed, out=str(out / "runs" / f"{slug(cell_label(cell))}-seed{seed}")))
-        for seed in seeds for cell in cells
+        PlannedRun(
+            cell_label(cell),
+            seed,
+            dataclasses.replace(
+                cell_config(base, cell), seed=seed, out=str(out / "runs" / f"{slug(cell_label(cell))}-seed{seed}")
+            ),
+        )
+        for seed in seeds
+        for cell in cells
     ]
     return cells, runs
 
@@ -151,8 +184,9 @@ def select(results: Sequence[GroupResult], metric: str) -> GroupResult:
     return max(scored, key=lambda r: r.stats[metric]["mean"])
 
 
-def along_axis(cells: Sequence[dict[str, Any]], results: Sequence[GroupResult], best: dict[str, Any], axis: str
-               ) -> list[tuple[Any, GroupResult]]:
+def along_axis(
+    cells: Sequence[dict[str, Any]], results: Sequence[GroupResult], best: dict[str, Any], axis: str
+) -> list[tuple[Any, GroupResult]]:
     """The cells that differ from ``best`` only in ``axis``, in the axis's order, with their results."""
     by_label = {r.group: r for r in results}
     line = []
@@ -165,7 +199,10 @@ def along_axis(cells: Sequence[dict[str, Any]], results: Sequence[GroupResult], 
 def sensitivity(cells, results, best: dict[str, Any], metric: str) -> str:
     """A Markdown table: per axis, the metric at each of its values (others at the selected cell)
     and the range (largest minus smallest mean)."""
-    lines = [f"| axis | {FIGURES[metric][0]} at each value (other axes at the selected cell) | range |", "|---|---|---:|"]
+    lines = [
+        f"| axis | {FIGURES[metric][0]} at each value (other axes at the selected cell) | range |",
+        "|---|---|---:|",
+    ]
     for axis in best:
         line = along_axis(cells, results, best, axis)
         means = [r.stats[metric]["mean"] for _, r in line if r.stats[metric]["mean"] is not None]
@@ -175,8 +212,9 @@ def sensitivity(cells, results, best: dict[str, Any], metric: str) -> str:
     return "\n".join(lines)
 
 
-def slice_values(results: Sequence[GroupResult], best: dict[str, Any], axes: dict[str, list[Any]], row: str, col: str,
-                 metric: str) -> np.ndarray:
+def slice_values(
+    results: Sequence[GroupResult], best: dict[str, Any], axes: dict[str, list[Any]], row: str, col: str, metric: str
+) -> np.ndarray:
     """The mean ``metric`` ``(len(axes[row]), len(axes[col]))`` over ``row`` x ``col`` with the other
     axes at ``best``'s values (NaN where no run reported it)."""
     by_label = {r.group: r for r in results}
@@ -189,7 +227,9 @@ def slice_values(results: Sequence[GroupResult], best: dict[str, Any], axes: dic
     return values
 
 
-def write_heatmaps(cells, results, best: dict[str, Any], axes: dict[str, list[Any]], metric: str, out: Path) -> list[Path]:
+def write_heatmaps(
+    cells, results, best: dict[str, Any], axes: dict[str, list[Any]], metric: str, out: Path
+) -> list[Path]:
     """A heat-map of ``metric`` for each pair of swept axes with more than one value (the other
     axes at the selected cell's values); a line with error bars when only one axis varies."""
     from tcl_ssl.comparison_plots import plot_heatmap, plot_line
@@ -199,16 +239,33 @@ def write_heatmaps(cells, results, best: dict[str, Any], axes: dict[str, list[An
     if len(varied) == 1:
         axis = varied[0]
         line = along_axis(cells, results, best, axis)
-        paths.append(plot_line([v for v, _ in line],
-                               [math.nan if r.stats[metric]["mean"] is None else r.stats[metric]["mean"] for _, r in line],
-                               [r.stats[metric]["std"] or 0.0 for _, r in line], axis, FIGURES[metric][0],
-                               f"{FIGURES[metric][0]} (mean ± std over seeds)", out / f"{slug(axis)}.png"))
+        paths.append(
+            plot_line(
+                [v for v, _ in line],
+                [math.nan if r.stats[metric]["mean"] is None else r.stats[metric]["mean"] for _, r in line],
+                [r.stats[metric]["std"] or 0.0 for _, r in line],
+                axis,
+                FIGURES[metric][0],
+                f"{FIGURES[metric][0]} (mean ± std over seeds)",
+                out / f"{slug(axis)}.png",
+            )
+        )
     for row, col in itertools.combinations(varied, 2):
         others = ", ".join(f"{k}={v}" for k, v in best.items() if k not in (row, col))
         title = f"{FIGURES[metric][0]}, mean over seeds" + (f" ({others})" if others else "")
         mark = (axes[row].index(best[row]), axes[col].index(best[col]))
-        paths.append(plot_heatmap(slice_values(results, best, axes, row, col, metric), axes[row], axes[col], row, col,
-                                  title, out / f"heatmap-{slug(row)}-{slug(col)}.png", mark))
+        paths.append(
+            plot_heatmap(
+                slice_values(results, best, axes, row, col, metric),
+                axes[row],
+                axes[col],
+                row,
+                col,
+                title,
+                out / f"heatmap-{slug(row)}-{slug(col)}.png",
+                mark,
+            )
+        )
     return paths
 
 
@@ -235,14 +292,29 @@ def sweep(
         return best, results
     best_cell = next(cell for cell in cells if cell_label(cell) == best.group)
     fixed = {name: getattr(base.resolved(), name) for name in BUDGET_FIELDS if name not in axes}
-    header = {"kind": "sweep", "command": command, "method": base.method, "seeds": list(seeds), "axes": axes,
-              "selected_on": metric, "selected": best_cell, "budget": fixed}
-    text = (f"Selected on {FIGURES[metric][0]}: **{best.group}** (test figures of that cell: "
-            f"kNN {format_spread(best.stats['test_knn_top1'], 2)}, linear {format_spread(best.stats['test_linear_top1'], 2)}).\n\n"
-            + sensitivity(cells, results, best_cell, metric))
-    write_results(out, results, header, f"Sweep of {base.method} ({'supervised' if base.supervised else 'self-supervised'}), "
-                  f"{len(seeds)} seed(s)", table=format_results(results, SWEEP_FIGURES, mark=best.group),
-                  extra_markdown=text)
+    header = {
+        "kind": "sweep",
+        "command": command,
+        "method": base.method,
+        "seeds": list(seeds),
+        "axes": axes,
+        "selected_on": metric,
+        "selected": best_cell,
+        "budget": fixed,
+    }
+    text = (
+        f"Selected on {FIGURES[metric][0]}: **{best.group}** (test figures of that cell: "
+        f"kNN {format_spread(best.stats['test_knn_top1'], 2)}, linear {format_spread(best.stats['test_linear_top1'], 2)}).\n\n"
+        + sensitivity(cells, results, best_cell, metric)
+    )
+    write_results(
+        out,
+        results,
+        header,
+        f"Sweep of {base.method} ({'supervised' if base.supervised else 'self-supervised'}), {len(seeds)} seed(s)",
+        table=format_results(results, SWEEP_FIGURES, mark=best.group),
+        extra_markdown=text,
+    )
     if plots:
         write_heatmaps(cells, results, best_cell, axes, metric, out / "plots")
     return best, results

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
+from torch import nn
 
 import augmentations
 from tcl_ssl.backbones import build_backbone
@@ -132,7 +132,11 @@ class PretrainConfig:
             raise ValueError(f"batch_size must be >= 2, got {config.batch_size}")
         if config.knn_k < 1:
             raise ValueError(f"knn_k must be >= 1, got {config.knn_k}")
-        if isinstance(config.linear_aug_epochs, bool) or not isinstance(config.linear_aug_epochs, int) or config.linear_aug_epochs < 1:
+        if (
+            isinstance(config.linear_aug_epochs, bool)
+            or not isinstance(config.linear_aug_epochs, int)
+            or config.linear_aug_epochs < 1
+        ):
             raise ValueError(f"linear_aug_epochs must be an integer >= 1, got {config.linear_aug_epochs!r}")
         if not config.linear_aug_lr > 0:
             raise ValueError(f"linear_aug_lr must be > 0, got {config.linear_aug_lr!r}")
@@ -147,8 +151,14 @@ class PretrainConfig:
                 f"unknown augmentation {config.augmentation!r}; available: {', '.join(augmentations.available())}"
             )
         try:  # the augmentation's options, on a stand-in image size and statistics
-            augmentations.build(config.augmentation, image_size=config.image_size or 32, mean=(0.5,) * 3, std=(0.25,) * 3,
-                                num_views=config.num_views, **config.augmentation_options)
+            augmentations.build(
+                config.augmentation,
+                image_size=config.image_size or 32,
+                mean=(0.5,) * 3,
+                std=(0.25,) * 3,
+                num_views=config.num_views,
+                **config.augmentation_options,
+            )
         except (TypeError, ValueError) as error:
             raise ValueError(f"augmentation_options {config.augmentation_options}: {error}") from None
         check_protocols(config.eval_protocols)
@@ -157,7 +167,8 @@ class PretrainConfig:
         if config.logger == "tensorboard" and not _tensorboard_available():
             raise ValueError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
         if config.train_images is not None and (
-                isinstance(config.train_images, bool) or not isinstance(config.train_images, int) or config.train_images < 2):
+            isinstance(config.train_images, bool) or not isinstance(config.train_images, int) or config.train_images < 2
+        ):
             raise ValueError(f"train_images must be an integer >= 2, got {config.train_images!r}")
         for name in ("image_size", "decode_size"):
             value = getattr(config, name)
@@ -190,7 +201,9 @@ class PretrainConfig:
         unknown = sorted(set(config.method_options) - set(cls.options()))
         if unknown:
             allowed = ", ".join(cls.options()) or "none"
-            raise ValueError(f"method {config.method!r} does not accept options {', '.join(unknown)}; allowed: {allowed}")
+            raise ValueError(
+                f"method {config.method!r} does not accept options {', '.join(unknown)}; allowed: {allowed}"
+            )
         cls.check_setting(config.supervised, config.num_views)
         optim = OptimConfig(
             config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, optimizer=config.optimizer
@@ -253,12 +266,15 @@ class ThroughputMeter(Callback):
         self.start: float | None = None
         self.end: float | None = None
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.start is None:
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.images += len(batch[-1]) * trainer.world_size  # (views, labels): one label per image
         self.end = time.perf_counter()
 
@@ -287,7 +303,9 @@ class ValidationMonitor(Callback):
     backbone (train split as the bank) and ``val_online_top1`` of the method's online linear
     probe. Under DDP every process embeds a shard of the images; process 0 computes the figures."""
 
-    def __init__(self, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float, every_n_epochs: int = 1) -> None:
+    def __init__(
+        self, data: ImageData, preprocess: torch.nn.Module, k: int, temperature: float, every_n_epochs: int = 1
+    ) -> None:
         self.data = data
         self.preprocess = preprocess
         self.k = k
@@ -302,9 +320,16 @@ class ValidationMonitor(Callback):
         val_raw = gather_features(backbone, self.data.val, self.preprocess, normalize=False)
         if not trainer.is_global_zero:
             return
-        knn = knn_accuracy(train, self.data.train.labels, torch.nn.functional.normalize(val_raw, dim=1),
-                           self.data.val.labels, self.data.num_classes, k=self.k, temperature=self.temperature,
-                           device=pl_module.device)
+        knn = knn_accuracy(
+            train,
+            self.data.train.labels,
+            torch.nn.functional.normalize(val_raw, dim=1),
+            self.data.val.labels,
+            self.data.num_classes,
+            k=self.k,
+            temperature=self.temperature,
+            device=pl_module.device,
+        )
         online = online_probe_top1(pl_module, val_raw, self.data.val.labels)
         pl_module.log("val_knn_top1", knn["top1"], prog_bar=True, rank_zero_only=True)
         pl_module.log("val_online_top1", online, prog_bar=False, rank_zero_only=True)
@@ -330,19 +355,32 @@ def build_method(config: PretrainConfig, data: ImageData) -> Method:
         **config.augmentation_options,
     )
     optim = OptimConfig(
-        lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
-        batch_size=config.batch_size, optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
     )
     return _construct(method_class(config.method), config, backbone, feature_dim, augment, data.num_classes, optim)
 
 
 def _construct(
-    cls: type[Method], config: PretrainConfig, backbone: nn.Module, feature_dim: int, augment: nn.Module,
-    num_classes: int, optim: OptimConfig,
+    cls: type[Method],
+    config: PretrainConfig,
+    backbone: nn.Module,
+    feature_dim: int,
+    augment: nn.Module,
+    num_classes: int,
+    optim: OptimConfig,
 ) -> Method:
     try:
         return cls(
-            backbone, feature_dim, augment, supervised=config.supervised, num_classes=num_classes, optim=optim,
+            backbone,
+            feature_dim,
+            augment,
+            supervised=config.supervised,
+            num_classes=num_classes,
+            optim=optim,
             **config.method_options,
         )
     except TypeError as error:  # a value of a kind no check of the method's caught
@@ -372,10 +410,16 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
 
     throughput = ThroughputMeter()
-    callbacks: list[Callback] = [throughput, NonFiniteLossGuard(), ResumeState(),
-                                 LastCheckpoint(run_dir / "checkpoints", config.checkpoint_every_n_steps)]
+    callbacks: list[Callback] = [
+        throughput,
+        NonFiniteLossGuard(),
+        ResumeState(),
+        LastCheckpoint(run_dir / "checkpoints", config.checkpoint_every_n_steps),
+    ]
     if config.knn_every_n_epochs:
-        callbacks.append(ValidationMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs))
+        callbacks.append(
+            ValidationMonitor(data, preprocess, config.knn_k, config.knn_temperature, config.knn_every_n_epochs)
+        )
     loggers = build_loggers(config.logger, run_dir)
     trainer = pl.Trainer(
         max_epochs=config.epochs,
@@ -401,9 +445,15 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
             "precision": precision,
             "stem": resolved_stem(config, data.image_size),
             "method_defaults": method_class(config.method).options(),
-            "data": {**data.sizes(), "classes": data.num_classes, "channels": data.channels,
-                     "image_size": data.image_size, "mean": data.mean, "std": data.std,
-                     "streamed": data.streamed},
+            "data": {
+                **data.sizes(),
+                "classes": data.num_classes,
+                "channels": data.channels,
+                "image_size": data.image_size,
+                "mean": data.mean,
+                "std": data.std,
+                "streamed": data.streamed,
+            },
         }
         write_config(run_dir / "config.json", resolved, config.resume)
     loader = batch_loader(data.train, config.batch_size, shuffle=True, drop_last=True, seed=config.seed)
@@ -424,15 +474,27 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> dict[str,
     random_features = split_features(random_backbone.to(device), data, device)
     if not trainer.is_global_zero:
         return {}
-    settings = EvalSettings(knn_k=config.knn_k, knn_temperature=config.knn_temperature, seed=config.seed,
-                            linear_aug_epochs=config.linear_aug_epochs, linear_aug_lr=config.linear_aug_lr)
+    settings = EvalSettings(
+        knn_k=config.knn_k,
+        knn_temperature=config.knn_temperature,
+        seed=config.seed,
+        linear_aug_epochs=config.linear_aug_epochs,
+        linear_aug_lr=config.linear_aug_lr,
+    )
     evaluation = evaluate_backbone(
-        method.backbone, method.feature_dim, data, tuple(config.eval_protocols), settings, device,
-        accelerator=config.accelerator, features=features,
+        method.backbone,
+        method.feature_dim,
+        data,
+        tuple(config.eval_protocols),
+        settings,
+        device,
+        accelerator=config.accelerator,
+        features=features,
     )
     cheap = tuple(p for p in config.eval_protocols if p in ("knn", "linear")) or ("knn",)
-    random_init = evaluate_backbone(random_backbone, method.feature_dim, data, cheap, settings, device,
-                                    features=random_features)
+    random_init = evaluate_backbone(
+        random_backbone, method.feature_dim, data, cheap, settings, device, features=random_features
+    )
     metrics_csvs = metrics_files(run_dir)
     summary = {
         "method": config.method,
@@ -494,10 +556,15 @@ def write_config(path: Path, resolved: dict[str, Any], resume: str | None) -> No
     resolved = json.loads(json.dumps(resolved))  # JSON's own types, to compare with the file's
     if resume is not None:
         previous = json.loads(path.read_text()) if path.is_file() else None
-        changed = None if previous is None else {
-            key: {"was": previous.get(key), "now": value}
-            for key, value in resolved.items() if key not in ("resume", "resumes") and previous.get(key) != value
-        }
+        changed = (
+            None
+            if previous is None
+            else {
+                key: {"was": previous.get(key), "now": value}
+                for key, value in resolved.items()
+                if key not in ("resume", "resumes") and previous.get(key) != value
+            }
+        )
         record = {"at": datetime.now().isoformat(timespec="seconds"), "checkpoint": resume, "changed": changed}
         resolved["resumes"] = (previous or {}).get("resumes", []) + [record]
     path.write_text(json.dumps(resolved, indent=2))
@@ -522,8 +589,10 @@ def _tensorboard_available() -> bool:
 def online_probe_summary(metrics_csvs: list[Path], method: Method, evaluation: Evaluation, data: ImageData) -> dict:
     """The online probe's top-1 at the end of training on the validation and test splits, and its
     best validation top-1 over the monitored epochs (all log versions) and that epoch (1-based)."""
-    final = {f"final_{name}_top1": online_probe_top1(method, evaluation.raw_features[name], data.split(name).labels)
-             for name in ("val", "test")}
+    final = {
+        f"final_{name}_top1": online_probe_top1(method, evaluation.raw_features[name], data.split(name).labels)
+        for name in ("val", "test")
+    }
     points = read_epoch_metrics(metrics_csvs).get("val_online_top1", [])
     if not points:
         return final | {"best_val_top1": None, "best_epoch": None}

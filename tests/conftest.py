@@ -44,5 +44,8 @@ def write_image_folder(root, classes: int = 2, per_class: int = 20, size: int = 
     for c in range(classes):
         (root / f"c{c}").mkdir(parents=True)
         for i in range(per_class):
-            write_png(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen), str(root / f"c{c}" / f"{i}.png"))
+            write_png(
+                torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen),
+                str(root / f"c{c}" / f"{i}.png"),
+            )
     return root

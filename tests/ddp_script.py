@@ -18,7 +18,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
-
 from torch.utils.data import DistributedSampler
 
 from tcl_ssl.data import ResumableDataLoader, Split, batch_loader
@@ -60,31 +59,60 @@ def main() -> None:
 
     pl.seed_everything(0, verbose=False)
     gen = torch.Generator().manual_seed(1)
-    split = Split(torch.randint(0, 256, (IMAGES, 3, 8, 8), dtype=torch.uint8, generator=gen),
-                  torch.randint(0, 4, (IMAGES,), generator=gen))
-    backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    split = Split(
+        torch.randint(0, 256, (IMAGES, 3, 8, 8), dtype=torch.uint8, generator=gen),
+        torch.randint(0, 4, (IMAGES,), generator=gen),
+    )
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     optim = OptimConfig(lr=0.5, weight_decay=1e-4, warmup_epochs=0, batch_size=args.batch_size)
-    method = method_class("tcl")(backbone, 16, FixedViews(), supervised=False, num_classes=4, optim=optim,
-                                 temperature=0.2, k1=10.0)
+    method = method_class("tcl")(
+        backbone, 16, FixedViews(), supervised=False, num_classes=4, optim=optim, temperature=0.2, k1=10.0
+    )
     method.projection_head = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))  # lightly's has BatchNorm
     initial = {key: value.clone() for key, value in method.state_dict().items()}
     record = GlobalLoss()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[record])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+    )
     loader = batch_loader(split, args.batch_size, shuffle=False, drop_last=True)
     if args.devices == 1:
         # the order Lightning's DistributedSampler (shuffle, seed 0) deals out to the processes of
         # a DDP run, in one process: global batch k of the DDP run is this run's batch k
-        loader = ResumableDataLoader(loader.dataset, batch_size=args.batch_size, drop_last=True,
-                                     collate_fn=loader.collate_fn,
-                                     sampler=DistributedSampler(loader.dataset, num_replicas=1, rank=0, seed=0))
+        loader = ResumableDataLoader(
+            loader.dataset,
+            batch_size=args.batch_size,
+            drop_last=True,
+            collate_fn=loader.collate_fn,
+            sampler=DistributedSampler(loader.dataset, num_replicas=1, rank=0, seed=0),
+        )
     trainer.fit(method, loader)
     features = gather_features(method.backbone, split, Preprocess())
     if trainer.is_global_zero:
-        torch.save({"losses": record.losses, "initial": initial, "state_dict": method.state_dict(), "features": features,
-                    "world_size": trainer.world_size}, args.out)
+        torch.save(
+            {
+                "losses": record.losses,
+                "initial": initial,
+                "state_dict": method.state_dict(),
+                "features": features,
+                "world_size": trainer.world_size,
+            },
+            args.out,
+        )
 
 
 if __name__ == "__main__":

@@ -261,8 +261,10 @@ def test_supcon_autoaugment_policy_is_the_published_one(image_size, policy, stat
     sub_policies = [next(m.children()) for m in pipeline.views[0].modules() if isinstance(m, AutoAugment)]
     # kornia calls torchvision's "Color" (saturation) op "Saturate".
     ours = [
-        [(type(operation).__name__.replace("Saturate", "Color"), round(float(operation.probability), 3))
-         for operation in sub_policy.children()]
+        [
+            (type(operation).__name__.replace("Saturate", "Color"), round(float(operation.probability), 3))
+            for operation in sub_policy.children()
+        ]
         for sub_policy in sub_policies
     ]
     published = [[(name, p) for name, p, _ in sub] for sub in T.AutoAugment(policy).policies]

@@ -11,8 +11,21 @@ from torchvision.io import write_png
 from tcl_ssl.cli import main
 from tcl_ssl.data import load_dataset
 
-QUICK = ["--epochs", "1", "--limit-train-batches", "1", "--knn-every", "0", "--no-plots", "--protocols", "knn",
-         "--batch-size", "8", "--knn-k", "3"]
+QUICK = [
+    "--epochs",
+    "1",
+    "--limit-train-batches",
+    "1",
+    "--knn-every",
+    "0",
+    "--no-plots",
+    "--protocols",
+    "knn",
+    "--batch-size",
+    "8",
+    "--knn-k",
+    "3",
+]
 
 
 def _folder(root, classes=("a", "b"), per_class=8, channels=3):
@@ -20,7 +33,10 @@ def _folder(root, classes=("a", "b"), per_class=8, channels=3):
     for cls in classes:
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            write_png(torch.randint(0, 256, (channels, 12, 12), dtype=torch.uint8, generator=gen), str(root / cls / f"{i}.png"))
+            write_png(
+                torch.randint(0, 256, (channels, 12, 12), dtype=torch.uint8, generator=gen),
+                str(root / cls / f"{i}.png"),
+            )
     return root
 
 
@@ -70,9 +86,14 @@ def test_a_corrupt_image_is_named_or_skipped_with_a_count(capsys, caplog, tmp_pa
     argv = ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--dataset", str(root), "--image-size", "12"]
     _refused(capsys, argv, f"cannot decode image file {str(root / 'b' / 'broken.png')!r}")
     assert main([*argv, "--skip-bad-images"]) == 0
-    assert "skipped 1 of 21 image files that could not be decoded, e.g. " + str(root / "b" / "broken.png") in caplog.text
+    assert (
+        "skipped 1 of 21 image files that could not be decoded, e.g. " + str(root / "b" / "broken.png") in caplog.text
+    )
     data = load_dataset(str(root), image_size=12, skip_bad_images=True)  # from the cache now
-    assert sum(data.sizes().values()) == 20 and int((torch.cat([data.train.labels, data.val.labels, data.test.labels]) == 1).sum()) == 10
+    assert (
+        sum(data.sizes().values()) == 20
+        and int((torch.cat([data.train.labels, data.val.labels, data.test.labels]) == 1).sum()) == 10
+    )
 
 
 def test_images_of_mixed_channels_are_converted_to_rgb(tmp_path):
@@ -93,14 +114,20 @@ def test_images_of_mixed_channels_are_converted_to_rgb(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_that_is_not_there_is_refused(capsys, tmp_path):
-    _refused(capsys, ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--accelerator", "gpu"],
-             "accelerator 'gpu' asks for a CUDA GPU, but torch finds none")
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--accelerator", "gpu"],
+        "accelerator 'gpu' asks for a CUDA GPU, but torch finds none",
+    )
 
 
 def test_an_output_directory_that_cannot_be_made_is_refused(capsys, tmp_path):
     (tmp_path / "a-file").write_text("")
-    _refused(capsys, ["pretrain", *QUICK, "--out", str(tmp_path / "a-file" / "run")],
-             f"cannot create the run directory {str(tmp_path / 'a-file' / 'run')!r}: {str(tmp_path / 'a-file')!r} is a file")
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(tmp_path / "a-file" / "run")],
+        f"cannot create the run directory {str(tmp_path / 'a-file' / 'run')!r}: {str(tmp_path / 'a-file')!r} is a file",
+    )
 
 
 def test_an_unreadable_checkpoint_is_refused_when_the_run_is_resumed(capsys, tmp_path):
@@ -108,5 +135,8 @@ def test_an_unreadable_checkpoint_is_refused_when_the_run_is_resumed(capsys, tmp
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut off while written")
     (run / "config.json").write_text(json.dumps({"run_dir": str(run), "dataset": "mnist5k"}))
-    _refused(capsys, ["pretrain", *QUICK, "--out", str(run)],
-             f"cannot resume: checkpoint {str(run / 'checkpoints' / 'last.ckpt')!r} cannot be read")
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(run)],
+        f"cannot resume: checkpoint {str(run / 'checkpoints' / 'last.ckpt')!r} cannot be read",
+    )

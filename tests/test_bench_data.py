@@ -26,14 +26,25 @@ def folder(tmp_path_factory):
     for c in range(CLASSES):
         (root / f"class{c}").mkdir()
         for i in range(PER_CLASS):
-            write_png(torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8, generator=gen),
-                      str(root / f"class{c}" / f"{i:02d}.png"))
+            write_png(
+                torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8, generator=gen),
+                str(root / f"class{c}" / f"{i:02d}.png"),
+            )
     return root
 
 
 def _run(folder, sources, tmp_path, **kwargs):
-    return bench_data.run(folder, num_images=30, image_size=SIZE, batch_size=BATCH, workers=0, epochs=1,
-                          sources=sources, work_dir=tmp_path, **kwargs)
+    return bench_data.run(
+        folder,
+        num_images=30,
+        image_size=SIZE,
+        batch_size=BATCH,
+        workers=0,
+        epochs=1,
+        sources=sources,
+        work_dir=tmp_path,
+        **kwargs,
+    )
 
 
 def _check_measured(row):
@@ -102,8 +113,9 @@ def test_litdata_rows_give_our_pixels(folder, tmp_path, one_thread):
     decoded = torch.stack([decode_file(f, SIZE) for f in files])
     for name, canvas in (("litdata-jpeg", False), ("litdata-canvas", True)):
         dataset = litdata.StreamingDataset(str(tmp_path / name), shuffle=True, drop_last=True, seed=0)
-        loader = litdata.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=0,
-                                             collate_fn=bench_data.DecodeBatch(SIZE, 3, encoded=not canvas))
+        loader = litdata.StreamingDataLoader(
+            dataset, batch_size=BATCH, num_workers=0, collate_fn=bench_data.DecodeBatch(SIZE, 3, encoded=not canvas)
+        )
         seen = 0
         for images, batch_labels in loader:
             assert images.dtype == torch.uint8 and images.shape == (BATCH, 3, SIZE, SIZE)

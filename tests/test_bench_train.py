@@ -14,8 +14,9 @@ from tcl_ssl.bench import train as bench_train
 def rows(one_thread) -> list[dict]:
     # 16 px, batch 16, 1 + 6 steps, random images, lightly's row without worker processes; one
     # torch thread, so that other load on the machine does not stall the steps' thread barriers
-    return bench_train.run(num_images=48, image_size=16, batch_size=16, steps=6, warmup=1, device="cpu",
-                           num_workers=0, dataset="random")
+    return bench_train.run(
+        num_images=48, image_size=16, batch_size=16, steps=6, warmup=1, device="cpu", num_workers=0, dataset="random"
+    )
 
 
 def test_every_row_is_measured(rows):
@@ -77,11 +78,32 @@ def test_the_stream_row_reads_the_folder_files(one_thread, tmp_path):
     for c in range(2):
         (tmp_path / f"c{c}").mkdir()
         for i in range(16):
-            write_png(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen), str(tmp_path / f"c{c}" / f"{i}.png"))
-    rows = bench_train.run(num_images=32, image_size=16, batch_size=16, steps=2, warmup=1, device="cpu",
-                           num_workers=0, dataset=str(tmp_path), sources=("memory", "stream"))
+            write_png(
+                torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen),
+                str(tmp_path / f"c{c}" / f"{i}.png"),
+            )
+    rows = bench_train.run(
+        num_images=32,
+        image_size=16,
+        batch_size=16,
+        steps=2,
+        warmup=1,
+        device="cpu",
+        num_workers=0,
+        dataset=str(tmp_path),
+        sources=("memory", "stream"),
+    )
     assert [row["row"] for row in rows[:2]] == [f"{bench_train.ROW_OURS}, memory", f"{bench_train.ROW_OURS}, stream"]
     assert all(math.isfinite(row["images_per_s"]) and row["images_per_s"] > 0 for row in rows)
     with pytest.raises(ValueError, match="the stream source reads image files"):
-        bench_train.run(num_images=32, image_size=16, batch_size=16, steps=2, warmup=1, device="cpu",
-                        num_workers=0, dataset="random", sources=("stream",))
+        bench_train.run(
+            num_images=32,
+            image_size=16,
+            batch_size=16,
+            steps=2,
+            warmup=1,
+            device="cpu",
+            num_workers=0,
+            dataset="random",
+            sources=("stream",),
+        )

@@ -53,8 +53,12 @@ def finished(tmp_path_factory, small_digits):
 def test_a_rerun_reuses_finished_runs_and_resumes_the_interrupted_one(finished):
     out, _, events = finished
     assert [(e.run.group, e.run.seed, e.state) for e in events] == [
-        ("tcl", 0, "reused"), ("simclr", 0, "reused"),
-        ("tcl", 1, "running"), ("tcl", 1, "finished"), ("simclr", 1, "running"), ("simclr", 1, "finished"),
+        ("tcl", 0, "reused"),
+        ("simclr", 0, "reused"),
+        ("tcl", 1, "running"),
+        ("tcl", 1, "finished"),
+        ("simclr", 1, "running"),
+        ("simclr", 1, "finished"),
     ]
     (resume,) = json.loads((out / "runs" / "tcl-seed1" / "config.json").read_text())["resumes"]
     assert resume["checkpoint"].endswith("tcl-seed1/checkpoints/last.ckpt") and resume["changed"] == {}
@@ -67,8 +71,11 @@ def test_a_rerun_reuses_finished_runs_and_resumes_the_interrupted_one(finished):
 
 def test_results_files_hold_each_runs_own_figures_and_their_mean_and_sample_std(finished):
     out, results, _ = finished
-    summaries = {(m, s): json.loads((out / "runs" / f"{m}-seed{s}" / "summary.json").read_text())
-                 for m in ("tcl", "simclr") for s in (0, 1)}
+    summaries = {
+        (m, s): json.loads((out / "runs" / f"{m}-seed{s}" / "summary.json").read_text())
+        for m in ("tcl", "simclr")
+        for s in (0, 1)
+    }
     saved = json.loads((out / "results.json").read_text())
     assert saved["kind"] == "compare" and saved["seeds"] == [0, 1] and saved["budget"]["epochs"] == 2
     rows = {row["group"]: row for row in csv.DictReader(open(out / "results.csv"))}
@@ -85,7 +92,10 @@ def test_results_files_hold_each_runs_own_figures_and_their_mean_and_sample_std(
         # per-run resources: images/s over the steps taken, peak memory of this process
         for run in group["runs"]:
             assert run["figures"]["images_per_second"] > 0 and run["figures"]["peak_rss_mib"] > 100
-        assert len(group["curves"]["val_knn_top1"]) == 2 and [e for e, _ in group["curves"]["val_knn_top1"][0]] == [0, 1]
+        assert len(group["curves"]["val_knn_top1"]) == 2 and [e for e, _ in group["curves"]["val_knn_top1"][0]] == [
+            0,
+            1,
+        ]
     assert [g["group"] for g in saved["groups"]] == ["tcl", "simclr"]
     table = (out / "results.md").read_text()
     tcl = next(g for g in saved["groups"] if g["group"] == "tcl")["stats"]["test_knn_top1"]
@@ -133,8 +143,13 @@ def test_the_time_left_counts_only_the_runs_still_to_run(tmp_path, monkeypatch):
     compare_module.execute_runs(runs, events.append)
     first_done = next(e for e in events if e.state == "finished")
     assert [(e.run.group, e.run.seed, e.state) for e in events] == [
-        ("tcl", 0, "reused"), ("simclr", 0, "running"), ("simclr", 0, "finished"),
-        ("tcl", 1, "reused"), ("simclr", 1, "running"), ("simclr", 1, "finished")]
+        ("tcl", 0, "reused"),
+        ("simclr", 0, "running"),
+        ("simclr", 0, "finished"),
+        ("tcl", 1, "reused"),
+        ("simclr", 1, "running"),
+        ("simclr", 1, "finished"),
+    ]
     assert first_done.seconds_left == pytest.approx(first_done.seconds)  # simclr seed 1 alone is left
     assert events[3].seconds_left == pytest.approx(first_done.seconds)
     assert events[-1].seconds_left == 0
@@ -189,10 +204,24 @@ def _method_configs(argv):
 
 
 def test_cli_options_reach_every_method_and_hyper_parameters_only_those_that_take_them(tmp_path):
-    configs = _method_configs(["compare", "--methods", "tcl,simclr,moco-tcl", "--epochs", "3", "--k1", "30",
-                               "--temperature", "0.2", "--train-images", "500"])
+    configs = _method_configs(
+        [
+            "compare",
+            "--methods",
+            "tcl,simclr,moco-tcl",
+            "--epochs",
+            "3",
+            "--k1",
+            "30",
+            "--temperature",
+            "0.2",
+            "--train-images",
+            "500",
+        ]
+    )
     assert {m: (c.epochs, c.train_images, c.plots) for m, c in configs.items()} == {
-        m: (3, 500, False) for m in ("tcl", "simclr", "moco-tcl")}
+        m: (3, 500, False) for m in ("tcl", "simclr", "moco-tcl")
+    }
     assert configs["tcl"].method_options == {"k1": 30.0, "temperature": 0.2}
     assert configs["moco-tcl"].method_options == {"k1": 30.0, "temperature": 0.2}
     assert configs["simclr"].method_options == {"temperature": 0.2}
@@ -204,9 +233,13 @@ def test_cli_recipes_give_each_method_its_own_file(tmp_path):
     for method, lr in (("tcl", 0.5), ("simclr", 2.0)):
         (tmp_path / f"mine-{method}.yaml").write_text(f"method: {method}\nepochs: 4\nbatch_size: 64\nlr: {lr}\n")
     (tmp_path / "mine-byol.yaml").write_text("method: simclr\n")
-    configs = _method_configs(["compare", "--methods", "tcl,simclr", "--recipes", str(tmp_path / "mine"),
-                               "--epochs", "2"])
-    assert {m: (c.lr, c.epochs, c.batch_size) for m, c in configs.items()} == {"tcl": (0.5, 2, 64), "simclr": (2.0, 2, 64)}
+    configs = _method_configs(
+        ["compare", "--methods", "tcl,simclr", "--recipes", str(tmp_path / "mine"), "--epochs", "2"]
+    )
+    assert {m: (c.lr, c.epochs, c.batch_size) for m, c in configs.items()} == {
+        "tcl": (0.5, 2, 64),
+        "simclr": (2.0, 2, 64),
+    }
     assert configs["tcl"].recipe == str(tmp_path / "mine-tcl.yaml")
     with pytest.raises(ValueError, match="recipe .*mine-byol.* is for method 'simclr', not 'byol'"):
         _method_configs(["compare", "--methods", "byol", "--recipes", str(tmp_path / "mine")])
@@ -215,11 +248,33 @@ def test_cli_recipes_give_each_method_its_own_file(tmp_path):
 
 
 def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, image_folder, capsys):
-    argv = ["compare", "--methods", "tcl", "--seeds", "0", "--dataset", str(tmp_path / "images"), "--epochs", "1",
-            "--batch-size", "8", "--knn-k", "5", "--knn-every", "0", "--protocols", "knn", "--out", str(tmp_path / "cmp")]
+    argv = [
+        "compare",
+        "--methods",
+        "tcl",
+        "--seeds",
+        "0",
+        "--dataset",
+        str(tmp_path / "images"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--knn-k",
+        "5",
+        "--knn-every",
+        "0",
+        "--protocols",
+        "knn",
+        "--out",
+        str(tmp_path / "cmp"),
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "tcl-ssl: [1/1] tcl seed 0: running" in captured.err and "tcl-ssl: [1/1] tcl seed 0: finished in" in captured.err
+    assert (
+        "tcl-ssl: [1/1] tcl seed 0: running" in captured.err
+        and "tcl-ssl: [1/1] tcl seed 0: finished in" in captured.err
+    )
     assert "| tcl | 0 |" in captured.out and (tmp_path / "cmp" / "results.json").is_file()
     assert main(argv) == 0  # reused
     assert "tcl-ssl: [1/1] tcl seed 0: reused" in capsys.readouterr().err
@@ -228,4 +283,3 @@ def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, image_fold
     no_plots = argv[:-1] + [str(tmp_path / "cmp2"), "--no-plots"]
     assert main(no_plots) == 0 and not (tmp_path / "cmp2" / "plots").exists()
     assert (tmp_path / "cmp2" / "results.md").is_file()
-

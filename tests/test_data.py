@@ -187,5 +187,8 @@ def test_train_images_is_a_stratified_subset_of_train_only(small_digits):
     assert small_digits.with_train_images(None) is small_digits
     assert small_digits.with_train_images(400) is small_digits  # all of it
     for bad in (9, 401):
-        with pytest.raises(ValueError, match=f"train_images must be between 10 .one per class. and the train split.s 400 images, got {bad}"):
+        with pytest.raises(
+            ValueError,
+            match=f"train_images must be between 10 .one per class. and the train split.s 400 images, got {bad}",
+        ):
             small_digits.with_train_images(bad)

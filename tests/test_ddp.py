@@ -63,14 +63,38 @@ def test_pretrain_under_ddp_evaluates_on_all_processes(tmp_path):
         for i in range(30):
             image = torch.randint(0, 128, (3, 12, 12), dtype=torch.uint8, generator=gen) + 32 * c
             write_png(image, str(tmp_path / "images" / f"c{c}" / f"{i}.png"))
-    common = ["-m", "tcl_ssl.cli", "pretrain", "--dataset", str(tmp_path / "images"), "--image-size", "16",
-              "--epochs", "1", "--batch-size", "8", "--accelerator", "cpu", "--no-plots", "--knn-k", "5",
-              "--protocols", "knn,linear", "--limit-train-batches", "2"]
+    common = [
+        "-m",
+        "tcl_ssl.cli",
+        "pretrain",
+        "--dataset",
+        str(tmp_path / "images"),
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--accelerator",
+        "cpu",
+        "--no-plots",
+        "--knn-k",
+        "5",
+        "--protocols",
+        "knn,linear",
+        "--limit-train-batches",
+        "2",
+    ]
     env_cache = {"TCL_SSL_CACHE": str(tmp_path / "cache")}
     for name, extra in (("one", ["--devices", "1"]), ("two", ["--devices", "2", "--strategy", "ddp"])):
-        result = subprocess.run([sys.executable, *common, *extra, "--out", str(tmp_path / name)], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300,
-                                env={**os.environ, **env_cache})
+        result = subprocess.run(
+            [sys.executable, *common, *extra, "--out", str(tmp_path / name)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **env_cache},
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
     assert two["random_init"] == one["random_init"]

@@ -40,7 +40,9 @@ def test_uniform_knn_matches_scikit_learn():
     queries, _ = _clusters(400, 16, 6, 2.5, seed=3)
     bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
     for k in (1, 4, 25):  # even k: ties between classes, broken toward the lower index by both
-        sklearn = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(bank.numpy(), bank_labels.numpy())
+        sklearn = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(
+            bank.numpy(), bank_labels.numpy()
+        )
         ours = knn_classify(bank, bank_labels, queries, 6, k=k, weighting="uniform", top=1)[:, 0]
         np.testing.assert_array_equal(ours.numpy(), sklearn.predict(queries.numpy()))
 
@@ -129,13 +131,18 @@ def test_augmented_linear_probe_learns_and_leaves_the_backbone_frozen():
     from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
 
     digits = load_builtin()
-    data = assemble(digits.name, digits.train.subset(torch.arange(0, 3600, 6)), digits.val.subset(torch.arange(0, 400, 4)),
-                    digits.test.subset(torch.arange(0, 1000, 5)))
+    data = assemble(
+        digits.name,
+        digits.train.subset(torch.arange(0, 3600, 6)),
+        digits.val.subset(torch.arange(0, 400, 4)),
+        digits.test.subset(torch.arange(0, 1000, 5)),
+    )
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18", 1, "imagenet")
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    result = augmented_linear_probe(backbone, dim, data, {"val": data.val, "test": data.test}, epochs=10,
-                                    batch_size=64, accelerator="cpu")
+    result = augmented_linear_probe(
+        backbone, dim, data, {"val": data.val, "test": data.test}, epochs=10, batch_size=64, accelerator="cpu"
+    )
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included: eval mode
     assert all(p.requires_grad for p in backbone.parameters())  # restored
@@ -150,7 +157,9 @@ def test_knn_memory_stays_within_its_budget_whatever_the_bank():
     labels = torch.randint(0, 10, (20_000,))
     queries = F.normalize(torch.randn(2_000, 16), dim=1)
     budget = 2**20  # 1 MiB: chunks of 13 queries, where all at once would take 160 MB
-    peak = peak_extra_memory(lambda: knn_classify(bank, labels, queries, 10, k=50, memory_bytes=budget), torch.device("cpu"))
+    peak = peak_extra_memory(
+        lambda: knn_classify(bank, labels, queries, 10, k=50, memory_bytes=budget), torch.device("cpu")
+    )
     assert peak < 2 * budget, peak
     whole = knn_classify(bank, labels, queries, 10, k=50)
     assert torch.equal(knn_classify(bank, labels, queries, 10, k=50, memory_bytes=budget), whole)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 from tcl_ssl.gradients import (
     SweepSetting,
     gradient_coefficients,
@@ -16,7 +17,6 @@ from tcl_ssl.gradients import (
     similarity_gradient,
     sweep_pair_coefficient,
 )
-from tcl_ssl.bench.loss import official_formula as official_tcl_loss
 
 HYPERPARAMETERS = [(0.1, 5000.0, 1.0), (0.2, 100.0, 3.0), (0.5, 1.0, 0.5), (0.1, 0.0, 1.0)]
 
@@ -101,8 +101,9 @@ def test_similarity_gradient_with_keys_and_self_index():
 @pytest.mark.parametrize("kind", ["positive", "negative"])
 @pytest.mark.parametrize("k1,k2", [(0.0, 1.0), (5000.0, 1.0), (100.0, 4.0)])
 def test_sweep_equals_hand_written_closed_form(kind, k1, k2):
-    setting = SweepSetting(num_positives=3, num_negatives=7, positive_similarity=0.4,
-                           negative_similarity=-0.2, temperature=0.2)
+    setting = SweepSetting(
+        num_positives=3, num_negatives=7, positive_similarity=0.4, negative_similarity=-0.2, temperature=0.2
+    )
     t, p, n = setting.temperature, setting.num_positives, setting.num_negatives
     for s in (-0.9, 0.1, 0.95):
         pos = [s] + [0.4] * (p - 1) if kind == "positive" else [0.4] * p
@@ -121,9 +122,7 @@ def test_k1_lifts_the_pull_on_hard_positives_above_supcons_bound():
     setting = SweepSetting()
     x = torch.linspace(-1.0, 1.0, 81, dtype=torch.float64)
     bound = 1.0 / (setting.num_positives * setting.temperature)
-    pulls = {
-        k1: -sweep_pair_coefficient(x, "positive", k1, 1.0, setting) for k1 in (0.0, 100.0, 1000.0, 5000.0)
-    }
+    pulls = {k1: -sweep_pair_coefficient(x, "positive", k1, 1.0, setting) for k1 in (0.0, 100.0, 1000.0, 5000.0)}
     assert (pulls[0.0] <= bound + 1e-12).all()
     hard = x <= 0.0
     for low, high in [(0.0, 100.0), (100.0, 1000.0), (1000.0, 5000.0)]:

@@ -13,9 +13,7 @@ import tcl_ssl
 
 
 def _modules(package) -> list[str]:
-    return [package.__name__] + [
-        info.name for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
-    ]
+    return [package.__name__] + [info.name for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
 
 
 def _loaded_after_importing(modules: list[str]) -> set[str]:

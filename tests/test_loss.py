@@ -8,8 +8,8 @@ from lightly.loss import NTXentLoss
 from pytorch_metric_learning.losses import SupConLoss
 
 from tcl_ssl import TCLLoss, tcl_loss
-from tcl_ssl.loss import positive_pairs
 from tcl_ssl.bench.loss import official_formula as official_tcl_loss
+from tcl_ssl.loss import positive_pairs
 
 
 def _views(batch: int = 24, dim: int = 16, num_views: int = 2, seed: int = 0, dtype=torch.float32):
@@ -34,9 +34,7 @@ def test_equals_pml_supcon_for_k1_0_k2_1_with_labels(num_views):
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "temperature,k1,k2", [(0.1, 5000.0, 1.0), (0.2, 100.0, 3.0), (0.5, 1.0, 0.5), (1.0, 0.0, 2.0)]
-)
+@pytest.mark.parametrize("temperature,k1,k2", [(0.1, 5000.0, 1.0), (0.2, 100.0, 3.0), (0.5, 1.0, 0.5), (1.0, 0.0, 2.0)])
 @pytest.mark.parametrize("supervised", [False, True])
 def test_equals_official_formula(temperature, k1, k2, supervised):
     views = _views(batch=12, num_views=3, dtype=torch.float64)

@@ -39,8 +39,14 @@ def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, de
         rows = slice(rank * BATCH, (rank + 1) * BATCH)
         local = [v[rows].clone().requires_grad_(True) for v in views]
         local_labels = None if labels is None else labels[rows]
-        loss_fn = TCLLoss(temperature=0.2, k1=50.0, k2=1.5, gather_distributed=True,
-                          memory_bank_size=(64, DIM) if bank else 0, anchors=anchors)
+        loss_fn = TCLLoss(
+            temperature=0.2,
+            k1=50.0,
+            k2=1.5,
+            gather_distributed=True,
+            memory_bank_size=(64, DIM) if bank else 0,
+            anchors=anchors,
+        )
         losses = []
         for _ in range(2 if bank else 1):  # with a bank, the second step sees the first's keys
             for v in local:
@@ -63,9 +69,16 @@ def _step(loss_fn, views, labels, anchors, deferred):
 
 @pytest.mark.parametrize(
     "supervised,bank,anchors,deferred",
-    [(False, False, "all", False), (True, False, "all", False), (True, True, "all", False),
-     (False, True, "all", False), (False, True, "first", False), (True, True, "first", False),
-     (True, True, "all", True), (False, True, "first", True)],
+    [
+        (False, False, "all", False),
+        (True, False, "all", False),
+        (True, True, "all", False),
+        (False, True, "all", False),
+        (False, True, "first", False),
+        (True, True, "first", False),
+        (True, True, "all", True),
+        (False, True, "first", True),
+    ],
 )
 def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank, anchors, deferred):
     results = mp.Manager().dict()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tcl_ssl import TCLLoss
-from tcl_ssl.memory_bank import LabeledMemoryBank
 from tcl_ssl.bench.loss import official_formula as official_tcl_loss
+from tcl_ssl.memory_bank import LabeledMemoryBank
 
 DIM = 8
 

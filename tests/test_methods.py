@@ -3,8 +3,6 @@ checkpoints, and loss identities against independent implementations."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -46,9 +44,13 @@ class TwoFixedViews(nn.Module):
 
 def tiny_backbone() -> tuple[nn.Module, int]:
     backbone = nn.Sequential(
-        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(1, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 24, 3, stride=2, padding=1),
+        nn.BatchNorm2d(24),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     return backbone, 24
 
@@ -58,7 +60,12 @@ def build(name: str, supervised: bool = False, seed: int = 0, **options) -> Meth
     backbone, dim = tiny_backbone()
     optim = OptimConfig(lr=0.1, weight_decay=1e-4, warmup_epochs=0, batch_size=BATCH)
     return method_class(name)(
-        backbone, dim, TwoFixedViews(), supervised=supervised, num_classes=10, optim=optim,
+        backbone,
+        dim,
+        TwoFixedViews(),
+        supervised=supervised,
+        num_classes=10,
+        optim=optim,
         **(SMALL[name] | options),
     )
 
@@ -66,7 +73,7 @@ def build(name: str, supervised: bool = False, seed: int = 0, **options) -> Meth
 @pytest.fixture(scope="module")
 def shuffled_digits() -> Split:
     data = load_builtin()  # sorted by class: shuffle, so that every batch has all classes
-    keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:14 * BATCH]
+    keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: 14 * BATCH]
     return Split(data.train.images[keep], data.train.labels[keep])
 
 
@@ -83,8 +90,8 @@ def stream(shuffled_digits) -> Split:
 
 
 def _views_and_labels(digits: Split, start: int = 0):
-    images = digits.images[start:start + BATCH]
-    return TwoFixedViews()(images), digits.labels[start:start + BATCH]
+    images = digits.images[start : start + BATCH]
+    return TwoFixedViews()(images), digits.labels[start : start + BATCH]
 
 
 def _fill_queue_with_current_keys(method: Method, images: torch.Tensor, labels: torch.Tensor | None) -> None:
@@ -92,8 +99,9 @@ def _fill_queue_with_current_keys(method: Method, images: torch.Tensor, labels: 
     a loss measured before and after training meets the negatives it would meet in training."""
     bank = method.criterion.memory_bank
     with torch.no_grad():
-        keys = torch.cat(method.project_views(TwoFixedViews()(images), method.projection_head_momentum,
-                                              method.backbone_momentum))
+        keys = torch.cat(
+            method.project_views(TwoFixedViews()(images), method.projection_head_momentum, method.backbone_momentum)
+        )
     if hasattr(bank, "bank_ptr"):  # lightly's queue (MoCo)
         bank.bank.copy_(nn.functional.normalize(keys, dim=1)[: bank.bank.shape[0]])
     else:  # TCLLoss's labelled bank (moco-tcl)
@@ -122,7 +130,9 @@ def test_registry_lists_every_method_and_rejects_others():
     assert available_methods() == ["tcl", "simclr", "moco", "moco-tcl", "byol", "supcon", "ce"]
     for name in available_methods():
         assert issubclass(method_class(name), Method) and method_class(name).name == name
-    with pytest.raises(ValueError, match="unknown method 'swav'; available: tcl, simclr, moco, moco-tcl, byol, supcon, ce"):
+    with pytest.raises(
+        ValueError, match="unknown method 'swav'; available: tcl, simclr, moco, moco-tcl, byol, supcon, ce"
+    ):
         method_class("swav")
 
 
@@ -176,7 +186,10 @@ def test_targets_get_no_gradient_and_move_toward_the_online_networks(digits, nam
         assert all(not p.requires_grad and p.grad is None for p in target_params)
         optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
         assert not optimised & {id(p) for p in target_params}
-        distance = lambda: sum(float((a - b).detach().norm()) for a, b in zip(online.parameters(), target.parameters()))
+
+        def distance():
+            return sum(float((a - b).detach().norm()) for a, b in zip(online.parameters(), target.parameters()))
+
         before = [p.clone() for p in target_params]
         gap = distance()
         assert gap > 0  # the online network has moved away from its copy
@@ -192,8 +205,10 @@ class _SnapshotTargets(Callback):
         self.before, self.after = [], []
 
     def _params(self, pl_module):
-        return [([p.detach().clone() for p in online.parameters()], [p.detach().clone() for p in target.parameters()])
-                for online, target in pl_module.momentum_pairs()]
+        return [
+            ([p.detach().clone() for p in online.parameters()], [p.detach().clone() for p in target.parameters()])
+            for online, target in pl_module.momentum_pairs()
+        ]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.before.append(self._params(pl_module))
@@ -212,8 +227,16 @@ def _perturb_online(method) -> None:
 
 def _fit_steps(method, digits, **trainer_options):
     snapshots = _SnapshotTargets()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, callbacks=[snapshots],
-                         enable_progress_bar=False, enable_model_summary=False, **trainer_options)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[snapshots],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_options,
+    )
     trainer.fit(method, train_dataloaders=batch_loader(digits, BATCH, shuffle=False, drop_last=True))
     return snapshots
 
@@ -253,7 +276,7 @@ def test_moco_queue_fills_with_the_keys_and_wraps(digits):
         k0, k1 = method.project_views(views, method.projection_head_momentum, method.backbone_momentum)
     # the last step enqueued k1 then k0, once, at 0..31
     torch.testing.assert_close(bank.bank[:BATCH], nn.functional.normalize(k1, dim=1), atol=1e-6, rtol=0)
-    torch.testing.assert_close(bank.bank[BATCH:2 * BATCH], nn.functional.normalize(k0, dim=1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bank.bank[BATCH : 2 * BATCH], nn.functional.normalize(k0, dim=1), atol=1e-6, rtol=0)
 
 
 def test_moco_loss_is_the_mean_of_both_directions_against_the_queue_before_the_step(digits):
@@ -428,8 +451,14 @@ def _fit(method: Method, digits: Split, tmp_path, *, stop_after_first: bool = Fa
     if stop_after_first:
         callbacks.append(_StopAfterFirstEpoch())
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=callbacks,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     loader = batch_loader(digits, BATCH, shuffle=False, drop_last=True)
     trainer.fit(method, train_dataloaders=loader, ckpt_path=ckpt_path)
@@ -483,15 +512,20 @@ def test_online_probe_learns_from_detached_features_without_weight_decay(digits,
         torch.testing.assert_close(param.grad, expected)
     assert all(bool(p.grad.abs().sum() > 0) for p in method.online_classifier.parameters())
     method.backbone.requires_grad_(False)  # fixed features, so that the probe's progress is its own
-    optimizer = build_optimizer(method, OptimConfig(lr=0.05, weight_decay=1e-3, warmup_epochs=0, batch_size=256),
-                                undecayed=method.online_classifier)
+    optimizer = build_optimizer(
+        method,
+        OptimConfig(lr=0.05, weight_decay=1e-3, warmup_epochs=0, batch_size=256),
+        undecayed=method.online_classifier,
+    )
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
     assert decayed and not decayed & {id(p) for p in method.online_classifier.parameters()}
 
     def probe_loss() -> float:  # the probe's cross-entropy on held-out digits
         with torch.no_grad():
             features = method.backbone(_views_and_labels(digits, 2 * BATCH)[0][0])
-            return float(nn.functional.cross_entropy(method.online_classifier(features), digits.labels[2 * BATCH:3 * BATCH]))
+            return float(
+                nn.functional.cross_entropy(method.online_classifier(features), digits.labels[2 * BATCH : 3 * BATCH])
+            )
 
     before = probe_loss()
     for step in range(100):

@@ -11,8 +11,8 @@ from pytorch_metric_learning.reducers import AvgNonZeroReducer
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from tcl_ssl import TCLLoss, tcl_loss
-from tcl_ssl.pml import CrossBatchMemory, SelfSupervisedLoss, TCLPMLLoss
 from tcl_ssl.bench.loss import official_formula as official_tcl_loss
+from tcl_ssl.pml import CrossBatchMemory, SelfSupervisedLoss, TCLPMLLoss
 
 HYPERPARAMETERS = [(0.1, 5000.0, 1.0), (0.2, 100.0, 3.0), (0.5, 1.0, 0.5), (1.0, 0.0, 2.0)]
 
@@ -69,9 +69,7 @@ def test_indices_tuple_leaves_unlisted_keys_out_of_the_denominator():
     loss = TCLPMLLoss(0.2, 100.0, 2.0)
     _assert_same(
         lambda e: loss(e, labels, indices_tuple=pairs),
-        lambda e: tcl_loss(
-            e, labels, 0.2, 100.0, 2.0, keys=e[keep], key_groups=labels[keep], self_index=self_index
-        ),
+        lambda e: tcl_loss(e, labels, 0.2, 100.0, 2.0, keys=e[keep], key_groups=labels[keep], self_index=self_index),
         z,
     )
 
@@ -152,9 +150,7 @@ def test_cross_batch_memory_equals_tcl_loss_with_memory_as_keys(temperature, k1,
         key_groups = torch.cat(seen_labels)[-memory_size:]
         self_index = torch.arange(keys.shape[0] - batch, keys.shape[0])
         expected = _value_and_grad(
-            lambda e: tcl_loss(
-                e, labels, temperature, k1, k2, keys=keys, key_groups=key_groups, self_index=self_index
-            ),
+            lambda e: tcl_loss(e, labels, temperature, k1, k2, keys=keys, key_groups=key_groups, self_index=self_index),
             z,
         )
         actual = _value_and_grad(lambda e: wrapped(e, labels), z)

@@ -11,8 +11,12 @@ from tcl_ssl.methods import OptimConfig
 from tcl_ssl.recipes import available, load_recipe
 from tcl_ssl.train import PretrainConfig
 
-PAPER_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "fashion-mnist": "fashion-mnist",
-                  "imagenet100": "data/imagenet100"}
+PAPER_DATASETS = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "fashion-mnist": "fashion-mnist",
+    "imagenet100": "data/imagenet100",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +39,13 @@ def test_paper_recipes_hold_the_papers_supervised_settings(dataset):
     config = PretrainConfig(**load_recipe(f"paper-supervised-{dataset}")).resolved()
     assert (config.method, config.supervised, config.dataset) == ("tcl", True, PAPER_DATASETS[dataset])
     assert (config.backbone, config.batch_size, config.num_views, config.epochs) == ("resnet50", 64, 2, 100)
-    optim = OptimConfig(lr=config.lr, weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
-                        batch_size=config.batch_size, optimizer=config.optimizer)
+    optim = OptimConfig(
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+    )
     assert optim.peak_lr(world_size=1) == pytest.approx(0.1)  # the lr actually used at batch 64
     assert (optim.optimizer, optim.momentum, optim.weight_decay, optim.warmup_epochs) == ("sgd", 0.9, 1e-4, 0)
     assert config.method_options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
@@ -52,8 +61,19 @@ def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_pat
         "method_options: {k1: 2.0, temperature: 0.2}\neval_protocols: [knn]\nknn_every_n_epochs: 0\nplots: false\n"
     )
     out = tmp_path / "run"
-    argv = ["pretrain", "--config", str(recipe), "--epochs", "1", "--k1", "3", "--limit-train-batches", "1",
-            "--out", str(out)]
+    argv = [
+        "pretrain",
+        "--config",
+        str(recipe),
+        "--epochs",
+        "1",
+        "--k1",
+        "3",
+        "--limit-train-batches",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["recipe"] == str(recipe)
@@ -92,8 +112,15 @@ def test_unknown_recipe_names_list_the_packaged_ones(capsys, tmp_path):
 # solo-learn's published CIFAR settings (scripts/pretrain/cifar/{simclr,mocov2plus,byol}.yaml), written out
 SOLO_LEARN = {
     "simclr": {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-4, "temperature": 0.2, "proj": (2048, 256)},
-    "moco": {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "temperature": 0.2, "proj": (2048, 256),
-             "queue_size": 32768, "momentum": (0.99, 0.999)},
+    "moco": {
+        "optimizer": "sgd",
+        "lr": 0.3,
+        "weight_decay": 1e-4,
+        "temperature": 0.2,
+        "proj": (2048, 256),
+        "queue_size": 32768,
+        "momentum": (0.99, 0.999),
+    },
     "byol": {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5, "proj": (4096, 256), "momentum": (0.99, 1.0)},
 }
 
@@ -102,12 +129,32 @@ SOLO_LEARN = {
 # 2 GPUs x 128), the augmentations as ours: symmetric = simclr at jitter strength 1, symmetric_weak = mocov2
 # with crops from 8 %, asymmetric = byol
 SOLO_LEARN_IMAGENET100 = {
-    "simclr": {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "temperature": 0.2, "proj": (4096, 512),
-               "augmentation": ("simclr", {"jitter_strength": 1.0})},
-    "moco": {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "temperature": 0.2, "proj": (2048, 256),
-             "queue_size": 65536, "momentum": (0.99, 0.999), "augmentation": ("mocov2", {"min_scale": 0.08})},
-    "byol": {"optimizer": "lars", "lr": 0.5, "weight_decay": 1e-6, "proj": (4096, 256), "momentum": (0.99, 1.0),
-             "augmentation": ("byol", {})},
+    "simclr": {
+        "optimizer": "lars",
+        "lr": 0.3,
+        "weight_decay": 1e-4,
+        "temperature": 0.2,
+        "proj": (4096, 512),
+        "augmentation": ("simclr", {"jitter_strength": 1.0}),
+    },
+    "moco": {
+        "optimizer": "sgd",
+        "lr": 0.3,
+        "weight_decay": 1e-4,
+        "temperature": 0.2,
+        "proj": (2048, 256),
+        "queue_size": 65536,
+        "momentum": (0.99, 0.999),
+        "augmentation": ("mocov2", {"min_scale": 0.08}),
+    },
+    "byol": {
+        "optimizer": "lars",
+        "lr": 0.5,
+        "weight_decay": 1e-6,
+        "proj": (4096, 256),
+        "momentum": (0.99, 1.0),
+        "augmentation": ("byol", {}),
+    },
 }
 
 
@@ -117,9 +164,18 @@ def test_gpu_imagenet100_recipes_hold_solo_learns_settings(method):
     config = PretrainConfig(**load_recipe(f"gpu-ssl-imagenet100-{method}")).resolved()
     options = config.method_options
     assert (config.method, config.supervised, config.dataset, config.image_size, config.decode_size) == (
-        method, False, "data/imagenet100", 224, 256)
+        method,
+        False,
+        "data/imagenet100",
+        224,
+        256,
+    )
     assert (config.backbone, config.batch_size, config.epochs, config.warmup_epochs) == ("resnet18", 256, 400, 10)
-    assert (config.optimizer, config.lr, config.weight_decay) == (reference["optimizer"], reference["lr"], reference["weight_decay"])
+    assert (config.optimizer, config.lr, config.weight_decay) == (
+        reference["optimizer"],
+        reference["lr"],
+        reference["weight_decay"],
+    )
     assert (config.augmentation, config.augmentation_options) == reference["augmentation"]
     assert (options["hidden_dim"], options["output_dim"]) == reference["proj"]
     for name in ("temperature", "queue_size"):
@@ -144,7 +200,11 @@ def test_gpu_self_supervised_recipes_hold_solo_learns_settings(method):
     options = config.method_options
     assert (config.method, config.supervised, config.dataset) == (method, False, "cifar10")
     assert (config.backbone, config.stem, config.batch_size, config.epochs) == ("resnet18", "small", 256, 1000)
-    assert (config.optimizer, config.lr, config.weight_decay) == (reference["optimizer"], reference["lr"], reference["weight_decay"])
+    assert (config.optimizer, config.lr, config.weight_decay) == (
+        reference["optimizer"],
+        reference["lr"],
+        reference["weight_decay"],
+    )
     assert (options["hidden_dim"], options["output_dim"]) == reference["proj"]
     if "temperature" in reference:
         assert options["temperature"] == reference["temperature"]
@@ -158,9 +218,15 @@ def test_gpu_self_supervised_recipes_hold_solo_learns_settings(method):
 
 def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
     (tmp_path / "budget.yaml").write_text("epochs: 5\nbatch_size: 64\nmethod_options: {temperature: 0.2, k2: 1.0}\n")
-    (tmp_path / "child.yaml").write_text("extends: budget.yaml\nmethod: tcl\nbatch_size: 32\nmethod_options: {k1: 30.0}\n")
+    (tmp_path / "child.yaml").write_text(
+        "extends: budget.yaml\nmethod: tcl\nbatch_size: 32\nmethod_options: {k1: 30.0}\n"
+    )
     assert load_recipe(tmp_path / "child.yaml") == {
-        "epochs": 5, "batch_size": 32, "method": "tcl", "method_options": {"temperature": 0.2, "k2": 1.0, "k1": 30.0}}
+        "epochs": 5,
+        "batch_size": 32,
+        "method": "tcl",
+        "method_options": {"temperature": 0.2, "k2": 1.0, "k1": 30.0},
+    }
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ValueError, match="extends itself"):
@@ -170,8 +236,9 @@ def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
         load_recipe(tmp_path / "orphan.yaml")
 
 
-@pytest.mark.parametrize("setting, methods", [("ssl", ("tcl", "simclr", "moco", "moco-tcl", "byol")),
-                                              ("sup", ("tcl", "supcon", "ce"))])
+@pytest.mark.parametrize(
+    "setting, methods", [("ssl", ("tcl", "simclr", "moco", "moco-tcl", "byol")), ("sup", ("tcl", "supcon", "ce"))]
+)
 def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, methods):
     from tcl_ssl.compare import check_budget
 
@@ -179,39 +246,67 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
     assert {m: c.method for m, c in configs.items()} == {m: m for m in methods}
     budget = check_budget(configs)  # raises if any budget field differs
     assert budget["supervised"] is (setting == "sup")
-    assert (budget["dataset"], budget["train_images"], budget["image_size"], budget["backbone"], budget["stem"],
-            budget["batch_size"], budget["epochs"]) == ("../shared/datasets/cifar10-jpeg/train", 10000, 32, "resnet18",
-                                                        "imagenet", 256, 4)
+    assert (
+        budget["dataset"],
+        budget["train_images"],
+        budget["image_size"],
+        budget["backbone"],
+        budget["stem"],
+        budget["batch_size"],
+        budget["epochs"],
+    ) == ("../shared/datasets/cifar10-jpeg/train", 10000, 32, "resnet18", "imagenet", 256, 4)
     if setting == "ssl":  # the choices of the search on validation (README, "The same small search for every method")
         from tcl_ssl.methods import method_class
 
-        chosen = {m: (c.lr, (method_class(m).resolved_options(False) | c.method_options).get("temperature"))
-                  for m, c in configs.items()}
-        assert chosen == {"tcl": (0.06, 0.1), "simclr": (2.0, 0.1), "moco": (0.15, 0.1), "moco-tcl": (0.15, 0.2),
-                          "byol": (0.9, None)}
+        chosen = {
+            m: (c.lr, (method_class(m).resolved_options(False) | c.method_options).get("temperature"))
+            for m, c in configs.items()
+        }
+        assert chosen == {
+            "tcl": (0.06, 0.1),
+            "simclr": (2.0, 0.1),
+            "moco": (0.15, 0.1),
+            "moco-tcl": (0.15, 0.2),
+            "byol": (0.9, None),
+        }
     else:  # README, "The same small search, supervised"
         chosen = {m: (c.lr, c.method_options) for m, c in configs.items()}
-        assert chosen == {"tcl": (0.06, {"temperature": 0.1, "k1": 10.0}), "supcon": (0.0625, {"temperature": 0.2}),
-                          "ce": (0.025, {})}
+        assert chosen == {
+            "tcl": (0.06, {"temperature": 0.1, "k1": 10.0}),
+            "supcon": (0.0625, {"temperature": 0.2}),
+            "ce": (0.025, {}),
+        }
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
 def test_paper_supervised_recipes_give_tcl_supcon_and_ce_one_budget(dataset):
     from tcl_ssl.compare import check_budget
 
-    configs = {m: PretrainConfig(**load_recipe(f"paper-supervised-{dataset}-{m}")).resolved() for m in ("tcl", "supcon", "ce")}
+    configs = {
+        m: PretrainConfig(**load_recipe(f"paper-supervised-{dataset}-{m}")).resolved() for m in ("tcl", "supcon", "ce")
+    }
     budget = check_budget(configs)
-    assert (budget["backbone"], budget["batch_size"], budget["epochs"], budget["supervised"]) == ("resnet50", 64, 100, True)
+    assert (budget["backbone"], budget["batch_size"], budget["epochs"], budget["supervised"]) == (
+        "resnet50",
+        64,
+        100,
+        True,
+    )
     assert configs["tcl"].method_options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
     # SupCon's official settings (lr 0.5 at batch 1024, t = 0.1) and its cross-entropy baseline's (lr 0.8 at 1024, one view)
-    assert (configs["supcon"].lr, configs["supcon"].method_options) == (0.125, {"temperature": 0.1, "base_temperature": 0.07})
+    assert (configs["supcon"].lr, configs["supcon"].method_options) == (
+        0.125,
+        {"temperature": 0.1, "base_temperature": 0.07},
+    )
     assert (configs["ce"].lr, configs["ce"].num_views, configs["ce"].method_options) == (0.2, 1, {})
     assert {c.augmentation for c in configs.values()} == {"supcon"}  # AutoAugment for all three
 
 
 def test_a_recipe_for_another_method_inherits_only_the_options_its_method_takes(tmp_path):
     (tmp_path / "tcl.yaml").write_text("method: tcl\nmethod_options: {temperature: 0.2, k1: 30.0}\n")
-    (tmp_path / "supcon.yaml").write_text("extends: tcl.yaml\nmethod: supcon\nmethod_options: {base_temperature: 0.1}\n")
+    (tmp_path / "supcon.yaml").write_text(
+        "extends: tcl.yaml\nmethod: supcon\nmethod_options: {base_temperature: 0.1}\n"
+    )
     assert load_recipe(tmp_path / "supcon.yaml")["method_options"] == {"temperature": 0.2, "base_temperature": 0.1}
     (tmp_path / "typo.yaml").write_text("extends: tcl.yaml\nmethod: supcon\nmethod_options: {k1: 3.0}\n")
     with pytest.raises(ValueError, match="does not accept options k1"):

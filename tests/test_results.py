@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from tcl_ssl.cli import main
 from tcl_ssl.results import summarize
@@ -14,13 +13,26 @@ from tcl_ssl.results import summarize
 def _run(root, name, seed, knn, **config):
     run = root / name
     run.mkdir()
-    base = {"method": "tcl", "supervised": False, "lr": 0.06, "method_options": {}, "seed": seed,
-            "out": str(run), "run_dir": str(run)}
+    base = {
+        "method": "tcl",
+        "supervised": False,
+        "lr": 0.06,
+        "method_options": {},
+        "seed": seed,
+        "out": str(run),
+        "run_dir": str(run),
+    }
     (run / "config.json").write_text(json.dumps(base | config))
-    (run / "summary.json").write_text(json.dumps(
-        {"val": {"knn_top1": knn - 1}, "test": {"knn_top1": knn, "linear_top1": knn + 2},
-         "random_init": {"val": {"knn_top1": 76.0}, "test": {"knn_top1": 77.5, "linear_top1": 90.0}},
-         "train_seconds": 100.0 + seed}))
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "val": {"knn_top1": knn - 1},
+                "test": {"knn_top1": knn, "linear_top1": knn + 2},
+                "random_init": {"val": {"knn_top1": 76.0}, "test": {"knn_top1": 77.5, "linear_top1": 90.0}},
+                "train_seconds": 100.0 + seed,
+            }
+        )
+    )
     return run
 
 
@@ -49,8 +61,11 @@ def test_labels_name_only_what_differs_within_a_method_and_runs_count_once(tmp_p
     moco = _run(tmp_path, "moco", 0, 60.0, method="moco", lr=0.3)
     moco_lr = _run(tmp_path, "moco-lr", 0, 56.0, method="moco", lr=0.06)
     rows = summarize([tcl, moco, moco_lr, tmp_path / "tcl" / ".." / "tcl"])
-    assert [r["label"] for r in rows] == ["tcl (self-supervised)", "moco (self-supervised), lr=0.3",
-                                          "moco (self-supervised), lr=0.06"]
+    assert [r["label"] for r in rows] == [
+        "tcl (self-supervised)",
+        "moco (self-supervised), lr=0.3",
+        "moco (self-supervised), lr=0.06",
+    ]
     assert rows[0]["seeds"] == [0]
 
 

@@ -22,9 +22,31 @@ STEPS_PER_EPOCH = 10
 
 def _pretrain_command(images, out) -> list[str]:
     return [
-        sys.executable, "-m", "tcl_ssl.cli", "pretrain", "--dataset", str(images), "--image-size", "16",
-        "--out", str(out), "--epochs", "2", "--batch-size", "16", "--limit-train-batches", str(STEPS_PER_EPOCH),
-        "--checkpoint-every-n-steps", "2", "--knn-every", "0", "--protocols", "knn", "--no-plots", "--knn-k", "5",
+        sys.executable,
+        "-m",
+        "tcl_ssl.cli",
+        "pretrain",
+        "--dataset",
+        str(images),
+        "--image-size",
+        "16",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--limit-train-batches",
+        str(STEPS_PER_EPOCH),
+        "--checkpoint-every-n-steps",
+        "2",
+        "--knn-every",
+        "0",
+        "--protocols",
+        "knn",
+        "--no-plots",
+        "--knn-k",
+        "5",
     ]
 
 
@@ -49,8 +71,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     command = lambda out: _pretrain_command(tmp_path / "images", tmp_path / out)  # noqa: E731
     subprocess.run(command("whole"), check=True, env=env, capture_output=True)
 
-    killed = subprocess.Popen(command("killed"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not (checkpoint.is_file() and _global_step(checkpoint) >= STEPS_PER_EPOCH + 4):
@@ -88,8 +109,15 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         return loss * float("nan") if self.global_step == 2 else loss  # the third step
 
     monkeypatch.setattr(TCL, "training_loss", breaks_at_step_3)
-    config = PretrainConfig(epochs=1, batch_size=32, limit_train_batches=6, checkpoint_every_n_steps=1,
-                            knn_every_n_epochs=0, plots=False, out=str(tmp_path / "run"))
+    config = PretrainConfig(
+        epochs=1,
+        batch_size=32,
+        limit_train_batches=6,
+        checkpoint_every_n_steps=1,
+        knn_every_n_epochs=0,
+        plots=False,
+        out=str(tmp_path / "run"),
+    )
     with pytest.raises(NonFiniteLossError, match="NaN or inf at step 3.*lower --lr"):
         pretrain(config, data=small_digits)
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -98,7 +126,9 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 
 
 def _trainer(scaler: bool):
-    return SimpleNamespace(global_step=7, world_size=1, precision_plugin=SimpleNamespace(scaler=object() if scaler else None))
+    return SimpleNamespace(
+        global_step=7, world_size=1, precision_plugin=SimpleNamespace(scaler=object() if scaler else None)
+    )
 
 
 def test_non_finite_losses_under_a_float16_grad_scaler_are_left_to_the_scaler():
@@ -112,7 +142,9 @@ def test_non_finite_losses_under_a_float16_grad_scaler_are_left_to_the_scaler():
     with pytest.raises(NonFiniteLossError, match=f"{SCALER_PATIENCE} steps in a row"):
         guard.on_train_batch_end(_trainer(scaler=True), None, nan, None, 0)
     with pytest.raises(NonFiniteLossError, match="at step 7"):
-        NonFiniteLossGuard().on_train_batch_end(_trainer(scaler=False), None, {"loss": torch.tensor(float("inf"))}, None, 0)
+        NonFiniteLossGuard().on_train_batch_end(
+            _trainer(scaler=False), None, {"loss": torch.tensor(float("inf"))}, None, 0
+        )
 
 
 def test_the_training_loss_lets_non_finite_projections_through_to_the_guard():
@@ -168,7 +200,15 @@ def test_a_float16_overflow_in_the_projections_is_skipped_by_the_grad_scaler(sma
 
     method = build_method(PretrainConfig(batch_size=8).resolved(), small_digits)  # float16 is slow on a CPU
     precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
-    trainer = pl.Trainer(max_steps=4, accelerator="cpu", plugins=[precision], callbacks=[NonFiniteLossGuard(), RecordScale()],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        plugins=[precision],
+        callbacks=[NonFiniteLossGuard(), RecordScale()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(method, train_dataloaders=batch_loader(small_digits.train, 8, shuffle=True, drop_last=True))
     assert scales == [1024.0, 1024.0, 512.0, 512.0]  # only the overflowing step was skipped

@@ -73,8 +73,16 @@ def test_streaming_keeps_memory_flat_on_20000_images(big_folder, tmp_path):
     method = build_method(config, data)
     memory = _RecordMemory()
     steps, settled = 40, 5
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, callbacks=[memory],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[memory],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(method, batch_loader(data.train, 64, shuffle=True, drop_last=True))
     assert len(memory.rss) == steps
     growth = max(memory.rss[settled:]) - memory.rss[settled]  # once the steps have allocated what they need
@@ -156,9 +164,18 @@ def test_pretrain_streamed_is_pretrain_in_memory(tmp_path):
     folder = _folder(tmp_path / "images", per_class=30)
     summaries, weights = {}, {}
     for source in ("memory", "stream"):
-        config = PretrainConfig(dataset=str(folder), data_source=source, workers=1, image_size=16, epochs=1,
-                                batch_size=16, knn_k=5, eval_protocols=["knn"], plots=False,
-                                out=str(tmp_path / source))
+        config = PretrainConfig(
+            dataset=str(folder),
+            data_source=source,
+            workers=1,
+            image_size=16,
+            epochs=1,
+            batch_size=16,
+            knn_k=5,
+            eval_protocols=["knn"],
+            plots=False,
+            out=str(tmp_path / source),
+        )
         summaries[source] = pretrain(config)
         weights[source] = torch.load(tmp_path / source / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert summaries["stream"]["test"] == summaries["memory"]["test"]
@@ -172,9 +189,28 @@ def test_a_corrupt_streamed_file_is_named_or_skipped(tmp_path, capsys):
     folder = _folder(tmp_path / "images", per_class=12)
     bad = folder / "c1" / "00003.png"
     bad.write_bytes(b"not an image")
-    argv = ["pretrain", "--dataset", str(folder), "--data-source", "stream", "--workers", "1", "--image-size", "16",
-            "--epochs", "1", "--batch-size", "8", "--knn-every", "0", "--no-plots", "--protocols", "knn",
-            "--knn-k", "3"]
+    argv = [
+        "pretrain",
+        "--dataset",
+        str(folder),
+        "--data-source",
+        "stream",
+        "--workers",
+        "1",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--knn-every",
+        "0",
+        "--no-plots",
+        "--protocols",
+        "knn",
+        "--knn-k",
+        "3",
+    ]
     assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "DataLoader worker" not in err
@@ -191,8 +227,18 @@ def test_a_corrupt_streamed_file_is_named_or_skipped(tmp_path, capsys):
 def test_a_resumed_run_keeps_the_data_source_it_started_with(tmp_path, monkeypatch):
     """auto decides by this machine's memory; a resumed run must not flip (the splits could differ)."""
     folder = _folder(tmp_path / "images", per_class=10)
-    config = PretrainConfig(dataset=str(folder), workers=0, image_size=16, epochs=1, batch_size=8, knn_k=3,
-                            knn_every_n_epochs=0, eval_protocols=["knn"], plots=False, out=str(tmp_path / "run"))
+    config = PretrainConfig(
+        dataset=str(folder),
+        workers=0,
+        image_size=16,
+        epochs=1,
+        batch_size=8,
+        knn_k=3,
+        knn_every_n_epochs=0,
+        eval_protocols=["knn"],
+        plots=False,
+        out=str(tmp_path / "run"),
+    )
     monkeypatch.setattr(streaming, "memory_budget", lambda: 0)  # auto streams
     pretrain(config)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["streamed"] is True

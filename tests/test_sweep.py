@@ -27,7 +27,8 @@ def test_k1_rel_is_k1_over_e_to_the_one_over_t():
         assert config.method_options == {"temperature": t, "k1": pytest.approx(0.25 * math.exp(1 / t))}
     # the paper's k1 = 5000 at t = 0.1
     assert cell_config(_tiny(method_options={"temperature": 0.1}), {"k1_rel": 5000 / math.exp(10)}).method_options[
-        "k1"] == pytest.approx(5000)
+        "k1"
+    ] == pytest.approx(5000)
     # without a temperature in the grid or the configuration: the method's own for the setting
     from tcl_ssl.methods.tcl import SELF_SUPERVISED_DEFAULTS
 
@@ -38,18 +39,23 @@ def test_k1_rel_is_k1_over_e_to_the_one_over_t():
 
 
 def test_each_axis_reaches_its_place_in_the_configuration():
-    config = cell_config(_tiny(method_options={"k2": 1.0}), {"batch_size": 64, "weak_view": True, "k1": 3.0, "epochs": 4})
+    config = cell_config(
+        _tiny(method_options={"k2": 1.0}), {"batch_size": 64, "weak_view": True, "k1": 3.0, "epochs": 4}
+    )
     assert (config.batch_size, config.epochs) == (64, 4)
     assert config.augmentation_options == {"weak_view": True}
     assert config.method_options == {"k2": 1.0, "k1": 3.0}
 
 
-@pytest.mark.parametrize("axes, match", [
-    ({"k1": [1.0], "k1_rel": [0.1]}, "k1 or k1_rel"),
-    ({"queue": [1]}, "cannot sweep 'queue' for method 'tcl'"),
-    ({"k1_rel": [-1.0]}, "k1_rel values must be numbers >= 0"),
-    ({}, "the grid is empty"),
-])
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        ({"k1": [1.0], "k1_rel": [0.1]}, "k1 or k1_rel"),
+        ({"queue": [1]}, "cannot sweep 'queue' for method 'tcl'"),
+        ({"k1_rel": [-1.0]}, "k1_rel values must be numbers >= 0"),
+        ({}, "the grid is empty"),
+    ],
+)
 def test_bad_axes_are_refused(axes, match):
     with pytest.raises(ValueError, match=match):
         check_axes(axes, _tiny())
@@ -94,10 +100,14 @@ def test_a_slice_through_three_axes_keeps_the_others_at_the_selected_cell():
             for lr in axes["lr"]:
                 results.append(_result(f"k1={k1} temperature={t} lr={lr}", [k1 + 100 * t + 1000 * lr], [0.0]))
     best = {"k1": 10, "temperature": 0.2, "lr": 0.03}
-    np.testing.assert_allclose(slice_values(results, best, axes, "k1", "lr", "val_knn_top1"),
-                               [[k1 + 20 + 1000 * lr for lr in axes["lr"]] for k1 in axes["k1"]])
-    np.testing.assert_allclose(slice_values(results, best, axes, "temperature", "lr", "val_knn_top1"),
-                               [[10 + 100 * t + 1000 * lr for lr in axes["lr"]] for t in axes["temperature"]])
+    np.testing.assert_allclose(
+        slice_values(results, best, axes, "k1", "lr", "val_knn_top1"),
+        [[k1 + 20 + 1000 * lr for lr in axes["lr"]] for k1 in axes["k1"]],
+    )
+    np.testing.assert_allclose(
+        slice_values(results, best, axes, "temperature", "lr", "val_knn_top1"),
+        [[10 + 100 * t + 1000 * lr for lr in axes["lr"]] for t in axes["temperature"]],
+    )
 
 
 def test_plan_runs_every_cell_with_every_seed(tmp_path):
@@ -114,7 +124,9 @@ def test_sweep_end_to_end_selects_on_validation_and_maps_the_runs_own_figures(tm
     summaries = {}
     for k1 in axes["k1"]:
         for t in axes["temperature"]:
-            summaries[k1, t] = json.loads((tmp_path / "runs" / f"k1_{k1}_temperature_{t}-seed0" / "summary.json").read_text())
+            summaries[k1, t] = json.loads(
+                (tmp_path / "runs" / f"k1_{k1}_temperature_{t}-seed0" / "summary.json").read_text()
+            )
             run_config = json.loads((tmp_path / "runs" / f"k1_{k1}_temperature_{t}-seed0" / "config.json").read_text())
             assert run_config["method_options"] == {"k1": k1, "temperature": t}
     val = {key: s["val"]["knn_top1"] for key, s in summaries.items()}
@@ -129,7 +141,9 @@ def test_sweep_end_to_end_selects_on_validation_and_maps_the_runs_own_figures(tm
     table = (tmp_path / "results.md").read_text()
     assert f"**{best.group}** ★" in table
     along_t = [val[chosen[0], t] for t in axes["temperature"]]
-    assert f"| temperature | 0.1: {along_t[0]:.2f}; 0.5: {along_t[1]:.2f} | {max(along_t) - min(along_t):.2f} |" in table
+    assert (
+        f"| temperature | 0.1: {along_t[0]:.2f}; 0.5: {along_t[1]:.2f} | {max(along_t) - min(along_t):.2f} |" in table
+    )
     assert (tmp_path / "plots" / "heatmap-k1-temperature.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tcl_ssl.cli import main
-from tcl_ssl.methods import method_class
 from tcl_ssl.evaluate import evaluate_run, read_features
 from tcl_ssl.evaluation.knn import knn_accuracy
+from tcl_ssl.methods import method_class
 from tcl_ssl.train import PretrainConfig, pretrain
 
 
@@ -45,13 +45,18 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, small_digits, superv
 
 
 def test_train_images_and_the_run_s_throughput_and_memory_are_recorded(tmp_path, small_digits):
-    summary = pretrain(_config(tmp_path, train_images=100, knn_every_n_epochs=0, eval_protocols=["knn"]), data=small_digits)
+    summary = pretrain(
+        _config(tmp_path, train_images=100, knn_every_n_epochs=0, eval_protocols=["knn"]), data=small_digits
+    )
     assert summary["splits"] == {"train": 100, "val": 100, "test": 200}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train_images"] == 100
     # 2 steps of 32 images, timed from the first batch's start to the last batch's end (inside train_seconds)
     assert summary["images_per_second"] >= 64 / summary["train_seconds"]
     assert summary["train_seconds"] < summary["wall_seconds"]
-    assert 100 < summary["peak_memory"]["host_rss_mib"] < 16 * 1024 and summary["peak_memory"]["cuda_allocated_mib"] is None
+    assert (
+        100 < summary["peak_memory"]["host_rss_mib"] < 16 * 1024
+        and summary["peak_memory"]["cuda_allocated_mib"] is None
+    )
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, small_digits):
@@ -88,13 +93,32 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
     for cls in ("a", "b"):
         (tmp_path / "images" / cls).mkdir(parents=True)
         for i in range(40):
-            write_png(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen), str(tmp_path / "images" / cls / f"{i}.png"))
+            write_png(
+                torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen),
+                str(tmp_path / "images" / cls / f"{i}.png"),
+            )
     monkeypatch.setenv("TCL_SSL_CACHE", str(tmp_path / "cache"))
-    code = main([
-        "pretrain", "--dataset", str(tmp_path / "images"), "--image-size", "16", "--epochs", "1",
-        "--batch-size", "16", "--knn-k", "5", "--out", str(tmp_path / "run"), "--k1", "10",
-        "--val-fraction", "0.25",
-    ])
+    code = main(
+        [
+            "pretrain",
+            "--dataset",
+            str(tmp_path / "images"),
+            "--image-size",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--knn-k",
+            "5",
+            "--out",
+            str(tmp_path / "run"),
+            "--k1",
+            "10",
+            "--val-fraction",
+            "0.25",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| knn_top1 |" in out and "random init, test" in out
@@ -105,8 +129,20 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
     assert {p.name for p in (tmp_path / "run" / "plots").iterdir()} == {"curves.png", "tsne.png", "confusion.png"}
     # tcl-ssl eval reloads the folder with the run's splits, and keeps earlier protocols' figures
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert main(["eval", str(tmp_path / "run"), "--protocols", "knn", "--no-plots",
-                 "--save-features", str(tmp_path / "features.pt")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--protocols",
+                "knn",
+                "--no-plots",
+                "--save-features",
+                str(tmp_path / "features.pt"),
+            ]
+        )
+        == 0
+    )
     assert main(["eval", str(tmp_path / "run"), "--protocols", "linear", "--no-plots"]) == 0
     entry = json.loads((tmp_path / "run" / "eval.json").read_text())[str(tmp_path / "images")]
     assert entry["splits"] == {"train": 48, "val": 16, "test": 16} and entry["protocols"] == ["knn", "linear"]
@@ -127,8 +163,24 @@ def test_cli_reports_bad_input_without_a_traceback(capsys):
 
 def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["pretrain", "--supervised", "--k1", "3", "--epochs", "1", "--batch-size", "64",
-            "--limit-train-batches", "2", "--knn-every", "0", "--knn-k", "10", "--out", str(run)]
+    args = [
+        "pretrain",
+        "--supervised",
+        "--k1",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--limit-train-batches",
+        "2",
+        "--knn-every",
+        "0",
+        "--knn-k",
+        "10",
+        "--out",
+        str(run),
+    ]
     assert main(args) == 0
     # rerunning with the run's --out resumes it; "--epoch" is argparse's prefix of --epochs
     assert main(["pretrain", "--out", str(run), "--epoch", "2"]) == 0
@@ -150,8 +202,15 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
 
 @pytest.mark.parametrize(
     "method,supervised",
-    [("simclr", False), ("moco", False), ("moco-tcl", False), ("byol", False),
-     ("moco-tcl", True), ("supcon", True), ("ce", True)],
+    [
+        ("simclr", False),
+        ("moco", False),
+        ("moco-tcl", False),
+        ("byol", False),
+        ("moco-tcl", True),
+        ("supcon", True),
+        ("ce", True),
+    ],
 )
 def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, method, supervised):
     options = {"queue_size": 256} if method.startswith("moco") else {}
@@ -161,7 +220,11 @@ def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, metho
     defaults = method_class(method).defaults
     assert summary["method"] == method and summary["final_train_loss"] is not None
     assert (saved["optimizer"], saved["lr"], saved["augmentation"], saved["num_views"]) == (
-        defaults.optimizer, defaults.lr, defaults.augmentation, defaults.num_views)
+        defaults.optimizer,
+        defaults.lr,
+        defaults.augmentation,
+        defaults.num_views,
+    )
     assert saved["method_defaults"] == method_class(method).options()
     # tcl-ssl eval rebuilds any method's backbone from its checkpoint
     entry = evaluate_run(tmp_path / "run", ["knn", "linear", "retrieval"], data=small_digits, plots=False)
@@ -200,18 +263,22 @@ def test_cli_passes_method_options_and_lists_the_methods(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "method,option,match",
-    [("moco", "queue_size=8192.5", "queue_size must be an integer >= 1, got 8192.5"),
-     ("moco", "temperature=-0.5", "temperature must be a finite number > 0, got -0.5"),
-     ("moco", "momentum_start=abc", "momentum_start must be a number in [0, 1], got 'abc'"),
-     ("byol", "hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
-     ("simclr", "hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
-     ("supcon", "base_temperature=0", "base_temperature must be a finite number > 0, got 0"),
-     ("moco", "queue_size", "--method-option must be NAME=VALUE")],
+    [
+        ("moco", "queue_size=8192.5", "queue_size must be an integer >= 1, got 8192.5"),
+        ("moco", "temperature=-0.5", "temperature must be a finite number > 0, got -0.5"),
+        ("moco", "momentum_start=abc", "momentum_start must be a number in [0, 1], got 'abc'"),
+        ("byol", "hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
+        ("simclr", "hidden_dim=0", "hidden_dim must be an integer >= 1, got 0"),
+        ("supcon", "base_temperature=0", "base_temperature must be a finite number > 0, got 0"),
+        ("moco", "queue_size", "--method-option must be NAME=VALUE"),
+    ],
 )
 def test_cli_refuses_bad_method_option_values_before_loading_data(method, option, match, capsys, monkeypatch):
     import tcl_ssl.train as train
 
-    monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the options were checked"))
+    monkeypatch.setattr(
+        train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the options were checked")
+    )
     supervised = ["--supervised"] if method == "supcon" else []
     assert main(["pretrain", "--method", method, *supervised, "-o", option, "--out", "/tmp/unused-run"]) == 2
     assert match in capsys.readouterr().err
@@ -221,9 +288,32 @@ def test_cli_resume_changes_only_the_given_options_in_any_spelling(tmp_path):
     from tcl_ssl.cli import _resumed_config, build_parser
 
     run = tmp_path / "run"
-    assert main(["pretrain", "--method", "moco", "-o", "queue_size=256", "-o", "temperature=0.3", "--epochs", "1",
-                 "--batch-size", "64", "--limit-train-batches", "2", "--knn-every", "0", "--knn-k", "10",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--method",
+                "moco",
+                "-o",
+                "queue_size=256",
+                "-o",
+                "temperature=0.3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--limit-train-batches",
+                "2",
+                "--knn-every",
+                "0",
+                "--knn-k",
+                "10",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     ckpt = str(run / "checkpoints" / "last.ckpt")
     parser = build_parser()
     for argv, options, epochs in (
@@ -275,8 +365,22 @@ def test_eval_transfers_a_backbone_to_another_dataset(tmp_path, small_digits, mo
             image = (level + torch.randint(-30, 30, (3, 20, 20), generator=gen)).clamp(0, 255).to(torch.uint8)
             write_png(image, str(tmp_path / "images" / cls / f"{i}.png"))
     monkeypatch.setenv("TCL_SSL_CACHE", str(tmp_path / "cache"))
-    assert main(["eval", str(tmp_path / "run"), "--dataset", str(tmp_path / "images"), "--protocols", "knn,linear",
-                 "--knn-k", "5", "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--dataset",
+                str(tmp_path / "images"),
+                "--protocols",
+                "knn,linear",
+                "--knn-k",
+                "5",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| knn_top1 |" in out and "| linear_top1 |" in out
     entries = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -303,8 +407,8 @@ def _read_scalars(event_file) -> dict[str, list[float]]:
 
     data, scalars, at = event_file.read_bytes(), {}, 0
     while at < len(data):
-        (length,) = struct.unpack("<Q", data[at:at + 8])
-        event = Event.FromString(data[at + 12:at + 12 + length])  # after the length and its CRC
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        event = Event.FromString(data[at + 12 : at + 12 + length])  # after the length and its CRC
         at += 12 + length + 4  # the payload's CRC
         for value in event.summary.value:
             scalars.setdefault(value.tag, []).append(value.simple_value)
@@ -321,4 +425,3 @@ def test_tensorboard_logger_writes_the_same_metrics_as_the_csv_log(tmp_path, sma
         logged = [float(row[tag]) for row in rows if row.get(tag)]
         assert len(logged) >= 2
         np.testing.assert_allclose(scalars[tag], logged, rtol=1e-6)
-

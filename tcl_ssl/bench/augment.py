@@ -199,8 +199,9 @@ def choice_cost(
                 recipe, image_size=image_size, mean=CIFAR10_MEAN, std=CIFAR10_STD, per_image_choices=per_image
             )
             rates[per_image] = _rate_batched(pipeline, images, batch_size, torch.device("cpu"))
-        rows.append({"recipe": recipe, "per_image": rates[True], "per_batch": rates[False],
-                     "ratio": rates[True] / rates[False]})
+        rows.append(
+            {"recipe": recipe, "per_image": rates[True], "per_batch": rates[False], "ratio": rates[True] / rates[False]}
+        )
     return rows
 
 

@@ -55,8 +55,8 @@ from torch import Tensor
 
 from tcl_ssl.data.loaders import batch_loader
 from tcl_ssl.data.sources import Split, decode_file, decode_images, list_image_folder
-from tcl_ssl.process_memory import peak_rss, reset_peak_rss
 from tcl_ssl.data.streaming import FileSplit, usable_cpus
+from tcl_ssl.process_memory import peak_rss, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _timed_epochs(loader: Iterable, epochs: int, channels: int, size: int,
-                  set_epoch: Callable[[int], None] | None = None) -> dict:
+def _timed_epochs(
+    loader: Iterable, epochs: int, channels: int, size: int, set_epoch: Callable[[int], None] | None = None
+) -> dict:
     """Iterate ``loader`` for ``epochs`` epochs; the first batch (a warm-up: it starts the workers)
     is not counted. Returns per-epoch ``counts`` (images), ``seconds`` and ``batches``, and the mean
     number of distinct labels per batch."""
@@ -135,8 +136,10 @@ def _timed_epochs(loader: Iterable, epochs: int, channels: int, size: int,
             label_batches.append(labels)
             if epoch == 0 and i == 0:
                 if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (channels, size, size):
-                    raise RuntimeError(f"expected uint8 (B, {channels}, {size}, {size}) batches, got "
-                                       f"{images.dtype} {tuple(images.shape)}")
+                    raise RuntimeError(
+                        f"expected uint8 (B, {channels}, {size}, {size}) batches, got "
+                        f"{images.dtype} {tuple(images.shape)}"
+                    )
                 warmup = images.shape[0]
                 start = time.perf_counter()
                 continue
@@ -147,8 +150,13 @@ def _timed_epochs(loader: Iterable, epochs: int, channels: int, size: int,
         batches.append(done)
     if sum(counts) == 0:
         raise ValueError("no batch after the warm-up batch: give more images or epochs, or a smaller batch size")
-    return {"counts": counts, "seconds": seconds, "batches": batches, "images_per_epoch": counts[0] + warmup,
-            "labels_per_batch": sum(int(torch.unique(y).numel()) for y in label_batches) / len(label_batches)}
+    return {
+        "counts": counts,
+        "seconds": seconds,
+        "batches": batches,
+        "images_per_epoch": counts[0] + warmup,
+        "labels_per_batch": sum(int(torch.unique(y).numel()) for y in label_batches) / len(label_batches),
+    }
 
 
 def _rates(timing: dict) -> dict:
@@ -183,9 +191,13 @@ def _memory(files, labels, size, channels, batch_size, epochs, work_dir: Path) -
     same = all(torch.equal(split.images[i], decode_file(files[i], size, channels)) for i in _checked(len(files)))
     loader = batch_loader(split, batch_size, shuffle=True, drop_last=True, seed=0)
     timing = _timed_epochs(loader, epochs, channels, size, loader.sampler.set_epoch)
-    return {"timing": timing, "prep_s": decode_s + save_s, "disk_bytes": cache.stat().st_size,
-            "pixels_equal": same,
-            "note": f"decode {decode_s:.2f} s + cache write {save_s:.2f} s; a later run reads the cache in {load_s:.2f} s"}
+    return {
+        "timing": timing,
+        "prep_s": decode_s + save_s,
+        "disk_bytes": cache.stat().st_size,
+        "pixels_equal": same,
+        "note": f"decode {decode_s:.2f} s + cache write {save_s:.2f} s; a later run reads the cache in {load_s:.2f} s",
+    }
 
 
 def _stream(files, labels, size, channels, batch_size, epochs, workers: int) -> dict:
@@ -197,8 +209,13 @@ def _stream(files, labels, size, channels, batch_size, epochs, workers: int) -> 
         timing = _timed_epochs(loader, epochs, channels, size, loader.sampler.set_epoch)
     finally:
         del loader  # stops the persistent workers
-    return {"timing": timing, "prep_s": 0.0, "disk_bytes": sum(Path(f).stat().st_size for f in files),
-            "pixels_equal": same, "note": "no preparation; reads the image files"}
+    return {
+        "timing": timing,
+        "prep_s": 0.0,
+        "disk_bytes": sum(Path(f).stat().st_size for f in files),
+        "pixels_equal": same,
+        "note": "no preparation; reads the image files",
+    }
 
 
 def _checked(n: int) -> list[int]:
@@ -256,8 +273,18 @@ def _litdata_read_options(ld, defaults: bool) -> dict:
     return {k: v for k, v in {"item_shuffle_window": 0, "batch_decode": 0}.items() if k in accepted}
 
 
-def _litdata(files, labels, size, channels, batch_size, epochs, workers: int, work_dir: Path, canvas: bool,
-             defaults: bool = False) -> dict:
+def _litdata(
+    files,
+    labels,
+    size,
+    channels,
+    batch_size,
+    epochs,
+    workers: int,
+    work_dir: Path,
+    canvas: bool,
+    defaults: bool = False,
+) -> dict:
     ld = _import_litdata()
     out = work_dir / ("litdata-canvas" if canvas else "litdata-jpeg")
     if out.exists():
@@ -271,23 +298,32 @@ def _litdata(files, labels, size, channels, batch_size, epochs, workers: int, wo
     if "start_method" in accepted and "fork" in multiprocessing.get_all_start_methods():
         options["start_method"] = "fork"  # as our DataLoader workers start (litdata's default: spawn)
     start = time.perf_counter()
-    ld.optimize(fn=fn, inputs=inputs, output_dir=str(out), chunk_bytes=CHUNK_BYTES, num_workers=max(workers, 1),
-                **options)
+    ld.optimize(
+        fn=fn, inputs=inputs, output_dir=str(out), chunk_bytes=CHUNK_BYTES, num_workers=max(workers, 1), **options
+    )
     prep_s = time.perf_counter() - start
     collate = DecodeBatch(size, channels, encoded=not canvas)
 
     plain = ld.StreamingDataset(str(out), cache_dir=str(work_dir / "litdata-cache"))
     picked = [plain[i] for i in _checked(len(plain))]
     same = len(plain) == len(files) and all(
-        torch.equal(collate.image(s), decode_file(files[int(s["index"])], size, channels)) for s in picked)
+        torch.equal(collate.image(s), decode_file(files[int(s["index"])], size, channels)) for s in picked
+    )
     del plain, picked
 
     read_options = _litdata_read_options(ld, defaults)
-    dataset = ld.StreamingDataset(str(out), cache_dir=str(work_dir / "litdata-cache"), shuffle=True,
-                                  drop_last=True, seed=0, **read_options)
+    dataset = ld.StreamingDataset(
+        str(out), cache_dir=str(work_dir / "litdata-cache"), shuffle=True, drop_last=True, seed=0, **read_options
+    )
     loader = ld.StreamingDataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, shuffle=True, drop_last=True, collate_fn=collate,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,  # as our batch_loader
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,  # as our batch_loader
         pin_memory=workers > 0 and torch.cuda.is_available(),
     )
     try:
@@ -295,9 +331,14 @@ def _litdata(files, labels, size, channels, batch_size, epochs, workers: int, wo
     finally:
         del loader
     kind = "decoded uint8 canvas" if canvas else "original file bytes, decoded by the workers"
-    return {"timing": timing, "prep_s": prep_s, "disk_bytes": _dir_bytes(out), "pixels_equal": same,
-            "note": f"litdata {ld.__version__}: optimize {prep_s:.2f} s into {CHUNK_BYTES} chunks ({kind}); "
-                    f"read with {read_options or 'its default options'}"}
+    return {
+        "timing": timing,
+        "prep_s": prep_s,
+        "disk_bytes": _dir_bytes(out),
+        "pixels_equal": same,
+        "note": f"litdata {ld.__version__}: optimize {prep_s:.2f} s into {CHUNK_BYTES} chunks ({kind}); "
+        f"read with {read_options or 'its default options'}",
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,15 +385,21 @@ def run(
     unknown = [s for s in sources if s not in SOURCES]
     if unknown or not sources:
         raise ValueError(f"sources must be some of {', '.join(SOURCES)}, got {list(sources)}")
-    for name, value, least in (("image_size", image_size, 1), ("batch_size", batch_size, 1), ("epochs", epochs, 1),
-                               ("workers", workers, 0)):
+    for name, value, least in (
+        ("image_size", image_size, 1),
+        ("batch_size", batch_size, 1),
+        ("epochs", epochs, 1),
+        ("workers", workers, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images // batch_size * epochs < 2:
-        raise ValueError(f"need at least 2 whole batches over all epochs (the first is a warm-up), got num_images="
-                         f"{num_images!r}, batch_size={batch_size}, epochs={epochs}")
+        raise ValueError(
+            f"need at least 2 whole batches over all epochs (the first is a warm-up), got num_images="
+            f"{num_images!r}, batch_size={batch_size}, epochs={epochs}"
+        )
 
     start = time.perf_counter()
     files, labels, classes = select_images(root, num_images)
@@ -364,8 +411,14 @@ def run(
         path.read_bytes()
     reading_s = time.perf_counter() - start
     decode_file(files[0], image_size, channels)
-    log.info("%d images of %d classes from %s (listed in %.2f s, read in %.2f s)", len(files), len(classes), root,
-             listing_s, reading_s)
+    log.info(
+        "%d images of %d classes from %s (listed in %.2f s, read in %.2f s)",
+        len(files),
+        len(classes),
+        root,
+        listing_s,
+        reading_s,
+    )
 
     temporary = tempfile.TemporaryDirectory(prefix="tcl-ssl-bench-data-") if work_dir is None else None
     work = Path(temporary.name if temporary else work_dir)
@@ -375,8 +428,9 @@ def run(
         "memory": lambda: _memory(*common, work_dir=work),
         "stream": lambda: _stream(*common, workers=workers),
         "litdata": lambda: _litdata(*common, workers=workers, work_dir=work, canvas=False, defaults=litdata_defaults),
-        "litdata-canvas": lambda: _litdata(*common, workers=workers, work_dir=work, canvas=True,
-                                           defaults=litdata_defaults),
+        "litdata-canvas": lambda: _litdata(
+            *common, workers=workers, work_dir=work, canvas=True, defaults=litdata_defaults
+        ),
     }
     rows, per_row = [], True
     try:
@@ -400,9 +454,19 @@ def run(
     for row in rows:
         if row["status"] == "ok":
             row["vs_memory"] = row["images_per_s"] / memory if memory else None
-    return {"rows": rows, "images": len(files), "classes": len(classes), "root": str(root),
-            "image_size": image_size, "batch_size": batch_size, "workers": workers, "epochs": epochs,
-            "listing_s": listing_s, "reading_s": reading_s, "peak_rss_per_row": per_row}
+    return {
+        "rows": rows,
+        "images": len(files),
+        "classes": len(classes),
+        "root": str(root),
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "workers": workers,
+        "epochs": epochs,
+        "listing_s": listing_s,
+        "reading_s": reading_s,
+        "peak_rss_per_row": per_row,
+    }
 
 
 def _mib(value: float) -> str:
@@ -456,7 +520,9 @@ def format_report(result: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``tcl-ssl bench data``: run the benchmark and print the table and the ratios."""
     parser = argparse.ArgumentParser(prog="tcl-ssl bench data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="PATH", help="an image folder root/<class>/<image>")
+    parser.add_argument(
+        "--dataset", default=DEFAULT_DATASET, metavar="PATH", help="an image folder root/<class>/<image>"
+    )
     parser.add_argument("--num-images", type=int, default=10_000)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -464,11 +530,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     parser.add_argument("--work-dir", default=None, help="where caches and chunks go (default: a temporary folder)")
-    parser.add_argument("--litdata-defaults", action="store_true",
-                        help="read litdata's chunks with its default shuffle window (256 items) and decode windows")
+    parser.add_argument(
+        "--litdata-defaults",
+        action="store_true",
+        help="read litdata's chunks with its default shuffle window (256 items) and decode windows",
+    )
     args = parser.parse_args(argv)
-    result = run(args.dataset, args.num_images, args.image_size, args.batch_size, args.workers, args.epochs,
-                 args.sources, args.work_dir, litdata_defaults=args.litdata_defaults)
+    result = run(
+        args.dataset,
+        args.num_images,
+        args.image_size,
+        args.batch_size,
+        args.workers,
+        args.epochs,
+        args.sources,
+        args.work_dir,
+        litdata_defaults=args.litdata_defaults,
+    )
     print(format_report(result))
     return 0
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
@@ -49,9 +49,11 @@ def _timed(work):
 
 def synthetic_splits(bank: int, queries: int, dim: int, classes: int, spread: float) -> dict[str, Split]:
     """Mixture features for the train (bank), val (half as many as the queries) and test splits."""
-    return {"train": mixture(bank, dim, classes, spread, seed=0),
-            "val": mixture(max(queries // 2, 1), dim, classes, spread, seed=2),
-            "test": mixture(queries, dim, classes, spread, seed=1)}
+    return {
+        "train": mixture(bank, dim, classes, spread, seed=0),
+        "val": mixture(max(queries // 2, 1), dim, classes, spread, seed=2),
+        "test": mixture(queries, dim, classes, spread, seed=1),
+    }
 
 
 def sklearn_search(train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor) -> float:
@@ -77,21 +79,30 @@ def run(splits: dict[str, Split], classes: int, device: str = "cpu") -> dict:
     device = torch.device(device)
     (train_x, train_y), (val_x, val_y), (query_x, query_y) = splits["train"], splits["val"], splits["test"]
     train_unit, query_unit = F.normalize(train_x, dim=1).to(device), F.normalize(query_x, dim=1).to(device)
-    out: dict = {"bank": len(train_x), "queries": len(query_x), "dim": train_x.shape[1], "classes": classes,
-                 "device": str(device)}
+    out: dict = {
+        "bank": len(train_x),
+        "queries": len(query_x),
+        "dim": train_x.shape[1],
+        "classes": classes,
+        "device": str(device),
+    }
 
     ours, out["knn_ours_s"] = _timed(lambda: knn_classify(train_unit, train_y, query_unit, classes))
     out["knn_ours_peak"] = peak_extra_memory(lambda: knn_classify(train_unit, train_y, query_unit, classes), device)
     bank_t = train_unit.T.contiguous()
     labels_dev = train_y.to(device)
     theirs, out["knn_lightly_s"] = _timed(lambda: knn_predict(query_unit, bank_t, labels_dev, classes, 200, 0.1))
-    out["knn_lightly_peak"] = peak_extra_memory(lambda: knn_predict(query_unit, bank_t, labels_dev, classes, 200, 0.1), device)
+    out["knn_lightly_peak"] = peak_extra_memory(
+        lambda: knn_predict(query_unit, bank_t, labels_dev, classes, 200, 0.1), device
+    )
     out["knn_top1"] = topk_accuracy(ours.cpu(), query_y, ks=(1,))["top1"]
     out["knn_same_top1"] = 100.0 * (ours[:, 0].cpu() == theirs[:, 0].cpu()).float().mean().item()
 
     torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])  # the optimiser's one-time lazy imports (~2 s), not timed
     x, vx, qx = train_x.to(device), val_x.to(device), query_x.to(device)
-    chosen, out["linear_search_s"] = _timed(lambda: select_linear_probe((x, train_y), (vx, val_y), classes, device=device))
+    chosen, out["linear_search_s"] = _timed(
+        lambda: select_linear_probe((x, train_y), (vx, val_y), classes, device=device)
+    )
     weight_decay = chosen.weight_decay
     probe, out["linear_fit_s"] = _timed(lambda: fit_linear_probe(x, train_y.to(device), classes, weight_decay))
     out["linear_weight_decay"] = weight_decay
@@ -102,33 +113,36 @@ def run(splits: dict[str, Split], classes: int, device: str = "cpu") -> dict:
     predicted = torch.from_numpy(reference.predict(((query_x - mean) / std).numpy()))
     out["sklearn_top1"] = 100.0 * (predicted == query_y).float().mean().item()
     out["sklearn_weight_decay"], out["sklearn_search_s"] = _timed(
-        lambda: sklearn_search(splits["train"], splits["val"], mean, std))
+        lambda: sklearn_search(splits["train"], splits["val"], mean, std)
+    )
     return out
 
 
 def format_report(r: dict) -> str:
     mib = 2**20
-    return "\n".join([
-        f"bank {r['bank']:,} x {r['dim']}, {r['queries']:,} queries, {r['classes']} classes, on {r['device']}; "
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "",
-        "| protocol | implementation | time s | peak extra memory MiB | query top-1 % |",
-        "|---|---|---:|---:|---:|",
-        f"| kNN (k 200) | tcl-ssl, chunked | {r['knn_ours_s']:.2f} | {r['knn_ours_peak'] / mib:,.0f} | {r['knn_top1']:.2f} |",
-        f"| kNN (k 200) | lightly knn_predict, all queries at once | {r['knn_lightly_s']:.2f} | "
-        f"{r['knn_lightly_peak'] / mib:,.0f} | (same top-1 on {r['knn_same_top1']:.2f} %) |",
-        f"| linear | tcl-ssl, L-BFGS, search over 5 weight decays | {r['linear_search_s']:.2f} | | |",
-        f"| linear | tcl-ssl, L-BFGS, one fit (wd {r['linear_weight_decay']:g}) | {r['linear_fit_s']:.2f} | | {r['linear_top1']:.2f} |",
-        f"| linear | scikit-learn LogisticRegression, one fit, same objective | {r['sklearn_fit_s']:.2f} | | {r['sklearn_top1']:.2f} |",
-        f"| linear | scikit-learn LogisticRegression, same search (chose wd {r['sklearn_weight_decay']:g}) | "
-        f"{r['sklearn_search_s']:.2f} | | |",
-        "",
-        f"kNN: tcl-ssl / lightly time = {r['knn_ours_s'] / r['knn_lightly_s']:.2f}, "
-        f"memory = {r['knn_ours_peak'] / max(r['knn_lightly_peak'], 1):.2f}",
-        f"linear: scikit-learn / tcl-ssl time = {r['sklearn_fit_s'] / r['linear_fit_s']:.1f}x (one fit), "
-        f"{r['sklearn_search_s'] / r['linear_search_s']:.1f}x (whole search); top-1 difference "
-        f"{r['linear_top1'] - r['sklearn_top1']:+.2f} points",
-    ])
+    return "\n".join(
+        [
+            f"bank {r['bank']:,} x {r['dim']}, {r['queries']:,} queries, {r['classes']} classes, on {r['device']}; "
+            f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+            "",
+            "| protocol | implementation | time s | peak extra memory MiB | query top-1 % |",
+            "|---|---|---:|---:|---:|",
+            f"| kNN (k 200) | tcl-ssl, chunked | {r['knn_ours_s']:.2f} | {r['knn_ours_peak'] / mib:,.0f} | {r['knn_top1']:.2f} |",
+            f"| kNN (k 200) | lightly knn_predict, all queries at once | {r['knn_lightly_s']:.2f} | "
+            f"{r['knn_lightly_peak'] / mib:,.0f} | (same top-1 on {r['knn_same_top1']:.2f} %) |",
+            f"| linear | tcl-ssl, L-BFGS, search over 5 weight decays | {r['linear_search_s']:.2f} | | |",
+            f"| linear | tcl-ssl, L-BFGS, one fit (wd {r['linear_weight_decay']:g}) | {r['linear_fit_s']:.2f} | | {r['linear_top1']:.2f} |",
+            f"| linear | scikit-learn LogisticRegression, one fit, same objective | {r['sklearn_fit_s']:.2f} | | {r['sklearn_top1']:.2f} |",
+            f"| linear | scikit-learn LogisticRegression, same search (chose wd {r['sklearn_weight_decay']:g}) | "
+            f"{r['sklearn_search_s']:.2f} | | |",
+            "",
+            f"kNN: tcl-ssl / lightly time = {r['knn_ours_s'] / r['knn_lightly_s']:.2f}, "
+            f"memory = {r['knn_ours_peak'] / max(r['knn_lightly_peak'], 1):.2f}",
+            f"linear: scikit-learn / tcl-ssl time = {r['sklearn_fit_s'] / r['linear_fit_s']:.1f}x (one fit), "
+            f"{r['sklearn_search_s'] / r['linear_search_s']:.1f}x (whole search); top-1 difference "
+            f"{r['linear_top1'] - r['sklearn_top1']:+.2f} points",
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,8 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--spread", type=float, default=8.0, help="noise per dimension around the class centres")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--features", default=None, metavar="FILE",
-                        help="real features from `tcl-ssl eval --save-features` instead of the mixture")
+    parser.add_argument(
+        "--features",
+        default=None,
+        metavar="FILE",
+        help="real features from `tcl-ssl eval --save-features` instead of the mixture",
+    )
     args = parser.parse_args(argv)
     if args.features:
         from tcl_ssl.evaluate import read_features

@@ -26,7 +26,7 @@ import argparse
 import math
 import os
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -79,11 +79,7 @@ def official_formula(
     pos = (labels[:, None] == labels[None, :]) & not_self
     neg = labels[:, None] != labels[None, :]
     exp_logits = torch.exp(sim / temperature)
-    denom = (
-        (exp_logits * pos).sum(1)
-        + k1 * (torch.exp(-sim) * pos).sum(1)
-        + k2 * (exp_logits * neg).sum(1)
-    )
+    denom = (exp_logits * pos).sum(1) + k1 * (torch.exp(-sim) * pos).sum(1) + k2 * (exp_logits * neg).sum(1)
     log_prob = sim / temperature - torch.log(denom)[:, None]
     num_pos = pos.sum(1)
     has_pos = num_pos > 0
@@ -163,9 +159,7 @@ def peak_extra_memory(work: Callable[[], object], device: torch.device) -> int:
     return _cpu_peak_bytes(work)
 
 
-def _measure_memory(
-    fn: LossFn, z: Tensor, labels: Tensor, device: torch.device
-) -> tuple[int, tuple[Tensor, Tensor]]:
+def _measure_memory(fn: LossFn, z: Tensor, labels: Tensor, device: torch.device) -> tuple[int, tuple[Tensor, Tensor]]:
     """Peak extra memory (bytes) of one forward + backward pass, and its ``(loss, dL/dz)``."""
     leaf = _leaf(z)
     outputs: list[Tensor] = []
@@ -191,9 +185,7 @@ def check_memory_tracker(device: torch.device, n: int = 512) -> None:
     expected = 2 * 4 * n * n
     measured = peak_extra_memory(probe, device)
     if abs(measured - expected) > 1024:  # a few bytes of bookkeeping are fine
-        raise RuntimeError(
-            f"memory tracker on {device} measured {measured} bytes for a known peak of {expected}"
-        )
+        raise RuntimeError(f"memory tracker on {device} measured {measured} bytes for a known peak of {expected}")
 
 
 def _default_repeats(size: int) -> int:
@@ -301,10 +293,7 @@ def run(
 
 def format_table(rows: Sequence[dict]) -> str:
     """A plain-text table of :func:`run`'s rows: time, TCL/this ratio, peak memory, checks."""
-    header = (
-        f"{'N':>6}  {'loss':<20} {'fwd+bwd ms':>11} {'TCL/this':>9} "
-        f"{'peak MiB':>9} {'peak NxN':>9}"
-    )
+    header = f"{'N':>6}  {'loss':<20} {'fwd+bwd ms':>11} {'TCL/this':>9} {'peak MiB':>9} {'peak NxN':>9}"
     lines = [header, "-" * len(header)]
     sizes = list(dict.fromkeys(row["size"] for row in rows))
     for size in sizes:
@@ -346,11 +335,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--num-labels", type=int, default=10)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default by N)")
+    parser.add_argument("--losses", default=",".join(DEFAULT_LOSSES), help=f"losses to run, from {','.join(LOSSES)}")
     parser.add_argument(
-        "--losses", default=",".join(DEFAULT_LOSSES), help=f"losses to run, from {','.join(LOSSES)}"
-    )
-    parser.add_argument(
-        "--max-n", action="append", default=[], metavar="LOSS=N", type=_max_size_item,
+        "--max-n",
+        action="append",
+        default=[],
+        metavar="LOSS=N",
+        type=_max_size_item,
         help="skip LOSS above batch size N (repeatable), e.g. --max-n official=4096",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -400,8 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         rows = run(
-            sizes, args.dim, args.num_labels, args.device, args.repeats, losses,
-            dict(args.max_n), args.temperature, args.k1, args.k2,
+            sizes,
+            args.dim,
+            args.num_labels,
+            args.device,
+            args.repeats,
+            losses,
+            dict(args.max_n),
+            args.temperature,
+            args.k1,
+            args.k2,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -60,13 +60,32 @@ from torch.utils.data import DataLoader, Dataset
 
 from augmentations.samples import DEFAULT_IMAGE_ROOT
 from tcl_ssl.backbones import build_backbone
-from tcl_ssl.process_memory import current_rss, peak_rss, reset_peak_rss
 from tcl_ssl.checkpointing import NonFiniteLossGuard, ResumeState
-from tcl_ssl.data import FileSplit, ImageData, Split, assemble, batch_loader, decode_images, default_workers, list_image_folder
+from tcl_ssl.data import (
+    FileSplit,
+    ImageData,
+    Split,
+    assemble,
+    batch_loader,
+    decode_images,
+    default_workers,
+    list_image_folder,
+)
+from tcl_ssl.process_memory import current_rss, peak_rss, reset_peak_rss
 from tcl_ssl.train import PretrainConfig, build_method, default_precision, resolved_stem
 
-__all__ = ["Settings", "Measurement", "SOURCES", "load_data", "rate_ours", "rate_lightly", "rate_floor", "run",
-           "format_table", "main"]
+__all__ = [
+    "Settings",
+    "Measurement",
+    "SOURCES",
+    "load_data",
+    "rate_ours",
+    "rate_lightly",
+    "rate_floor",
+    "run",
+    "format_table",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +200,9 @@ class _StepTimer(Callback):
         self.start: float | None = None
         self.end: float | None = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step in (self.warmup, self.warmup + self.steps):
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize(pl_module.device)
@@ -255,9 +275,18 @@ def rate_ours(data: ImageData, train: Any, make_loader: LoaderFactory, settings:
     Trainer configured as ``pretrain()`` configures it (see the module docstring)."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     config = PretrainConfig(
-        method="simclr", batch_size=settings.batch_size, accelerator=settings.device.type, devices=1,
-        stem=settings.stem, optimizer="sgd", lr=LR * 256 / settings.batch_size, weight_decay=WEIGHT_DECAY,
-        precision=settings.precision, knn_every_n_epochs=0, plots=False, seed=settings.seed,
+        method="simclr",
+        batch_size=settings.batch_size,
+        accelerator=settings.device.type,
+        devices=1,
+        stem=settings.stem,
+        optimizer="sgd",
+        lr=LR * 256 / settings.batch_size,
+        weight_decay=WEIGHT_DECAY,
+        precision=settings.precision,
+        knn_every_n_epochs=0,
+        plots=False,
+        seed=settings.seed,
     ).resolved()
     timer = _StepTimer(settings.warmup, settings.steps)
     with _PeakMemory(settings.device) as memory:
@@ -324,8 +353,12 @@ def rate_lightly(data: ImageData, settings: Settings, num_workers: int) -> Measu
         backbone, feature_dim = build_backbone("resnet18", data.channels, settings.stem)
         model = LightlySimCLR(backbone, feature_dim)
         loader = DataLoader(
-            PILImages(data.train, lightly_transform(data)), batch_size=settings.batch_size, shuffle=True,
-            drop_last=True, num_workers=num_workers, persistent_workers=num_workers > 0,
+            PILImages(data.train, lightly_transform(data)),
+            batch_size=settings.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
         )
         trainer = _trainer(settings, [timer])
         trainer.fit(model, train_dataloaders=loader)
@@ -363,7 +396,6 @@ def rate_floor(data: ImageData, settings: Settings) -> Measurement:
             step()
         sync()
         seconds = time.perf_counter() - start
-        del model, optimizer, views
     return Measurement(settings.steps * batch / seconds, memory.peak_bytes)
 
 
@@ -435,8 +467,16 @@ def run(
     precision = default_precision(device.type)
     stem = resolved_stem(PretrainConfig(accelerator=device.type), image_size)
     settings = Settings(batch_size, steps, warmup, device, precision, stem, seed)
-    log.info("bench train: %s, %s, %s, stem %s, batch %d, %d + %d steps",
-             images, device, precision, stem, batch_size, warmup, steps)
+    log.info(
+        "bench train: %s, %s, %s, stem %s, batch %d, %d + %d steps",
+        images,
+        device,
+        precision,
+        stem,
+        batch_size,
+        warmup,
+        steps,
+    )
 
     ours = {f"{ROW_OURS}, {name}": SOURCES[name](data, files) for name in sources}
     rounds_of: dict[str, list[Measurement]] = {row: [] for row in [*ours, ROW_LIGHTLY, ROW_FLOOR]}
@@ -446,8 +486,10 @@ def run(
         for row, (train, make_loader) in ours.items():
             rounds_of[row].append(rate_ours(data, train, make_loader, settings))
         rounds_of[ROW_LIGHTLY].append(rate_lightly(data, settings, num_workers))
-    measured = {row: Measurement(max(m.images_per_s for m in ms), max(m.peak_bytes for m in ms))
-                for row, ms in rounds_of.items()}
+    measured = {
+        row: Measurement(max(m.images_per_s for m in ms), max(m.peak_bytes for m in ms))
+        for row, ms in rounds_of.items()
+    }
     lightly, floor = measured[ROW_LIGHTLY], measured[ROW_FLOOR]
 
     memory = "max_memory_allocated" if device.type == "cuda" else "peak RSS increase of this process"
@@ -459,8 +501,12 @@ def run(
             "vs_lightly": m.images_per_s / lightly.images_per_s,
             "vs_floor": m.images_per_s / floor.images_per_s,
             "peak_bytes": m.peak_bytes,
-            "memory": memory + (f", without its {num_workers} workers" if row == ROW_LIGHTLY and num_workers
-                                and device.type == "cpu" else ""),
+            "memory": memory
+            + (
+                f", without its {num_workers} workers"
+                if row == ROW_LIGHTLY and num_workers and device.type == "cpu"
+                else ""
+            ),
             "images": images,
             "device": str(device),
             "precision": precision,
@@ -504,27 +550,51 @@ def format_table(rows: Sequence[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``tcl-ssl bench train``: run the benchmark, print the table and the ratios of (a)."""
     parser = argparse.ArgumentParser(prog="tcl-ssl bench train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default=None, metavar="PATH",
-                        help=f"image folder root/<class>/<image>, or 'random' (default: {DEFAULT_IMAGE_ROOT} "
-                             "when present, else random images)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        metavar="PATH",
+        help=f"image folder root/<class>/<image>, or 'random' (default: {DEFAULT_IMAGE_ROOT} "
+        "when present, else random images)",
+    )
     parser.add_argument("--num-images", type=int, default=4096)
     parser.add_argument("--image-size", type=int, default=32, help="pixels; above 32 CIFAR images are upscaled")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure all rows this many times in turn and report each row's best round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure all rows this many times in turn and report each row's best round",
+    )
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="DataLoader workers of lightly's row (default: the CPU count)")
-    parser.add_argument("--sources", nargs="+", default=None, choices=list(SOURCES),
-                        help="data sources of our row(s) (default: memory, and stream for an image folder)")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="DataLoader workers of lightly's row (default: the CPU count)"
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        choices=list(SOURCES),
+        help="data sources of our row(s) (default: memory, and stream for an image folder)",
+    )
     args = parser.parse_args(argv)
     if args.sources is None:
         args.sources = ["memory"] if str(args.dataset) == SYNTHETIC else ["memory", "stream"]
 
-    rows = run(args.num_images, args.image_size, args.batch_size, args.steps, args.warmup, args.device,
-               args.num_workers, args.dataset, args.sources, args.rounds)
+    rows = run(
+        args.num_images,
+        args.image_size,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        args.device,
+        args.num_workers,
+        args.dataset,
+        args.sources,
+        args.rounds,
+    )
     first = rows[0]
     print(
         f"images: {first['images']}, {first['image_size']} px; batch {first['batch_size']}; ResNet-18 "
@@ -535,12 +605,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_table(rows))
     if first["num_rounds"] > 1:
-        print("images/s of each round: " + "; ".join(
-            f"{row['row']} " + ", ".join(f"{rate:,.1f}" for rate in row["rounds"]) for row in rows))
+        print(
+            "images/s of each round: "
+            + "; ".join(f"{row['row']} " + ", ".join(f"{rate:,.1f}" for rate in row["rounds"]) for row in rows)
+        )
     for row in rows:
         if row["row"].startswith(ROW_OURS):
-            print(f"{row['row']}: {row['vs_lightly']:.2f}x lightly's pipeline (b), "
-                  f"{row['vs_floor']:.2f}x the floor (c)")
+            print(
+                f"{row['row']}: {row['vs_lightly']:.2f}x lightly's pipeline (b), {row['vs_floor']:.2f}x the floor (c)"
+            )
     return 0
 
 

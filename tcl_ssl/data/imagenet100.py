@@ -265,9 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="tcl-ssl data imagenet100",
         description="build the 100-class ImageNet subset of CMC / solo-learn as a folder of links to an ImageNet copy",
     )
-    parser.add_argument(
-        "--source", required=True, type=Path, help="ImageNet root with train/<wnid>/ and val/<wnid>/"
-    )
+    parser.add_argument("--source", required=True, type=Path, help="ImageNet root with train/<wnid>/ and val/<wnid>/")
     parser.add_argument(
         "--out", required=True, type=Path, help="output folder (missing, empty, or an earlier build to finish)"
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,9 +99,15 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
         """A plain DataLoader, set up as this one, over this epoch's index batches after the first ``skip``."""
         remaining = list(itertools.islice(iter(self.batch_sampler), skip, None))
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=remaining, num_workers=self.num_workers, collate_fn=self.collate_fn,
-            pin_memory=self.pin_memory, worker_init_fn=self.worker_init_fn, generator=self.generator,
-            prefetch_factor=self.prefetch_factor, multiprocessing_context=self.multiprocessing_context,
+            self.dataset,
+            batch_sampler=remaining,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            worker_init_fn=self.worker_init_fn,
+            generator=self.generator,
+            prefetch_factor=self.prefetch_factor,
+            multiprocessing_context=self.multiprocessing_context,
         )
 
     def state_dict(self) -> dict[str, int]:
@@ -112,7 +119,9 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
         self._iterations = int(state["epoch"]) - 1
 
 
-def batch_loader(split: Split | FileSplit, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0) -> ResumableDataLoader:
+def batch_loader(
+    split: Split | FileSplit, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0
+) -> ResumableDataLoader:
     """A resumable DataLoader of uint8 ``(images, labels)`` batches from a split (in memory, or
     decoded from its files by ``split.workers`` processes); with ``shuffle``, each epoch's order
     depends only on ``seed`` and the epoch."""
@@ -139,9 +148,13 @@ def iterate_batches(split: Split | FileSplit, batch_size: int) -> Iterator[tuple
     if isinstance(split, FileSplit):
         dataset = split.dataset()
         yield from torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, collate_fn=_identity, num_workers=split.workers,
-            prefetch_factor=4 if split.workers else None, generator=own_generator())
+            dataset,
+            batch_size=batch_size,
+            collate_fn=_identity,
+            num_workers=split.workers,
+            prefetch_factor=4 if split.workers else None,
+            generator=own_generator(),
+        )
         return
     for start in range(0, len(split), batch_size):
         yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
-

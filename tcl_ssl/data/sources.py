@@ -41,13 +41,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
-            )
+            raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -139,14 +135,17 @@ class ImageData:
             return self
         classes = len(self.train.labels.unique())
         if not max(2, classes) <= count <= len(self.train):
-            raise ValueError(f"train_images must be between {max(2, classes)} (one per class) and the train split's "
-                             f"{len(self.train)} images, got {count}")
+            raise ValueError(
+                f"train_images must be between {max(2, classes)} (one per class) and the train split's "
+                f"{len(self.train)} images, got {count}"
+            )
         return replace(self, train=self.train.subset(stratified_subset(self.train.labels.numpy(), count)))
 
     def with_channels(self, channels: int) -> ImageData:
         """This dataset converted to ``channels`` (1 or 3), statistics recomputed on train."""
-        return assemble(self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS),
-                        view_size=self.view_size)
+        return assemble(
+            self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS), view_size=self.view_size
+        )
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 2048) -> Tensor:
@@ -201,8 +200,9 @@ def stratified_subset(labels: np.ndarray, count: int, seed: int = SPLIT_SEED) ->
     return np.sort(chosen)
 
 
-def assemble(name: str, train: Split, val: Split, test: Split, image_size: int | None = None,
-             view_size: int | None = None) -> ImageData:
+def assemble(
+    name: str, train: Split, val: Split, test: Split, image_size: int | None = None, view_size: int | None = None
+) -> ImageData:
     """An :class:`ImageData` from its splits, resized to ``image_size`` if given; the normalisation
     statistics come from the train split only."""
     if image_size is not None:
@@ -282,12 +282,18 @@ def split_from_pil_dataset(dataset, image_size: int | None = None) -> Split:
     images = [pil_to_tensor(image if gray else image.convert("RGB")) for image, _ in pairs]
     if image_size is None and len({tuple(image.shape[-2:]) for image in images}) > 1:
         image_size = 32
-        log.warning("the images of %s differ in size: resized to %d px (give --image-size to choose)",
-                    type(dataset).__name__, image_size)
+        log.warning(
+            "the images of %s differ in size: resized to %d px (give --image-size to choose)",
+            type(dataset).__name__,
+            image_size,
+        )
     if image_size is not None:
-        images = [image if image.shape[-2:] == (image_size, image_size)
-                  else TF.center_crop(TF.resize(image, image_size, antialias=True), [image_size, image_size])
-                  for image in images]
+        images = [
+            image
+            if image.shape[-2:] == (image_size, image_size)
+            else TF.center_crop(TF.resize(image, image_size, antialias=True), [image_size, image_size])
+            for image in images
+        ]
     return Split(torch.stack(images), torch.tensor([label for _, label in pairs], dtype=torch.long))
 
 
@@ -372,7 +378,9 @@ def decode_file(path: str | Path, size: int, channels: int = 3) -> Tensor:
     return image
 
 
-def decode_images(files: list[Path], image_size: int, channels: int = 3, skip_bad: bool = False) -> tuple[Tensor, list[int]]:
+def decode_images(
+    files: list[Path], image_size: int, channels: int = 3, skip_bad: bool = False
+) -> tuple[Tensor, list[int]]:
     """Decode image files into uint8 ``(N, C, S, S)`` with :func:`decode_file`. Returns the images
     and the indices of the files decoded.
 
@@ -392,8 +400,13 @@ def decode_images(files: list[Path], image_size: int, channels: int = 3, skip_ba
             continue
         kept.append(i)
     if bad:
-        log.warning("skipped %d of %d image files that could not be decoded, e.g. %s (%s)",
-                    len(bad), len(files), bad[0][0], bad[0][1])
+        log.warning(
+            "skipped %d of %d image files that could not be decoded, e.g. %s (%s)",
+            len(bad),
+            len(files),
+            bad[0][0],
+            bad[0][1],
+        )
     if not kept:
         raise ValueError(f"none of the {len(files)} image files could be decoded, e.g. {str(bad[0][0])!r}")
     return out[: len(kept)].clone() if bad else out, kept
@@ -403,8 +416,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TCL_SSL_CACHE", Path.home() / ".cache" / "tcl_ssl"))
 
 
-def _decode_cached(files: list[Path], labels: list[int], image_size: int, cache_dir: Path | None,
-                   skip_bad: bool = False) -> Split:
+def _decode_cached(
+    files: list[Path], labels: list[int], image_size: int, cache_dir: Path | None, skip_bad: bool = False
+) -> Split:
     """:func:`decode_images` as a split, cached as a tensor file keyed by the files' paths, sizes,
     times, the image size and ``skip_bad``."""
     key = hashlib.sha1(
@@ -470,7 +484,9 @@ def load_image_folder(
     size = decode_size or image_size or 32
     layout = folder_layout(root)
     if test_fraction is not None and layout:
-        raise ValueError(f"test_fraction was given, but {str(root)!r} has its own test split ({layout.get('test', layout.get('val'))})")
+        raise ValueError(
+            f"test_fraction was given, but {str(root)!r} has its own test split ({layout.get('test', layout.get('val'))})"
+        )
     if val_fraction is not None and {"val", "test"} <= set(layout):
         raise ValueError(f"val_fraction was given, but {str(root)!r} has its own val/ and test/ splits")
     listed = {"all": list_image_folder(root)[:2]} if not layout else {}
@@ -479,15 +495,20 @@ def load_image_folder(
         listed = {name: list_image_folder(path, classes)[:2] for name, path in layout.items()}
     total = sum(len(files) for files, _ in listed.values())
     stream = source == "stream" or (
-        source == "auto" and streaming.decoded_bytes(total, size) > streaming.memory_budget())
+        source == "auto" and streaming.decoded_bytes(total, size) > streaming.memory_budget()
+    )
     if stream:
         log.info("streaming %d images from %s (decoded to %d px by DataLoader workers)", total, root, size)
         workers = streaming.default_workers() if workers is None else workers
-        splits = {name: streaming.FileSplit.from_paths(files, labels, size, skip_bad=skip_bad_images, workers=workers)
-                  for name, (files, labels) in listed.items()}
+        splits = {
+            name: streaming.FileSplit.from_paths(files, labels, size, skip_bad=skip_bad_images, workers=workers)
+            for name, (files, labels) in listed.items()
+        }
     else:
-        splits = {name: _decode_cached(files, labels, size, cache_dir, skip_bad_images)
-                  for name, (files, labels) in listed.items()}
+        splits = {
+            name: _decode_cached(files, labels, size, cache_dir, skip_bad_images)
+            for name, (files, labels) in listed.items()
+        }
     if not layout:
         rest, test = splits["all"].split_off(_fraction(test_fraction, DEFAULT_TEST_FRACTION))
         train, val = rest.split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
@@ -523,20 +544,28 @@ def load_dataset(
     name = spec.removeprefix("torchvision:")
     is_torchvision = spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES
     if test_fraction is not None and (spec == BUILTIN or is_torchvision):
-        raise ValueError(
-            f"test_fraction applies only to a single image folder; {spec!r} has its own test split"
-        )
+        raise ValueError(f"test_fraction applies only to a single image folder; {spec!r} has its own test split")
     is_folder = not (spec == BUILTIN or is_torchvision)
     if not is_folder and (source == "stream" or decode_size is not None):
         raise ValueError(f"streaming and decode_size apply to image folders only; {spec!r} is loaded into memory")
     if spec == BUILTIN:
         return load_builtin(val_fraction, image_size)
     if is_torchvision:  # before folders: "cifar10" may also be a local directory
-        return load_torchvision(name, (data_dir or default_cache_dir() / "torchvision"), download, val_fraction, image_size)
+        return load_torchvision(
+            name, (data_dir or default_cache_dir() / "torchvision"), download, val_fraction, image_size
+        )
     if spec.startswith("folder:") or Path(spec).is_dir():
         path = Path(spec.removeprefix("folder:")).expanduser()
-        return load_image_folder(path, image_size, val_fraction, test_fraction, skip_bad_images=skip_bad_images,
-                                 source=source, decode_size=decode_size, workers=workers)
+        return load_image_folder(
+            path,
+            image_size,
+            val_fraction,
+            test_fraction,
+            skip_bad_images=skip_bad_images,
+            source=source,
+            decode_size=decode_size,
+            workers=workers,
+        )
     raise ValueError(
         f"unknown dataset {spec!r}: use {BUILTIN!r} (built in), one of {sorted(_TORCHVISION_ALIASES)}, "
         "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>, or with "

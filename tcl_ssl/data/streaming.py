@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -119,8 +119,13 @@ class FileSplit:
         if len(self) > sample:
             chosen = np.sort(np.random.default_rng(0).choice(len(self), sample, replace=False))
             return self.subset(chosen).stats(sample)
-        sums = torch.utils.data.DataLoader(self.dataset(), batch_size=256, collate_fn=_channel_sums,
-                                           num_workers=self.workers, generator=own_generator())
+        sums = torch.utils.data.DataLoader(
+            self.dataset(),
+            batch_size=256,
+            collate_fn=_channel_sums,
+            num_workers=self.workers,
+            generator=own_generator(),
+        )
         total, total_sq, count = (sum(parts) for parts in zip(*sums))
         mean = total / count
         std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()

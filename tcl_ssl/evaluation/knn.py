@@ -53,7 +53,9 @@ def knn_classify(
     """
     _check(k, temperature, weighting, top)
     if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
-        raise ValueError(f"bank (N, F) and queries (Q, F) must share F, got {tuple(bank.shape)} and {tuple(queries.shape)}")
+        raise ValueError(
+            f"bank (N, F) and queries (Q, F) must share F, got {tuple(bank.shape)} and {tuple(queries.shape)}"
+        )
     if bank_labels.shape != (bank.shape[0],):
         raise ValueError(f"bank_labels must have shape ({bank.shape[0]},), got {tuple(bank_labels.shape)}")
     k = min(k, bank.shape[0])
@@ -96,8 +98,13 @@ def knn_accuracy(
     (default: where ``bank`` is)."""
     device = bank.device if device is None else torch.device(device)
     predictions = knn_classify(
-        bank.to(device), bank_labels, queries.to(device), num_classes,
-        k=k, temperature=temperature, weighting=weighting,
+        bank.to(device),
+        bank_labels,
+        queries.to(device),
+        num_classes,
+        k=k,
+        temperature=temperature,
+        weighting=weighting,
     )
     return topk_accuracy(predictions, query_labels)
 

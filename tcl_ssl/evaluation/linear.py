@@ -72,8 +72,13 @@ def fit_linear_probe(
     labels = labels.to(features.device)
     x = (features - probe.mean) / probe.std
     optimizer = torch.optim.LBFGS(
-        probe.linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-        tolerance_grad=tolerance_grad, tolerance_change=1e-10, line_search_fn="strong_wolfe",
+        probe.linear.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> Tensor:

@@ -44,7 +44,9 @@ class AugmentedLinearClassifier(LinearClassifier):
 
 
 @torch.no_grad()
-def _predict(classifier: AugmentedLinearClassifier, split: Split, device: torch.device, batch_size: int = 512) -> Tensor:
+def _predict(
+    classifier: AugmentedLinearClassifier, split: Split, device: torch.device, batch_size: int = 512
+) -> Tensor:
     classifier.eval().to(device)
     predictions = []
     for images, _ in iterate_batches(split, batch_size):
@@ -102,7 +104,8 @@ def augmented_linear_probe(
         trainer.fit(classifier, train_dataloaders=loader)
         device = trainer.strategy.root_device
         result = {
-            name: topk_accuracy(_predict(classifier, split, device), split.labels) for name, split in eval_splits.items()
+            name: topk_accuracy(_predict(classifier, split, device), split.labels)
+            for name, split in eval_splits.items()
         }
     finally:
         backbone.train(was_training)

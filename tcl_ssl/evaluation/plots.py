@@ -69,7 +69,9 @@ def plot_curves(metrics_csvs: list[Path], out: Path, title: str = "") -> Path:
     return out
 
 
-def plot_embedding(features: Tensor, labels: Tensor, out: Path, max_points: int = 2000, seed: int = 0, title: str = "") -> Path:
+def plot_embedding(
+    features: Tensor, labels: Tensor, out: Path, max_points: int = 2000, seed: int = 0, title: str = ""
+) -> Path:
     """t-SNE (scikit-learn) of up to ``max_points`` feature rows ``(N, F)``, coloured by label."""
     from sklearn.manifold import TSNE
 
@@ -78,7 +80,9 @@ def plot_embedding(features: Tensor, labels: Tensor, out: Path, max_points: int 
     index = np.sort(rng.permutation(features.shape[0])[:max_points])
     x = features[index].numpy()
     y = labels[index].numpy()
-    points = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed).fit_transform(x)
+    points = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed).fit_transform(
+        x
+    )
     fig, ax = plt.subplots(figsize=(5, 5))
     scatter = ax.scatter(points[:, 0], points[:, 1], c=y, cmap="tab10" if y.max() < 10 else "tab20", s=4)
     if y.max() < 20:
@@ -99,8 +103,15 @@ def plot_confusion(labels: Tensor, predictions: Tensor, num_classes: int, out: P
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ConfusionMatrixDisplay.from_predictions(
-        labels.numpy(), predictions.numpy(), labels=list(range(num_classes)), normalize="true",
-        ax=ax, colorbar=False, include_values=num_classes <= 12, values_format=".2f", cmap="Blues",
+        labels.numpy(),
+        predictions.numpy(),
+        labels=list(range(num_classes)),
+        normalize="true",
+        ax=ax,
+        colorbar=False,
+        include_values=num_classes <= 12,
+        values_format=".2f",
+        cmap="Blues",
     )
     ax.set_title(title or "linear probe on test, rows normalised", fontsize=10)
     fig.tight_layout()
@@ -109,7 +120,9 @@ def plot_confusion(labels: Tensor, predictions: Tensor, num_classes: int, out: P
     return out
 
 
-def write_run_plots(folder: Path, evaluation: Evaluation, data: ImageData, metrics_csvs: list[Path], title: str = "") -> list[Path]:
+def write_run_plots(
+    folder: Path, evaluation: Evaluation, data: ImageData, metrics_csvs: list[Path], title: str = ""
+) -> list[Path]:
     """A run's pictures: ``curves.png`` (if the logs have per-epoch metrics), ``tsne.png`` of the
     test features, ``confusion.png`` of the linear probe on test (if it ran)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,6 +132,9 @@ def write_run_plots(folder: Path, evaluation: Evaluation, data: ImageData, metri
     if evaluation.test_features is not None:
         written.append(plot_embedding(evaluation.test_features, data.test.labels, folder / "tsne.png"))
     if evaluation.test_linear_predictions is not None:
-        written.append(plot_confusion(data.test.labels, evaluation.test_linear_predictions, data.num_classes,
-                                      folder / "confusion.png"))
+        written.append(
+            plot_confusion(
+                data.test.labels, evaluation.test_linear_predictions, data.num_classes, folder / "confusion.png"
+            )
+        )
     return written

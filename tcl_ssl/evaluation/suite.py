@@ -74,8 +74,10 @@ def split_features(backbone: nn.Module, data: ImageData, device: torch.device | 
     each ``(N, F)`` on the CPU, through the ``eval`` preprocessing. Under an initialised
     ``torch.distributed`` group every process must call it: each embeds a shard, all get everything."""
     preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
-    return {name: gather_features(backbone, data.split(name), preprocess, device=device, normalize=False)
-            for name in ("train", *QUERY_SPLITS)}
+    return {
+        name: gather_features(backbone, data.split(name), preprocess, device=device, normalize=False)
+        for name in ("train", *QUERY_SPLITS)
+    }
 
 
 def evaluate_backbone(
@@ -105,12 +107,21 @@ def evaluate_backbone(
 
     if "knn" in protocols:
         for name in QUERY_SPLITS:
-            accuracy = knn_accuracy(unit["train"], labels["train"], unit[name], labels[name], data.num_classes,
-                                    k=settings.knn_k, temperature=settings.knn_temperature, device=device)
+            accuracy = knn_accuracy(
+                unit["train"],
+                labels["train"],
+                unit[name],
+                labels[name],
+                data.num_classes,
+                k=settings.knn_k,
+                temperature=settings.knn_temperature,
+                device=device,
+            )
             metrics[name] |= {f"knn_{key}": value for key, value in accuracy.items()}
     if "linear" in protocols:
-        chosen = select_linear_probe((raw["train"], labels["train"]), (raw["val"], labels["val"]),
-                                     data.num_classes, device=device)
+        chosen = select_linear_probe(
+            (raw["train"], labels["train"]), (raw["val"], labels["val"]), data.num_classes, device=device
+        )
         result.linear_weight_decay = chosen.weight_decay
         for name in QUERY_SPLITS:
             predictions = probe_predictions(chosen.probe, raw[name]).cpu()
@@ -119,8 +130,13 @@ def evaluate_backbone(
                 result.test_linear_predictions = predictions[:, 0]
     if "linear-aug" in protocols:
         accuracy = augmented_linear_probe(
-            backbone, feature_dim, data, {name: data.split(name) for name in QUERY_SPLITS},
-            epochs=settings.linear_aug_epochs, batch_size=settings.linear_aug_batch_size, lr=settings.linear_aug_lr,
+            backbone,
+            feature_dim,
+            data,
+            {name: data.split(name) for name in QUERY_SPLITS},
+            epochs=settings.linear_aug_epochs,
+            batch_size=settings.linear_aug_batch_size,
+            lr=settings.linear_aug_lr,
             seed=settings.seed,
             accelerator=accelerator,
         )
@@ -129,6 +145,9 @@ def evaluate_backbone(
     if "retrieval" in protocols:
         for name in QUERY_SPLITS:
             scores = retrieval_metrics(unit["train"], labels["train"], unit[name], labels[name], device=device)
-            metrics[name] |= {"precision_at_1": scores["precision_at_1"], "r_precision": scores["r_precision"],
-                              "map_at_r": scores["mean_average_precision_at_r"]}
+            metrics[name] |= {
+                "precision_at_1": scores["precision_at_1"],
+                "r_precision": scores["r_precision"],
+                "map_at_r": scores["mean_average_precision_at_r"],
+            }
     return result

@@ -118,9 +118,7 @@ class Method(pl.LightningModule):
                 "(supervised=True), or pick a method that trains with labels (see --list-methods)"
             )
         if not supervised and not cls.without_labels:
-            raise ValueError(
-                f"method {cls.name!r} needs labels; run it with --supervised (supervised=True)"
-            )
+            raise ValueError(f"method {cls.name!r} needs labels; run it with --supervised (supervised=True)")
         low, high = cls.views
         if num_views is not None and not (low <= num_views and (high is None or num_views <= high)):
             allowed = f"exactly {low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
@@ -169,7 +167,9 @@ class Method(pl.LightningModule):
         self._probe_features = features[: views[0].shape[0]].detach()
         return features
 
-    def project_views(self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None) -> tuple[Tensor, ...]:
+    def project_views(
+        self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None
+    ) -> tuple[Tensor, ...]:
         """``head(backbone(view))`` of each of the ``V`` views in one batched pass: ``V`` tensors ``(B, D)``.
 
         ``backbone`` defaults to the method's own (pass a momentum copy for target networks).

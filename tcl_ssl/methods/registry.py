@@ -45,10 +45,13 @@ def describe_methods() -> str:
     for name in available_methods():
         cls = method_class(name)
         settings = [s for s, ok in (("self-supervised", cls.without_labels), ("supervised", cls.with_labels)) if ok]
-        options = ", ".join(
-            f"{key}={cls.auto_options.get(key, 'auto') if value is None else _format(value)}"
-            for key, value in cls.options().items()
-        ) or "-"
+        options = (
+            ", ".join(
+                f"{key}={cls.auto_options.get(key, 'auto') if value is None else _format(value)}"
+                for key, value in cls.options().items()
+            )
+            or "-"
+        )
         d = cls.defaults
         recipe = f"{d.optimizer.upper()}, {_format(d.lr)}, {_format(d.weight_decay)}, {d.warmup_epochs}"
         lines.append(

@@ -58,19 +58,27 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> dict
     except yaml.YAMLError as error:
         raise ValueError(f"recipe {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(content, dict):
-        raise ValueError(f"recipe {str(path)!r} must be a mapping of option names to values, got {type(content).__name__}")
+        raise ValueError(
+            f"recipe {str(path)!r} must be a mapping of option names to values, got {type(content).__name__}"
+        )
     fields = {f.name for f in dataclasses.fields(PretrainConfig)} - {"recipe", "resume", "out"}
     content.pop("description", None)
     parent_name = content.pop("extends", None)
     unknown = sorted(set(content) - fields)
     if unknown:
-        raise ValueError(f"recipe {str(path)!r} has unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"recipe {str(path)!r} has unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+        )
     if parent_name is None:
         return content
     relative = path.parent / str(parent_name)
     parent = load_recipe(relative if relative.is_file() else parent_name, _chain + (path,))
     inherited = dict(parent)
-    if "method" in content and content["method"] != parent.get("method") and isinstance(parent.get("method_options"), dict):
+    if (
+        "method" in content
+        and content["method"] != parent.get("method")
+        and isinstance(parent.get("method_options"), dict)
+    ):
         # the parent's method options belong to its method: keep those the new method takes
         from tcl_ssl.methods import method_class
 
