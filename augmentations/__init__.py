@@ -8,6 +8,6 @@ Recipes (see :mod:`augmentations.recipes`): simclr, mocov2, byol, supcon, simaug
 """
 
 from augmentations.pipeline import Pipeline
-from augmentations.recipes import available, build
+from augmentations.recipes import available, build, options
 
-__all__ = ["Pipeline", "available", "build"]
+__all__ = ["Pipeline", "available", "build", "options"]

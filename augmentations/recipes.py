@@ -246,3 +246,13 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[flo
     if any(v <= 0 for v in stats["std"]):
         raise ValueError(f"std values must be > 0, got {std!r}")
     return stats["mean"], stats["std"]
+
+
+def options(name: str) -> list[str]:
+    """The keyword options :func:`build` accepts for the pipeline ``name``, beyond the image size
+    and statistics: ``num_views``, ``weak_view`` and the pipeline's own (e.g. ``min_scale``)."""
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(RECIPES)}")
+    own = [p for p in inspect.signature(recipe).parameters if p not in ("view", "image_size", "channels")]
+    return ["weak_view", *own]

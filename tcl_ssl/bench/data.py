@@ -52,6 +52,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
 
 from tcl_ssl.data.loaders import batch_loader
 from tcl_ssl.data.sources import Split, decode_file, decode_images, list_image_folder
@@ -101,9 +103,6 @@ def select_images(root: str | Path, num_images: int) -> tuple[list[Path], list[i
 
 def _decode_encoded(data: bytes | Tensor, size: int, channels: int) -> Tensor:
     """:func:`~tcl_ssl.data.sources.decode_file` on a file's bytes instead of its path."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2 import functional as TF
-
     encoded = data if isinstance(data, Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     image = decode_image(encoded, mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
     if image.shape[-2:] != (size, size):
@@ -256,7 +255,7 @@ class DecodeBatch:
 def _import_litdata():
     """litdata, with its check for a newer release on PyPI off (a benchmark stays offline)."""
     os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-    import litdata
+    import litdata  # optional (the litdata extra), and only after the variable above is set
 
     return litdata
 
