@@ -4,6 +4,8 @@ The project's docstrings follow the Google style with two habits the Google-styl
 not know; this extension rewrites the docstring text when griffe loads an object, before it is
 parsed (the code is not changed):
 
+- a paragraph that ends with reStructuredText's literal-block marker ``::`` ends with ``:``
+  (the indented block after it is a code block in Markdown too);
 - reStructuredText cross-reference roles (``:class:`~pkg.Name```, ``:func:``, ``:mod:``, ...)
   become plain code spans (``pkg.Name``); Markdown would show the role's name in front of them;
 - an ``Args:`` entry that documents several parameters on one line
@@ -19,12 +21,14 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const):`~?([^`]+)`")
 _SECTION = re.compile(r"^(\s*)(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters):\s*$")
+_LITERAL = re.compile(r"(?<=\S)::$", re.MULTILINE)
 _MULTI = re.compile(r"^(\s+)([\w*]+(?:\s*,\s*[\w*]+)+):(.*)$")
 
 
 def rewrite(text: str) -> str:
     """The docstring ``text`` with roles made code spans and multi-name arguments split."""
     text = _ROLE.sub(r"`\1`", text)
+    text = _LITERAL.sub(":", text)
     lines = text.splitlines()
     out: list[str] = []
     in_args = False
