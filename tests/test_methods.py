@@ -487,15 +487,6 @@ def test_resumed_run_continues_schedule_targets_and_queue_exactly(digits, tmp_pa
         torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=key)
 
 
-def test_readme_table_of_method_defaults_is_the_code(tmp_path):
-    from pathlib import Path
-
-    from tcl_ssl.methods.registry import describe_methods
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert describe_methods() in readme
-
-
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_online_probe_learns_from_detached_features_without_weight_decay(digits, stream):
     torch.manual_seed(0)  # a backbone whose features keep the digits' shapes (7 x 7 mean-pooled pixels)
