@@ -9,8 +9,10 @@
   - ``<!-- methods-table -->``: :func:`tcl_ssl.methods.registry.describe_methods` (the table
     ``tcl-ssl pretrain --list-methods`` prints);
   - ``<!-- recipes-table -->``: every packaged recipe and its description
-    (:func:`tcl_ssl.recipes.describe_recipes`, the list ``tcl-ssl pretrain --list-recipes``
-    prints).
+    (:func:`tcl_ssl.config.recipes.describe_recipes`, the list ``tcl-ssl pretrain --list-recipes``
+    prints);
+  - ``<!-- options-table -->``: every run option, its group, flag, default and help, from its
+    declaration (:func:`tcl_ssl.cli.options.describe_options`).
 
 The code is imported from the repository this ``mkdocs.yml`` belongs to (put first on
 ``sys.path``), not from whichever copy of the project happens to be installed.
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 METHODS_MARKER = "<!-- methods-table -->"
 RECIPES_MARKER = "<!-- recipes-table -->"
+OPTIONS_MARKER = "<!-- options-table -->"
 
 
 def _import_from_repository() -> None:
@@ -42,7 +45,7 @@ def methods_table() -> str:
 
 def recipes_table() -> str:
     _import_from_repository()
-    from tcl_ssl.recipes import describe_recipes
+    from tcl_ssl.config.recipes import describe_recipes
 
     rows = ["| recipe | what it sets |", "|---|---|"]
     for line in describe_recipes().splitlines():
@@ -50,6 +53,13 @@ def recipes_table() -> str:
         description = description.replace("|", "\\|")
         rows.append(f"| `{name}` | {description} |")
     return "\n".join(rows)
+
+
+def options_table() -> str:
+    _import_from_repository()
+    from tcl_ssl.cli.options import describe_options
+
+    return describe_options()
 
 
 RAW_RESULTS = "results/cpu-small/"
@@ -76,6 +86,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(METHODS_MARKER, methods_table())
     if RECIPES_MARKER in markdown:
         markdown = markdown.replace(RECIPES_MARKER, recipes_table())
+    if OPTIONS_MARKER in markdown:
+        markdown = markdown.replace(OPTIONS_MARKER, options_table())
     return markdown
 
 

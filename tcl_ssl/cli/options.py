@@ -10,15 +10,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Collection
 from typing import Any, Literal, get_args, get_origin
 
 from tcl_ssl.config import ConfigError, OptionInfo, PretrainConfig
 from tcl_ssl.config.spec import describe_type, parse_assignment, parse_text
 
-__all__ = ["add_config_options", "apply_given", "given_options", "mapping_keys"]
+__all__ = ["add_config_options", "apply_given", "describe_options", "flags_of", "given_options", "mapping_keys"]
 
 _DEST = "option:"  # argparse destinations of options: option:<key>, option:<key>:<entry> for shortcuts
+
+
+def flags_of(key: str) -> tuple[str, ...]:
+    """The command-line flags of the option called ``key`` (empty for an option without one)."""
+    return _flags(PretrainConfig.option_info(key))
+
+
+def describe_options() -> str:
+    """A Markdown table of every option: group, key, flags, default and help (for the docs)."""
+    lines = ["| group | option | flag | default | what |", "|---|---|---|---|---|"]
+    for key, info in PretrainConfig.options().items():
+        flags = ", ".join(f"`{f}`" for f in _flags(info)) or "-"
+        shortcuts = ", ".join(f"`--{entry.replace('_', '-')}`" for entry in info.spec.shortcuts)
+        if shortcuts:
+            flags += f" (and {shortcuts})"
+        default = _default(info)
+        shown = "-" if default is None else f"`{json.dumps(default)}`"
+        roles = [word for word, on in (("budget", info.spec.budget), ("sweepable", info.spec.sweep)) if on]
+        what = info.spec.help.replace("|", "\\|").replace("<", "&lt;") + (f" ({', '.join(roles)})" if roles else "")
+        lines.append(f"| `{info.group}` | `{info.name}` | {flags} | {shown} | {what} |")
+    return "\n".join(lines)
 
 
 def _flags(info: OptionInfo) -> tuple[str, ...]:
