@@ -53,6 +53,7 @@ def test_every_option_is_declared_once_with_help_and_a_unique_key_and_flag():
         (["--knn-every", "0", "--protocols", "knn,linear-aug"], {"knn_every": 0, "protocols": ["knn", "linear-aug"]}),
         (["--devices", "2", "--precision", "bf16-mixed"], {"devices": 2, "precision": "bf16-mixed"}),
         (["--devices", "auto", "--limit-train-batches", "3"], {"devices": "auto", "limit_train_batches": 3}),
+        (["--log-every-n-steps", "1"], {"log_every_n_steps": 1}),
         (["--resume", "runs/a", "--out", "runs/b", "--seed", "4"], {"resume": "runs/a", "out": "runs/b", "seed": 4}),
         ([], {}),
     ],

@@ -438,3 +438,10 @@ def test_tensorboard_logger_writes_the_same_metrics_as_the_csv_log(tmp_path, sma
         logged = [float(row[tag]) for row in rows if row.get(tag)]
         assert len(logged) >= 2
         np.testing.assert_allclose(scalars[tag], logged, rtol=1e-6)
+
+
+def test_log_every_n_steps_sets_the_per_step_rows_of_the_metrics_file(tmp_path, small_digits):
+    pretrain(_config(tmp_path, log_every_n_steps=1, knn_every=0, protocols=["knn"]), data=small_digits)
+    rows = list(csv.DictReader((tmp_path / "run" / "logs" / "version_0" / "metrics.csv").open()))
+    assert [int(row["step"]) for row in rows if row.get("train_loss_step")] == [0, 1]  # both steps of 2
+    assert read_record(tmp_path / "run").config.trainer.log_every_n_steps == 1

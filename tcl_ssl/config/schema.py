@@ -207,6 +207,9 @@ class TrainerOptions:
         help="also write last.ckpt every N optimiser steps (0: at the end of each epoch only)",
         affects_results=False,
     )
+    log_every_n_steps: int = option(
+        10, minimum=1, help="optimiser steps between the per-step rows of metrics.csv", affects_results=False
+    )
     limit_train_batches: int | float = option(
         1.0, parse=_fraction_or_count, hidden=True, help="Lightning's limit_train_batches (tests)", budget=True
     )
