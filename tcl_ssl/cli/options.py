@@ -30,7 +30,7 @@ def flags_of(key: str) -> tuple[str, ...]:
 def describe_options() -> str:
     """A Markdown table of every option: group, key, flags, default and help (for the docs)."""
     lines = ["| group | option | flag | default | what |", "|---|---|---|---|---|"]
-    for key, info in PretrainConfig.options().items():
+    for info in PretrainConfig.options().values():
         flags = ", ".join(f"`{f}`" for f in _flags(info)) or "-"
         shortcuts = ", ".join(f"`--{entry.replace('_', '-')}`" for entry in info.spec.shortcuts)
         if shortcuts:
