@@ -76,20 +76,33 @@ def _is_raw_results(page) -> bool:
     return uri.startswith(RAW_RESULTS) and uri.endswith("/results.md")
 
 
+def _replace_marker(markdown: str, marker: str, table: str) -> str:
+    """``markdown`` with the line holding ``marker`` replaced by ``table``, every line indented as
+    the marker is (so that a table inside an admonition stays inside it)."""
+    lines = []
+    for line in markdown.split("\n"):
+        if line.strip() == marker:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines += [indent + row for row in table.split("\n")]
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if _is_raw_results(page):
         page.meta.setdefault("hide", ["toc"])
         index = "../" * page.file.src_uri.count("/") + "results/index.md"
         title, _, rest = markdown.partition("\n")
         markdown = f"{title}\n\n{RAW_NOTE.format(index=index)}{rest}"
-    if METHODS_MARKER in markdown:
-        markdown = markdown.replace(METHODS_MARKER, methods_table())
-    if RECIPES_MARKER in markdown:
-        markdown = markdown.replace(RECIPES_MARKER, recipes_table())
-    if OPTIONS_MARKER in markdown:
-        markdown = markdown.replace(OPTIONS_MARKER, options_table())
+    for marker, table in (
+        (METHODS_MARKER, methods_table),
+        (RECIPES_MARKER, recipes_table),
+        (OPTIONS_MARKER, options_table),
+    ):
+        if marker in markdown:
+            markdown = _replace_marker(markdown, marker, table())
     return markdown
-
 
 
 def on_page_content(html: str, page, config, files) -> str:
