@@ -48,6 +48,9 @@ class PretrainedBackbone(nn.Module):
     ``std`` are those of pretraining.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self, resnet: nn.Module, feature_dim: int, mean: Sequence[float], std: Sequence[float], image_size: int
     ) -> None:

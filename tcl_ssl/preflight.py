@@ -29,6 +29,7 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
     cls = method_class(config.method.name)  # raises on unknown names
     config = config.resolved()
     method, trainer = config.method, config.trainer
+    assert method.num_views is not None  # resolved() sets it
     if method.augmentation not in augmentations.available():
         raise ConfigError(
             f"unknown augmentation {method.augmentation!r}; available: {', '.join(augmentations.available())}"
@@ -94,12 +95,15 @@ def construct_method(
     Raises:
         ValueError: for an option value of a kind no check of the method caught.
     """
+    options = config.optim
+    if options.lr is None or options.weight_decay is None or options.warmup_epochs is None or options.optimizer is None:
+        raise ValueError("construct_method needs a resolved configuration (PretrainConfig.resolved())")
     optim = OptimConfig(
-        lr=config.optim.lr,
-        weight_decay=config.optim.weight_decay,
-        warmup_epochs=config.optim.warmup_epochs,
-        batch_size=config.optim.batch_size,
-        optimizer=config.optim.optimizer,
+        lr=options.lr,
+        weight_decay=options.weight_decay,
+        warmup_epochs=options.warmup_epochs,
+        batch_size=options.batch_size,
+        optimizer=options.optimizer,
     )
     try:
         return method_class(config.method.name)(

@@ -152,14 +152,17 @@ def load_run_data(config: PretrainConfig) -> ImageData:
 
 def build_method(config: PretrainConfig, data: ImageData) -> Method:
     """The configured method (``config`` resolved) with a fresh backbone and its training augmentation."""
+    method = config.method
+    if method.augmentation is None or method.num_views is None:
+        raise ValueError("build_method needs a resolved configuration (PretrainConfig.resolved())")
     backbone, feature_dim = build_backbone(config.model.backbone, data.channels, resolved_stem(config, data.image_size))
     augment = augmentations.build(
-        config.method.augmentation,
+        method.augmentation,
         image_size=data.image_size,
         mean=data.mean,
         std=data.std,
-        num_views=config.method.num_views,
-        **config.method.augmentation_options,
+        num_views=method.num_views,
+        **method.augmentation_options,
     )
     return construct_method(config, backbone, feature_dim, augment, data.num_classes)
 

@@ -71,10 +71,10 @@ def sklearn_search(train: Split, val: Split, mean: torch.Tensor, std: torch.Tens
     return max(scores, key=lambda wd: (scores[wd], wd))
 
 
-def run(splits: dict[str, Split], classes: int, device: str = "cpu") -> dict:
+def run(splits: dict[str, Split], classes: int, device_name: str = "cpu") -> dict:
     """Measure both protocols on ``splits`` = ``{"train", "val", "test": (features, labels)}``;
     returns a dict of times (s), peaks (bytes) and accuracies (percent)."""
-    device = torch.device(device)
+    device = torch.device(device_name)
     (train_x, train_y), (val_x, val_y), (query_x, query_y) = splits["train"], splits["val"], splits["test"]
     train_unit, query_unit = F.normalize(train_x, dim=1).to(device), F.normalize(query_x, dim=1).to(device)
     out: dict = {

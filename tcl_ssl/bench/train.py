@@ -256,7 +256,7 @@ def _trainer(settings: Settings, callbacks: list[Callback]) -> pl.Trainer:
         max_steps=settings.warmup + settings.steps,
         accelerator=settings.device.type,
         devices=1,
-        precision=settings.precision,
+        precision=settings.precision,  # type: ignore[arg-type]  # a Lightning precision name, checked by Lightning
         logger=False,
         callbacks=callbacks,
         enable_checkpointing=False,

@@ -140,6 +140,8 @@ def cell_config(base: PretrainConfig, cell: dict[str, Any]) -> PretrainConfig:
             method_options[name] = value
     if "k1_rel" in cell:
         temperature = method_options.get("temperature", base_temperature(base))
+        if temperature is None:  # check_axes refuses k1_rel without a temperature
+            raise ValueError(f"k1_rel needs a temperature, and method {base.method.name!r} has none")
         method_options["k1"] = float(cell["k1_rel"]) * math.exp(1.0 / float(temperature))
     return base.replace(method_options=method_options, augmentation_options=augmentation_options, **scalars)
 
