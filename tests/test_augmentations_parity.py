@@ -20,7 +20,7 @@ from scipy import stats
 from torch import nn
 
 import augmentations
-from augmentations.ops import ColourJitter
+from augmentations.ops import ColourJitter, JitterDraw, RandomChoice
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
 GRAY = {"mean": (0.48,), "std": (0.24,)}
@@ -163,8 +163,6 @@ def test_jitter_applies_to_eighty_percent_with_torchvision_formulas(name, stats_
 
 @pytest.mark.parametrize("seed", range(4))
 def test_jitter_with_fixed_factors_matches_torchvision_functional(seed):
-    from augmentations.ops import JitterDraw
-
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(8, 3, 16, 16, generator=generator)
     b, c, s = (0.6 + 0.8 * torch.rand(3, generator=generator)).tolist()
@@ -296,8 +294,6 @@ def _marking_options(count: int) -> list[nn.Module]:
 
 
 def test_random_choice_draws_uniformly_and_independently_per_image():
-    from augmentations.ops import RandomChoice
-
     choice = RandomChoice(_marking_options(24))
     torch.manual_seed(0)
     chosen = torch.cat([choice(torch.zeros(100, 1, 2, 2))[:, 0, 0, 0].long() for _ in range(40)])
@@ -308,8 +304,6 @@ def test_random_choice_draws_uniformly_and_independently_per_image():
 
 
 def test_random_choice_per_batch_shares_one_choice():
-    from augmentations.ops import RandomChoice
-
     choice = RandomChoice(_marking_options(24), per_image=False)
     torch.manual_seed(0)
     firsts = []
