@@ -1,10 +1,15 @@
-"""tcl-ssl: Tuned Contrastive Learning for PyTorch."""
+"""tcl-ssl: Tuned Contrastive Learning for PyTorch.
+
+The loss is :class:`TCLLoss` (a drop-in for lightly's ``NTXentLoss``) and its functional form
+:func:`tcl_loss`; :func:`load_backbone` loads a backbone written by ``tcl-ssl export``.
+"""
 
 from tcl_ssl.loss import TCLLoss, tcl_loss
 
 
 def load_backbone(path, map_location="cpu"):
     """A backbone written by ``tcl-ssl export``, ready to use; see :func:`tcl_ssl.export.load_backbone`."""
+    # deferred: tcl_ssl.export imports torchvision and the training stack, which `import tcl_ssl` should not
     from tcl_ssl.export import load_backbone as load
 
     return load(path, map_location)
