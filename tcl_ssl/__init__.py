@@ -9,8 +9,7 @@ from tcl_ssl.loss import TCLLoss, tcl_loss
 
 def load_backbone(path, map_location="cpu"):
     """A backbone written by ``tcl-ssl export``, ready to use; see :func:`tcl_ssl.export.load_backbone`."""
-    # deferred: tcl_ssl.export imports torchvision and the training stack, which `import tcl_ssl` should not
-    from tcl_ssl.export import load_backbone as load
+    from tcl_ssl.export import load_backbone as load  # deferred: export imports the training stack (slow)
 
     return load(path, map_location)
 

@@ -33,8 +33,7 @@ def decode_file(path: str | Path, size: int, channels: int = 3) -> Tensor:
     Raises:
         ValueError: naming the file, when it cannot be decoded.
     """
-    # deferred: torchvision's import takes about a second, and only decoding needs it
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.io import ImageReadMode, decode_image, read_file  # deferred: torchvision is slow to import
     from torchvision.transforms.v2 import functional as TF  # deferred: as above
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY

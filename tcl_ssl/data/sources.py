@@ -583,10 +583,42 @@ def load_dataset(
     decode_size: int | None = None,
     workers: int | None = None,
 ) -> ImageData:
-    """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it
-    into train/val/test splits, resized to ``image_size`` if given. ``skip_bad_images``,
-    ``source``, ``decode_size`` and ``workers`` apply to image folders (see
-    :func:`load_image_folder`); the built-in and torchvision datasets are held in memory."""
+    """Load a dataset by its spec into train/val/test splits (see :mod:`tcl_ssl.data`).
+
+    Args:
+        spec: ``mnist5k`` (built in); a torchvision dataset by alias (``cifar10``,
+            ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10``) or as
+            ``torchvision:ClassName``; or an image folder, as a path or ``folder:PATH``.
+        data_dir: where torchvision datasets are downloaded (default: ``torchvision`` under
+            :func:`default_cache_dir`).
+        image_size: resize every image to this side (shorter side, then centre crop);
+            ``None`` keeps the source's size (32 px for an image folder).
+        val_fraction: fraction of train held out for validation where the source has no
+            validation split (default 0.1).
+        test_fraction: fraction of a single image folder held out for test (default 0.2);
+            only for a folder without split sub-folders.
+        download: let torchvision download a missing dataset.
+        skip_bad_images: leave out image files that cannot be decoded (else they raise).
+        source: image folders only: ``auto``, ``memory`` or ``stream`` (see
+            :func:`load_image_folder`); the built-in and torchvision datasets are held in memory.
+        decode_size: image folders only: the side the images are decoded to, where the views
+            (``image_size``) are smaller crops of them.
+        workers: image folders only: DataLoader worker processes that decode a streamed folder
+            (default: :func:`~tcl_ssl.data.streaming.default_workers`).
+
+    Returns:
+        The dataset, with the per-channel statistics of its train split.
+
+    Raises:
+        ValueError: for an unknown spec or ``source``, an option that does not apply to the
+            source, or a folder or dataset that cannot be split as asked.
+
+    Example:
+        >>> from tcl_ssl.data import load_dataset
+        >>> data = load_dataset("mnist5k", image_size=32)
+        >>> data.train.images.shape, data.num_classes
+        (torch.Size([3600, 1, 32, 32]), 10)
+    """
     if source not in streaming.SOURCES:
         raise ValueError(f"data source must be one of {', '.join(streaming.SOURCES)}, got {source!r}")
     name = spec.removeprefix("torchvision:")

@@ -25,7 +25,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT
         ValueError: when ``test_fraction`` is not in ``(0, 1)`` (or scikit-learn's, when a
             class has too few items to be stratified).
     """
-    from sklearn.model_selection import train_test_split  # deferred: scikit-learn's import takes over a second
+    from sklearn.model_selection import train_test_split  # deferred: scikit-learn is slow to import
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test/validation fraction must be in (0, 1), got {test_fraction}")
@@ -45,7 +45,7 @@ def stratified_subset(labels: np.ndarray, count: int, seed: int = SPLIT_SEED) ->
     Returns:
         The sorted int indices of the items kept.
     """
-    from sklearn.model_selection import train_test_split  # deferred: scikit-learn's import takes over a second
+    from sklearn.model_selection import train_test_split  # deferred: scikit-learn is slow to import
 
     index = np.arange(len(labels))
     if count >= len(labels):

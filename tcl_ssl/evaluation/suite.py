@@ -151,9 +151,8 @@ def evaluate_backbone(
         >>> sorted(result.metrics["test"])
         ['knn_top1', 'knn_top5']
     """
-    # deferred: pytorch_lightning (linear-aug) and pytorch-metric-learning (retrieval) are slow to import
-    from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
-    from tcl_ssl.evaluation.retrieval import retrieval_metrics  # deferred: as above
+    from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe  # deferred: imports Lightning (slow)
+    from tcl_ssl.evaluation.retrieval import retrieval_metrics  # deferred: imports pytorch-metric-learning (slow)
 
     protocols = check_protocols(protocols)
     settings = settings or EvalSettings()
