@@ -469,8 +469,8 @@ class TCLLoss(nn.Module):
             batches (a non-finite input then gives a NaN loss, not an error).
 
     Returns:
-        Tensor: each call returns the scalar loss (float32, or float64 for float64 views);
-            ``0``, still attached to the graph, when no anchor has a positive.
+        loss (Tensor): each call returns the scalar loss (float32, or float64 for float64
+            views); ``0``, still attached to the graph, when no anchor has a positive.
 
     Raises:
         ValueError: at construction, for a hyper-parameter out of range, a bad
