@@ -9,6 +9,6 @@ crop-flip, eval.
 """
 
 from augmentations.pipeline import Pipeline
-from augmentations.pipelines import available, build
+from augmentations.pipelines import available, build, options
 
-__all__ = ["Pipeline", "available", "build"]
+__all__ = ["Pipeline", "available", "build", "options"]

@@ -267,3 +267,28 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[flo
     if any(v <= 0 for v in stats["std"]):
         raise ValueError(f"std values must be > 0, got {std!r}")
     return stats["mean"], stats["std"]
+
+
+def options(name: str) -> list[str]:
+    """The keyword options :func:`build` accepts for the pipeline ``name``, beyond the image size
+    and statistics: ``weak_view`` and the pipeline's own (e.g. ``min_scale``).
+
+    Args:
+        name: one of :func:`available`.
+
+    Returns:
+        The option names, ``weak_view`` first.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+        >>> import augmentations
+        >>> augmentations.options("simclr")
+        ['weak_view', 'min_scale', 'jitter_strength']
+    """
+    pipeline_function = PIPELINES.get(name)
+    if pipeline_function is None:
+        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(PIPELINES)}")
+    own = [p for p in inspect.signature(pipeline_function).parameters if p not in ("view", "image_size", "channels")]
+    return ["weak_view", *own]

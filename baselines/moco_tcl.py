@@ -31,6 +31,7 @@ class MoCoTCL(MoCo):
 
     name = "moco-tcl"
     with_labels = True
+    compared_in = ("self-supervised",)
     source = "moco's recipe; k1 chosen on validation (README)"
 
     def __init__(self, *args: Any, k1: float = 1.0, k2: float = 1.0, **kwargs: Any) -> None:

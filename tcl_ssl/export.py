@@ -1,4 +1,5 @@
-"""A trained backbone out of a run: ``tcl-ssl export RUN --out backbone.pt`` and :func:`load_backbone`.
+"""A trained backbone out of a run, as a file (:func:`export_backbone`, ``tcl-ssl export``), and
+back (:func:`load_backbone`).
 
 The exported file holds a plain torchvision ResNet ``state_dict`` (without ``fc``) and what it
 needs to be used: the architecture, the stem (``imagenet``, ``small`` or ``small-pool``, see
@@ -8,50 +9,35 @@ per-channel mean/std that its inputs were normalised with during pretraining.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tcl_ssl.backbones import build_backbone
+from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint
 
 FORMAT = "tcl-ssl-backbone"
 VERSION = 1
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file: ``path`` itself, or ``path/checkpoints/last.ckpt`` for a run directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {str(path)!r}: give a run directory or a .ckpt file of one")
-    return path
-
-
-def run_config(checkpoint: Path) -> dict[str, Any]:
-    """The ``config.json`` of the run that ``checkpoint`` (``<run>/checkpoints/*.ckpt``) belongs to."""
-    path = checkpoint.resolve().parent.parent / "config.json"
-    if not path.is_file():
-        raise ValueError(f"no config.json next to checkpoint {str(checkpoint)!r} (looked for {path})")
-    return json.loads(path.read_text())
-
-
-def backbone_from_run(path: str | Path) -> tuple[nn.Module, int, dict[str, Any]]:
+def backbone_from_run(path: str | Path) -> tuple[nn.Module, int, RunRecord]:
     """The backbone of a run (directory or checkpoint) with its trained weights, in eval mode;
-    its feature width; and the run's configuration. Works for every method (each keeps its
-    online network's trunk as ``backbone``)."""
+    its feature width; and the run's record. Works for every method (each keeps its online
+    network's trunk as ``backbone``)."""
     checkpoint = resolve_checkpoint(path)
-    config = run_config(checkpoint)
-    backbone, feature_dim = build_backbone(config["backbone"], config["data"]["channels"], config["stem"])
+    record = read_record(checkpoint)
+    stem = record.config.model.stem
+    if stem is None:
+        raise ValueError(
+            f"{record.run_dir}/config.json lacks the stem the run resolved; it was not written by pretrain"
+        )
+    backbone, feature_dim = build_backbone(record.config.model.backbone, record.dataset.channels, stem)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
     backbone.load_state_dict(weights)
-    return backbone.eval(), feature_dim, config
+    return backbone.eval(), feature_dim, record
 
 
 class PretrainedBackbone(nn.Module):
@@ -61,6 +47,9 @@ class PretrainedBackbone(nn.Module):
     ``resnet`` is the plain torchvision module (normalised inputs); ``image_size``, ``mean`` and
     ``std`` are those of pretraining.
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(
         self, resnet: nn.Module, feature_dim: int, mean: Sequence[float], std: Sequence[float], image_size: int
@@ -79,20 +68,23 @@ class PretrainedBackbone(nn.Module):
 
 
 def export_backbone(run: str | Path, out: str | Path) -> Path:
-    """Write the backbone of ``run`` (directory or checkpoint) to ``out``; see the module docstring."""
-    backbone, feature_dim, config = backbone_from_run(run)
-    data = config["data"]
+    """Write the backbone of ``run`` (directory or checkpoint) to ``out``; see the module docstring.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+    """
+    backbone, feature_dim, record = backbone_from_run(run)
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "arch": config["backbone"],
-        "stem": config["stem"],
-        "in_channels": data["channels"],
+        "arch": record.config.model.backbone,
+        "stem": record.config.model.stem,
+        "in_channels": record.dataset.channels,
         "feature_dim": feature_dim,
-        "image_size": data["image_size"],
-        "mean": list(data["mean"]),
-        "std": list(data["std"]),
-        "method": config["method"],
+        "image_size": record.dataset.image_size,
+        "mean": list(record.dataset.mean),
+        "std": list(record.dataset.std),
+        "method": record.config.method.name,
         "state_dict": backbone.state_dict(),
     }
     out = Path(out)
@@ -111,16 +103,3 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
     resnet, feature_dim = build_backbone(payload["arch"], payload["in_channels"], payload["stem"])
     resnet.load_state_dict(payload["state_dict"])
     return PretrainedBackbone(resnet, feature_dim, payload["mean"], payload["std"], payload["image_size"]).eval()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``tcl-ssl export RUN --out backbone.pt``."""
-    parser = argparse.ArgumentParser(
-        prog="tcl-ssl export", description="write a run's backbone as a plain torchvision ResNet state_dict"
-    )
-    parser.add_argument("run", help="run directory or checkpoint (.ckpt)")
-    parser.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
-    args = parser.parse_args(argv)
-    out = export_backbone(args.run, args.out)
-    print(f"wrote {out}; load it with tcl_ssl.load_backbone({str(out)!r})")
-    return 0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torchvision.io import write_png
 
 from tcl_ssl.cli import main
+from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import load_dataset
+from tcl_ssl.runs import DatasetInfo, RunRecord
 
 QUICK = [
     "--epochs",
@@ -134,7 +134,8 @@ def test_an_unreadable_checkpoint_is_refused_when_the_run_is_resumed(capsys, tmp
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut off while written")
-    (run / "config.json").write_text(json.dumps({"run_dir": str(run), "dataset": "mnist5k"}))
+    dataset = DatasetInfo(train=3600, val=400, test=1000, classes=10, channels=1, image_size=28, mean=[0.1], std=[0.3])
+    RunRecord(PretrainConfig.build(out=str(run), stem="imagenet"), run, dataset).write()
     _refused(
         capsys,
         ["pretrain", *QUICK, "--out", str(run)],

@@ -4,17 +4,19 @@ resume of an interrupted comparison, the progress line, and the command line."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
-import tcl_ssl.compare as compare_module
+import tcl_ssl.experiments.runner as runner_module
 from tcl_ssl.cli import main
-from tcl_ssl.compare import check_budget, compare, plan_comparison, run_state
-from tcl_ssl.train import RUN_DIR_ENV, PretrainConfig, ThroughputMeter
+from tcl_ssl.config import RUN_DIR_ENV, PretrainConfig
+from tcl_ssl.experiments.compare import check_budget, compare, plan_comparison
+from tcl_ssl.experiments.runner import execute_runs, run_state
+from tcl_ssl.monitoring import ThroughputMeter
+from tcl_ssl.runs import DatasetInfo, RunRecord, RunSummary, read_record, read_summary
 
 
 class Interrupted(Exception):
@@ -23,7 +25,7 @@ class Interrupted(Exception):
 
 def _tiny(**overrides) -> PretrainConfig:
     base = dict(epochs=2, batch_size=32, limit_train_batches=2, knn_k=20, plots=False, checkpoint_every_n_steps=1)
-    return PretrainConfig(**(base | overrides))
+    return PretrainConfig.build(**(base | overrides))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_a_rerun_reuses_finished_runs_and_resumes_the_interrupted_one(finished):
         ("simclr", 1, "running"),
         ("simclr", 1, "finished"),
     ]
-    (resume,) = json.loads((out / "runs" / "tcl-seed1" / "config.json").read_text())["resumes"]
+    (resume,) = read_record(out / "runs" / "tcl-seed1").resumes
     assert resume["checkpoint"].endswith("tcl-seed1/checkpoints/last.ckpt") and resume["changed"] == {}
     # the progress line's estimate: the mean time of the runs this call finished x the runs left
     finished_tcl = next(e for e in events if e.state == "finished")
@@ -71,18 +73,14 @@ def test_a_rerun_reuses_finished_runs_and_resumes_the_interrupted_one(finished):
 
 def test_results_files_hold_each_runs_own_figures_and_their_mean_and_sample_std(finished):
     out, results, _ = finished
-    summaries = {
-        (m, s): json.loads((out / "runs" / f"{m}-seed{s}" / "summary.json").read_text())
-        for m in ("tcl", "simclr")
-        for s in (0, 1)
-    }
+    summaries = {(m, s): read_summary(out / "runs" / f"{m}-seed{s}") for m in ("tcl", "simclr") for s in (0, 1)}
     saved = json.loads((out / "results.json").read_text())
     assert saved["kind"] == "compare" and saved["seeds"] == [0, 1] and saved["budget"]["epochs"] == 2
     rows = {row["group"]: row for row in csv.DictReader(open(out / "results.csv"))}
     for group in saved["groups"]:
         method = group["group"]
-        knn = np.array([summaries[method, s]["test"]["knn_top1"] for s in (0, 1)])
-        linear5 = np.array([summaries[method, s]["test"]["linear_top5"] for s in (0, 1)])
+        knn = np.array([summaries[method, s].test["knn_top1"] for s in (0, 1)])
+        linear5 = np.array([summaries[method, s].test["linear_top5"] for s in (0, 1)])
         assert [r["figures"]["test_knn_top1"] for r in group["runs"]] == list(knn)
         assert group["stats"]["test_knn_top1"]["mean"] == pytest.approx(knn.mean())
         assert group["stats"]["test_knn_top1"]["std"] == pytest.approx(knn.std(ddof=1))
@@ -117,11 +115,13 @@ def test_a_run_directory_of_another_configuration_is_refused(finished):
 
 def test_reuse_is_refused_when_a_data_field_was_given_then_and_not_now(finished):
     out, _, _ = finished
-    held = json.loads((out / "runs" / "tcl-seed0" / "config.json").read_text())
+    held = read_record(out / "runs" / "tcl-seed0").config
     (run,) = plan_comparison({"tcl": _tiny(method="tcl", train_images=300)}, [0], out)
     with pytest.raises(ValueError, match=r"train_images: None there, 300 planned"):
         run_state(run)
-    assert held["train_images"] is None and held["precision"] == "32-true"  # resolved at start: not compared
+    # precision, unset in the plan, was resolved when the run started: the run's stands
+    assert held.data.train_images is None and held.trainer.precision == "32-true"
+    assert run.config.trainer.precision is None
 
 
 def test_the_time_left_counts_only_the_runs_still_to_run(tmp_path, monkeypatch):
@@ -129,18 +129,20 @@ def test_the_time_left_counts_only_the_runs_still_to_run(tmp_path, monkeypatch):
     one run is left, so d seconds, not 3 d."""
     configs = {"tcl": _tiny(method="tcl"), "simclr": _tiny(method="simclr")}
     runs = plan_comparison(configs, [0, 1], tmp_path)
+    dataset = DatasetInfo(train=8, val=2, test=2, classes=2, channels=1, image_size=28, mean=[0.5], std=[0.2])
+
+    def fake_summary(config):
+        return RunSummary(config.method.name, False, "mnist5k", 2, {}, {}, {}, str(config.run_dir()))
+
     for run in (runs[0], runs[2]):  # tcl seed 0 and tcl seed 1 finished before
-        run.run_dir.mkdir(parents=True)
-        (run.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(run.config.resolved())))
-        (run.run_dir / "summary.json").write_text(json.dumps({"val": {}, "test": {}, "random_init": {}}))
+        config = run.config.resolved().replace(precision="32-true", stem="imagenet")
+        RunRecord(config, run.run_dir, dataset).write()
+        fake_summary(config).write()
 
-    def fake_pretrain(config, data=None):
-        return {"val": {}, "test": {}, "random_init": {}}
-
-    monkeypatch.setattr(compare_module, "pretrain", fake_pretrain)
-    monkeypatch.setattr(compare_module, "load_run_data", lambda config: None)
+    monkeypatch.setattr(runner_module, "pretrain", lambda config, data=None: fake_summary(config))
+    monkeypatch.setattr(runner_module, "load_run_data", lambda config: None)
     events = []
-    compare_module.execute_runs(runs, events.append)
+    execute_runs(runs, events.append)
     first_done = next(e for e in events if e.state == "finished")
     assert [(e.run.group, e.run.seed, e.state) for e in events] == [
         ("tcl", 0, "reused"),
@@ -181,14 +183,14 @@ def test_the_budget_must_be_equal_and_names_what_differs():
 def test_plan_runs_whole_seeds_first_and_keeps_run_directories_apart(tmp_path):
     runs = plan_comparison({"tcl": _tiny(method="tcl"), "moco-tcl": _tiny(method="moco-tcl")}, [3, 4], tmp_path)
     assert [(r.group, r.seed) for r in runs] == [("tcl", 3), ("moco-tcl", 3), ("tcl", 4), ("moco-tcl", 4)]
-    assert runs[1].run_dir == tmp_path / "runs" / "moco-tcl-seed3" and runs[1].config.seed == 3
+    assert runs[1].run_dir == tmp_path / "runs" / "moco-tcl-seed3" and runs[1].config.run.seed == 3
     with pytest.raises(ValueError, match="would share run directories"):
         plan_comparison({"a b": _tiny(), "a_b": _tiny()}, [0], tmp_path)
 
 
 def test_a_bad_configuration_fails_before_any_run(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(compare_module, "pretrain", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(runner_module, "pretrain", lambda *a, **k: calls.append(a))
     configs = {"tcl": _tiny(method="tcl"), "simclr": _tiny(method="simclr", method_options={"k1": 3.0})}
     with pytest.raises(ValueError, match="does not accept options k1"):
         compare(configs, [0], tmp_path)
@@ -196,11 +198,11 @@ def test_a_bad_configuration_fails_before_any_run(tmp_path, monkeypatch):
 
 
 def _method_configs(argv):
-    from tcl_ssl.cli import _method_configs, build_parser
+    from tcl_ssl.cli import build_parser
+    from tcl_ssl.cli.pretraining import method_configs
 
-    args, _ = build_parser().parse_known_args(argv)
-    args.argv = argv
-    return _method_configs(args, args.methods.split(","))
+    args = build_parser().parse_args(argv)
+    return method_configs(args, args.methods.split(","))
 
 
 def test_cli_options_reach_every_method_and_hyper_parameters_only_those_that_take_them(tmp_path):
@@ -219,12 +221,12 @@ def test_cli_options_reach_every_method_and_hyper_parameters_only_those_that_tak
             "500",
         ]
     )
-    assert {m: (c.epochs, c.train_images, c.plots) for m, c in configs.items()} == {
+    assert {m: (c.optim.epochs, c.data.train_images, c.eval.plots) for m, c in configs.items()} == {
         m: (3, 500, False) for m in ("tcl", "simclr", "moco-tcl")
     }
-    assert configs["tcl"].method_options == {"k1": 30.0, "temperature": 0.2}
-    assert configs["moco-tcl"].method_options == {"k1": 30.0, "temperature": 0.2}
-    assert configs["simclr"].method_options == {"temperature": 0.2}
+    assert configs["tcl"].method.options == {"k1": 30.0, "temperature": 0.2}
+    assert configs["moco-tcl"].method.options == {"k1": 30.0, "temperature": 0.2}
+    assert configs["simclr"].method.options == {"temperature": 0.2}
     with pytest.raises(ValueError, match="no method of simclr, byol takes the option.s. k1"):
         _method_configs(["compare", "--methods", "simclr,byol", "--k1", "30"])
 
@@ -236,11 +238,11 @@ def test_cli_recipes_give_each_method_its_own_file(tmp_path):
     configs = _method_configs(
         ["compare", "--methods", "tcl,simclr", "--recipes", str(tmp_path / "mine"), "--epochs", "2"]
     )
-    assert {m: (c.lr, c.epochs, c.batch_size) for m, c in configs.items()} == {
+    assert {m: (c.optim.lr, c.optim.epochs, c.optim.batch_size) for m, c in configs.items()} == {
         "tcl": (0.5, 2, 64),
         "simclr": (2.0, 2, 64),
     }
-    assert configs["tcl"].recipe == str(tmp_path / "mine-tcl.yaml")
+    assert configs["tcl"].run.recipe == str((tmp_path / "mine-tcl.yaml").resolve())
     with pytest.raises(ValueError, match="recipe .*mine-byol.* is for method 'simclr', not 'byol'"):
         _method_configs(["compare", "--methods", "byol", "--recipes", str(tmp_path / "mine")])
     with pytest.raises(ValueError, match="unknown recipe"):

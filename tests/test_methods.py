@@ -8,7 +8,6 @@ per-method test without editing this file.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from tcl_ssl.data import Split, batch_loader, load_builtin
 from tcl_ssl.methods import Method, OptimConfig, available_methods, method_class
 from tcl_ssl.methods.momentum import MomentumMethod
 from tcl_ssl.methods.optim import build_optimizer
-from tcl_ssl.methods.registry import METHODS, describe_methods
+from tcl_ssl.methods.registry import METHODS
 
 BATCH = 16
 SELF_SUPERVISED = [name for name in available_methods() if method_class(name).without_labels]
@@ -530,11 +529,6 @@ def test_resumed_run_continues_schedule_targets_and_queue_exactly(digits, tmp_pa
     assert first_momenta + second_momenta == whole_momenta
     for (key, value), expected in zip(restored.state_dict().items(), whole.state_dict().values()):
         torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=key)
-
-
-def test_readme_table_of_method_defaults_is_the_code(tmp_path):
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert describe_methods() in readme
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")

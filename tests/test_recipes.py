@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pytest
 
 from tcl_ssl.cli import main
+from tcl_ssl.config import PretrainConfig
+from tcl_ssl.config.recipes import available, load_recipe
 from tcl_ssl.methods import OptimConfig
-from tcl_ssl.recipes import available, load_recipe
-from tcl_ssl.train import PretrainConfig
+from tcl_ssl.preflight import check_run
+from tcl_ssl.runs import read_record
+
+CIFAR10 = "../shared/datasets/cifar10-jpeg/train"
+
+
+def recipe_config(name, **given) -> PretrainConfig:
+    """A packaged or file recipe's configuration, resolved; ``dataset`` given where it requires one."""
+    recipe = load_recipe(name)
+    if "dataset" in recipe.requires:
+        given.setdefault("dataset", CIFAR10)
+    return recipe.config(**given).resolved()
+
 
 PAPER_DATASETS = {
     "cifar10": "cifar10",
@@ -27,8 +40,7 @@ def _cache(tmp_path, monkeypatch):
 def test_every_packaged_recipe_loads_into_a_valid_configuration(tmp_path):
     assert available()
     for name in available():
-        config = PretrainConfig(**load_recipe(name), out=str(tmp_path / name))
-        config.validate()  # every value is one the recipe accepts (methods, options, augmentation, ...)
+        check_run(recipe_config(name, out=str(tmp_path / name)))  # every value one the run accepts
 
 
 @pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
@@ -36,21 +48,28 @@ def test_paper_recipes_hold_the_papers_supervised_settings(dataset):
     """The settings as the paper states them (issue 10): ResNet-50, 64 images x 2 views, SGD lr 0.1
     at batch 64, momentum 0.9, weight decay 1e-4, 100 epochs, cosine, t = 0.1, k1 = 5000, k2 = 1,
     AutoAugment; linear probe 50 epochs, lr 0.5."""
-    config = PretrainConfig(**load_recipe(f"paper-supervised-{dataset}")).resolved()
-    assert (config.method, config.supervised, config.dataset) == ("tcl", True, PAPER_DATASETS[dataset])
-    assert (config.backbone, config.batch_size, config.num_views, config.epochs) == ("resnet50", 64, 2, 100)
+    config = recipe_config(f"paper-supervised-{dataset}")
+    method, options = config.method, config.optim
+    assert (method.name, method.supervised, config.data.dataset) == ("tcl", True, PAPER_DATASETS[dataset])
+    assert (config.model.backbone, options.batch_size, method.num_views, options.epochs) == ("resnet50", 64, 2, 100)
+    assert options.lr is not None and options.weight_decay is not None and options.warmup_epochs is not None
+    assert options.optimizer is not None
     optim = OptimConfig(
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_epochs=config.warmup_epochs,
-        batch_size=config.batch_size,
-        optimizer=config.optimizer,
+        lr=options.lr,
+        weight_decay=options.weight_decay,
+        warmup_epochs=options.warmup_epochs,
+        batch_size=options.batch_size,
+        optimizer=options.optimizer,
     )
     assert optim.peak_lr(world_size=1) == pytest.approx(0.1)  # the lr actually used at batch 64
     assert (optim.optimizer, optim.momentum, optim.weight_decay, optim.warmup_epochs) == ("sgd", 0.9, 1e-4, 0)
-    assert config.method_options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
-    assert config.augmentation == "supcon"  # padded crop + flip + AutoAugment
-    assert (config.linear_aug_epochs, config.linear_aug_lr) == (50, 0.5) and "linear-aug" in config.eval_protocols
+    assert method.options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
+    assert method.augmentation == "supcon"  # padded crop + flip + AutoAugment
+    evaluation = config.eval
+    assert (evaluation.linear_aug_epochs, evaluation.linear_aug_lr) == (
+        50,
+        0.5,
+    ) and "linear-aug" in evaluation.protocols
 
 
 def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_path, image_folder, capsys):
@@ -75,21 +94,25 @@ def test_config_file_values_are_used_and_the_command_line_overrides_them(tmp_pat
         str(out),
     ]
     assert main(argv) == 0
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["recipe"] == str(recipe)
-    assert (saved["batch_size"], saved["knn_k"], saved["dataset"]) == (16, 7, str(tmp_path / "images"))  # from the file
-    assert saved["epochs"] == 1  # the command line over the file
-    assert saved["method_options"] == {"k1": 3.0, "temperature": 0.2}  # merged, the command line winning
-    assert saved["eval_protocols"] == ["knn"] and saved["plots"] is False
+    saved = read_record(out).config
+    assert saved.run.recipe == str(recipe.resolve())
+    assert (saved.optim.batch_size, saved.eval.knn_k, saved.data.dataset) == (16, 7, str(tmp_path / "images"))
+    assert saved.optim.epochs == 1  # the command line over the file
+    assert saved.method.options == {"k1": 3.0, "temperature": 0.2}  # merged, the command line winning
+    assert saved.eval.protocols == ["knn"] and saved.eval.plots is False
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("epochs: 2\nbogus: 1\n", "has unknown option(s) bogus; allowed:"),
+        ("optim:\n  epochs: 2\n  bogus: 1\n", "has unknown option 'bogus' in group 'optim'"),
         ("- just\n- a list\n", "must be a mapping of option names to values, got list"),
         ("epochs: [1\n", "is not valid YAML"),
-        ("epochs: 0\n", "epochs must be >= 1, got 0"),
+        ("epochs: 0\n", "epochs must be an integer >= 1, got 0"),
+        ("supervised: 'no'\n", "supervised must be true or false, got 'no'"),
+        ("optim: {optimizer: adam}\n", "optimizer must be one of 'sgd', 'lars' or null, got 'adam'"),
+        ("out: somewhere\n", "sets 'out', which belongs to a run, not a recipe"),
     ],
 )
 def test_bad_recipe_files_are_refused_by_name(tmp_path, capsys, content, message):
@@ -161,22 +184,27 @@ SOLO_LEARN_IMAGENET100 = {
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol", "tcl", "moco-tcl"])
 def test_gpu_imagenet100_recipes_hold_solo_learns_settings(method):
     reference = SOLO_LEARN_IMAGENET100[{"tcl": "simclr", "moco-tcl": "moco"}.get(method, method)]
-    config = PretrainConfig(**load_recipe(f"gpu-ssl-imagenet100-{method}")).resolved()
-    options = config.method_options
-    assert (config.method, config.supervised, config.dataset, config.image_size, config.decode_size) == (
+    config = recipe_config(f"gpu-ssl-imagenet100-{method}").flat()
+    options = config["method_options"]
+    assert (config["method"], config["supervised"], config["dataset"], config["image_size"], config["decode_size"]) == (
         method,
         False,
         "data/imagenet100",
         224,
         256,
     )
-    assert (config.backbone, config.batch_size, config.epochs, config.warmup_epochs) == ("resnet18", 256, 400, 10)
-    assert (config.optimizer, config.lr, config.weight_decay) == (
+    assert (config["backbone"], config["batch_size"], config["epochs"], config["warmup_epochs"]) == (
+        "resnet18",
+        256,
+        400,
+        10,
+    )
+    assert (config["optimizer"], config["lr"], config["weight_decay"]) == (
         reference["optimizer"],
         reference["lr"],
         reference["weight_decay"],
     )
-    assert (config.augmentation, config.augmentation_options) == reference["augmentation"]
+    assert (config["augmentation"], config["augmentation_options"]) == reference["augmentation"]
     assert (options["hidden_dim"], options["output_dim"]) == reference["proj"]
     for name in ("temperature", "queue_size"):
         if name in reference:
@@ -188,19 +216,26 @@ def test_gpu_imagenet100_recipes_hold_solo_learns_settings(method):
 
 
 def test_a_recipe_with_an_augmentation_option_its_augmentation_lacks_is_refused(tmp_path):
-    config = PretrainConfig(augmentation="mocov2", augmentation_options={"jitter_strength": 1.0}, out=str(tmp_path))
+    config = PretrainConfig.build(
+        augmentation="mocov2", augmentation_options={"jitter_strength": 1.0}, out=str(tmp_path)
+    )
     with pytest.raises(ValueError, match="unknown option.s. jitter_strength for recipe 'mocov2'"):
-        config.validate()
+        check_run(config)
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol", "tcl", "moco-tcl"])
 def test_gpu_self_supervised_recipes_hold_solo_learns_settings(method):
     reference = SOLO_LEARN[{"tcl": "simclr", "moco-tcl": "moco"}.get(method, method)]
-    config = PretrainConfig(**load_recipe(f"gpu-ssl-cifar10-{method}")).resolved()
-    options = config.method_options
-    assert (config.method, config.supervised, config.dataset) == (method, False, "cifar10")
-    assert (config.backbone, config.stem, config.batch_size, config.epochs) == ("resnet18", "small", 256, 1000)
-    assert (config.optimizer, config.lr, config.weight_decay) == (
+    config = recipe_config(f"gpu-ssl-cifar10-{method}").flat()
+    options = config["method_options"]
+    assert (config["method"], config["supervised"], config["dataset"]) == (method, False, "cifar10")
+    assert (config["backbone"], config["stem"], config["batch_size"], config["epochs"]) == (
+        "resnet18",
+        "small",
+        256,
+        1000,
+    )
+    assert (config["optimizer"], config["lr"], config["weight_decay"]) == (
         reference["optimizer"],
         reference["lr"],
         reference["weight_decay"],
@@ -221,7 +256,7 @@ def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
     (tmp_path / "child.yaml").write_text(
         "extends: budget.yaml\nmethod: tcl\nbatch_size: 32\nmethod_options: {k1: 30.0}\n"
     )
-    assert load_recipe(tmp_path / "child.yaml") == {
+    assert load_recipe(tmp_path / "child.yaml").options == {
         "epochs": 5,
         "batch_size": 32,
         "method": "tcl",
@@ -240,10 +275,10 @@ def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
     "setting, methods", [("ssl", ("tcl", "simclr", "moco", "moco-tcl", "byol")), ("sup", ("tcl", "supcon", "ce"))]
 )
 def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, methods):
-    from tcl_ssl.compare import check_budget
+    from tcl_ssl.experiments.compare import check_budget
 
-    configs = {m: PretrainConfig(**load_recipe(f"cpu-small-{setting}-{m}")).resolved() for m in methods}
-    assert {m: c.method for m, c in configs.items()} == {m: m for m in methods}
+    configs = {m: recipe_config(f"cpu-small-{setting}-{m}") for m in methods}
+    assert {m: c.method.name for m, c in configs.items()} == {m: m for m in methods}
     budget = check_budget(configs)  # raises if any budget field differs
     assert budget["supervised"] is (setting == "sup")
     assert (
@@ -254,12 +289,12 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
         budget["stem"],
         budget["batch_size"],
         budget["epochs"],
-    ) == ("../shared/datasets/cifar10-jpeg/train", 10000, 32, "resnet18", "imagenet", 256, 4)
+    ) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 256, 4)
     if setting == "ssl":  # the choices of the search on validation (README, "The same small search for every method")
         from tcl_ssl.methods import method_class
 
         chosen = {
-            m: (c.lr, (method_class(m).resolved_options(False) | c.method_options).get("temperature"))
+            m: (c.optim.lr, (method_class(m).resolved_options(False) | c.method.options).get("temperature"))
             for m, c in configs.items()
         }
         assert chosen == {
@@ -270,7 +305,7 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
             "byol": (0.9, None),
         }
     else:  # README, "The same small search, supervised"
-        chosen = {m: (c.lr, c.method_options) for m, c in configs.items()}
+        chosen = {m: (c.optim.lr, c.method.options) for m, c in configs.items()}
         assert chosen == {
             "tcl": (0.06, {"temperature": 0.1, "k1": 10.0}),
             "supcon": (0.0625, {"temperature": 0.2}),
@@ -280,11 +315,9 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
 
 @pytest.mark.parametrize("dataset", sorted(PAPER_DATASETS))
 def test_paper_supervised_recipes_give_tcl_supcon_and_ce_one_budget(dataset):
-    from tcl_ssl.compare import check_budget
+    from tcl_ssl.experiments.compare import check_budget
 
-    configs = {
-        m: PretrainConfig(**load_recipe(f"paper-supervised-{dataset}-{m}")).resolved() for m in ("tcl", "supcon", "ce")
-    }
+    configs = {m: recipe_config(f"paper-supervised-{dataset}-{m}") for m in ("tcl", "supcon", "ce")}
     budget = check_budget(configs)
     assert (budget["backbone"], budget["batch_size"], budget["epochs"], budget["supervised"]) == (
         "resnet50",
@@ -292,14 +325,15 @@ def test_paper_supervised_recipes_give_tcl_supcon_and_ce_one_budget(dataset):
         100,
         True,
     )
-    assert configs["tcl"].method_options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
+    assert configs["tcl"].method.options == {"temperature": 0.1, "k1": 5000.0, "k2": 1.0}
     # SupCon's official settings (lr 0.5 at batch 1024, t = 0.1) and its cross-entropy baseline's (lr 0.8 at 1024, one view)
-    assert (configs["supcon"].lr, configs["supcon"].method_options) == (
+    assert (configs["supcon"].optim.lr, configs["supcon"].method.options) == (
         0.125,
         {"temperature": 0.1, "base_temperature": 0.07},
     )
-    assert (configs["ce"].lr, configs["ce"].num_views, configs["ce"].method_options) == (0.2, 1, {})
-    assert {c.augmentation for c in configs.values()} == {"supcon"}  # AutoAugment for all three
+    ce = configs["ce"]
+    assert (ce.optim.lr, ce.method.num_views, ce.method.options) == (0.2, 1, {})
+    assert {c.method.augmentation for c in configs.values()} == {"supcon"}  # AutoAugment for all three
 
 
 def test_a_recipe_for_another_method_inherits_only_the_options_its_method_takes(tmp_path):
@@ -307,7 +341,42 @@ def test_a_recipe_for_another_method_inherits_only_the_options_its_method_takes(
     (tmp_path / "supcon.yaml").write_text(
         "extends: tcl.yaml\nmethod: supcon\nmethod_options: {base_temperature: 0.1}\n"
     )
-    assert load_recipe(tmp_path / "supcon.yaml")["method_options"] == {"temperature": 0.2, "base_temperature": 0.1}
+    assert load_recipe(tmp_path / "supcon.yaml").options["method_options"] == {
+        "temperature": 0.2,
+        "base_temperature": 0.1,
+    }
     (tmp_path / "typo.yaml").write_text("extends: tcl.yaml\nmethod: supcon\nmethod_options: {k1: 3.0}\n")
     with pytest.raises(ValueError, match="does not accept options k1"):
-        PretrainConfig(**load_recipe(tmp_path / "typo.yaml"), out=str(tmp_path / "run")).validate()
+        check_run(load_recipe(tmp_path / "typo.yaml").config(out=str(tmp_path / "run")))
+
+
+def test_a_budget_recipe_requires_the_dataset_from_the_command_line(capsys, tmp_path):
+    with pytest.raises(ValueError, match="recipe .*cpu-small-ssl-tcl.yaml' needs --dataset on the command line"):
+        load_recipe("cpu-small-ssl-tcl").config()
+    assert main(["compare", "--recipes", "cpu-small-ssl", "--methods", "tcl", "--out", str(tmp_path)]) == 2
+    assert "needs --dataset" in capsys.readouterr().err
+    assert load_recipe("cpu-small-ssl-tcl").config(dataset="elsewhere").data.dataset == "elsewhere"
+
+
+def test_grouped_and_flat_recipe_files_give_the_same_configuration(tmp_path):
+    """Recipe files written before the options were grouped (flat names, older spellings) still load."""
+    (tmp_path / "flat.yaml").write_text(
+        "method: moco\nsupervised: false\nepochs: 5\nknn_every_n_epochs: 2\neval_protocols: [knn]\n"
+        "method_options: {queue_size: 512}\n"
+    )
+    (tmp_path / "grouped.yaml").write_text(
+        "method:\n  name: moco\n  supervised: false\n  options: {queue_size: 512}\noptim:\n  epochs: 5\n"
+        "eval:\n  knn_every: 2\n  protocols: [knn]\n"
+    )
+    flat, grouped = (load_recipe(tmp_path / f"{name}.yaml").config() for name in ("flat", "grouped"))
+    assert flat.replace(recipe=None) == grouped.replace(recipe=None)
+    assert (grouped.method.name, grouped.optim.epochs, grouped.eval.knn_every) == ("moco", 5, 2)
+
+
+@pytest.mark.parametrize("name", ["paper-supervised-cifar10-supcon", "cpu-small-ssl-moco", "gpu-ssl-imagenet100-byol"])
+def test_recipe_files_of_the_flat_format_give_the_packaged_configurations(name):
+    """Copies of packaged recipes as they were written before the options were grouped
+    (tests/data/recipes_v1, with their ``extends`` chains) load into the same configurations."""
+    old = load_recipe(Path(__file__).parent / "data" / "recipes_v1" / f"{name}.yaml").config(dataset=CIFAR10)
+    new = load_recipe(name).config(dataset=CIFAR10)
+    assert old.replace(recipe=None) == new.replace(recipe=None)

@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import numpy as np
 
 from tcl_ssl.cli import main
-from tcl_ssl.results import summarize
+from tcl_ssl.config import PretrainConfig
+from tcl_ssl.experiments.summarize import summarize
+from tcl_ssl.runs import DatasetInfo, RunRecord, RunSummary, read_summary
+
+DATASET = DatasetInfo(train=3600, val=400, test=1000, classes=10, channels=1, image_size=28, mean=[0.1], std=[0.3])
 
 
-def _run(root, name, seed, knn, **config):
+def _run(root, name, seed, knn, **options):
     run = root / name
-    run.mkdir()
-    base = {
-        "method": "tcl",
-        "supervised": False,
-        "lr": 0.06,
-        "method_options": {},
-        "seed": seed,
-        "out": str(run),
-        "run_dir": str(run),
-    }
-    (run / "config.json").write_text(json.dumps(base | config))
-    (run / "summary.json").write_text(
-        json.dumps(
-            {
-                "val": {"knn_top1": knn - 1},
-                "test": {"knn_top1": knn, "linear_top1": knn + 2},
-                "random_init": {"val": {"knn_top1": 76.0}, "test": {"knn_top1": 77.5, "linear_top1": 90.0}},
-                "train_seconds": 100.0 + seed,
-            }
-        )
-    )
+    config = PretrainConfig.build(**({"lr": 0.06} | options), seed=seed, out=str(run))
+    RunRecord(config, run, DATASET).write()
+    RunSummary(
+        method=config.method.name,
+        supervised=False,
+        dataset="mnist5k",
+        epochs=config.optim.epochs,
+        val={"knn_top1": knn - 1},
+        test={"knn_top1": knn, "linear_top1": knn + 2},
+        random_init={"val": {"knn_top1": 76.0}, "test": {"knn_top1": 77.5, "linear_top1": 90.0}},
+        run_dir=str(run),
+        train_seconds=100.0 + seed,
+    ).write()
     return run
 
 
@@ -72,7 +68,6 @@ def test_labels_name_only_what_differs_within_a_method_and_runs_count_once(tmp_p
 def test_a_run_resumed_to_more_epochs_is_not_averaged_with_shorter_ones(tmp_path):
     short = _run(tmp_path, "short", 0, 80.0, epochs=8)
     longer = _run(tmp_path, "longer", 1, 85.0, epochs=8)
-    summary = json.loads((longer / "summary.json").read_text())
-    (longer / "summary.json").write_text(json.dumps(summary | {"epochs": 20}))
+    dataclasses.replace(read_summary(longer), epochs=20).write()
     rows = summarize([short, longer])
     assert [r["label"] for r in rows] == ["tcl (self-supervised), epochs=8", "tcl (self-supervised), epochs=20"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,8 +13,10 @@ import pytest
 import torch
 
 from tcl_ssl.checkpointing import SCALER_PATIENCE, AtomicCheckpointIO, NonFiniteLossError, NonFiniteLossGuard
+from tcl_ssl.config import PretrainConfig
 from tcl_ssl.loss import TCLLoss
-from tcl_ssl.train import PretrainConfig, pretrain
+from tcl_ssl.runs import read_record, read_summary
+from tcl_ssl.train import pretrain
 
 STEPS_PER_EPOCH = 10
 
@@ -93,9 +94,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     assert whole["state_dict"].keys() == again["state_dict"].keys()
     different = [k for k in whole["state_dict"] if not torch.equal(whole["state_dict"][k], again["state_dict"][k])]
     assert not different, different[:5]  # bit for bit: weights, BN statistics, online probe
-    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
-    assert summary["test"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["test"]
-    (record,) = json.loads((tmp_path / "killed" / "config.json").read_text())["resumes"]
+    assert read_summary(tmp_path / "killed").test == read_summary(tmp_path / "whole").test
+    (record,) = read_record(tmp_path / "killed").resumes
     assert record["changed"] == {}
 
 
@@ -109,12 +109,12 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         return loss * float("nan") if self.global_step == 2 else loss  # the third step
 
     monkeypatch.setattr(TCL, "training_loss", breaks_at_step_3)
-    config = PretrainConfig(
+    config = PretrainConfig.build(
         epochs=1,
         batch_size=32,
         limit_train_batches=6,
         checkpoint_every_n_steps=1,
-        knn_every_n_epochs=0,
+        knn_every=0,
         plots=False,
         out=str(tmp_path / "run"),
     )
@@ -198,7 +198,7 @@ def test_a_float16_overflow_in_the_projections_is_skipped_by_the_grad_scaler(sma
         def on_train_batch_end(self, trainer, *args):
             scales.append(trainer.precision_plugin.scaler.get_scale())
 
-    method = build_method(PretrainConfig(batch_size=8).resolved(), small_digits)  # float16 is slow on a CPU
+    method = build_method(PretrainConfig.build(batch_size=8).resolved(), small_digits)  # float16 is slow on a CPU
     precision = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
     trainer = pl.Trainer(
         max_steps=4,

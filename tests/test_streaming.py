@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
 import numpy as np
@@ -14,8 +12,10 @@ from pytorch_lightning.callbacks import Callback
 from torchvision.io import write_png
 
 from tcl_ssl.cli import main
+from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import FileSplit, batch_loader, load_dataset, streaming
-from tcl_ssl.train import PretrainConfig, build_method, pretrain
+from tcl_ssl.runs import read_record
+from tcl_ssl.train import build_method, pretrain
 
 BIG = 20_000  # images in the memory test's folder
 BIG_DECODE = 128  # decoded side: in memory, the folder would take BIG * 3 * 128 * 128 bytes = 983 MB
@@ -69,7 +69,7 @@ def test_streaming_keeps_memory_flat_on_20000_images(big_folder, tmp_path):
     # the file names and labels only: a small fraction of the decoded images
     assert loaded < in_memory / 8, (loaded, in_memory)
 
-    config = PretrainConfig(method="tcl", batch_size=64, epochs=1, out=str(tmp_path / "run")).resolved()
+    config = PretrainConfig.build(method="tcl", batch_size=64, epochs=1, out=str(tmp_path / "run")).resolved()
     method = build_method(config, data)
     memory = _RecordMemory()
     steps, settled = 40, 5
@@ -164,7 +164,7 @@ def test_pretrain_streamed_is_pretrain_in_memory(tmp_path):
     folder = _folder(tmp_path / "images", per_class=30)
     summaries, weights = {}, {}
     for source in ("memory", "stream"):
-        config = PretrainConfig(
+        config = PretrainConfig.build(
             dataset=str(folder),
             data_source=source,
             workers=1,
@@ -172,14 +172,14 @@ def test_pretrain_streamed_is_pretrain_in_memory(tmp_path):
             epochs=1,
             batch_size=16,
             knn_k=5,
-            eval_protocols=["knn"],
+            protocols=["knn"],
             plots=False,
             out=str(tmp_path / source),
         )
         summaries[source] = pretrain(config)
         weights[source] = torch.load(tmp_path / source / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert summaries["stream"]["test"] == summaries["memory"]["test"]
-    assert summaries["stream"]["final_train_loss"] == summaries["memory"]["final_train_loss"]
+    assert summaries["stream"].test == summaries["memory"].test
+    assert summaries["stream"].final_train_loss == summaries["memory"].final_train_loss
     assert weights["stream"].keys() == weights["memory"].keys()
     for key, value in weights["memory"].items():
         assert torch.equal(weights["stream"][key], value), key
@@ -227,21 +227,21 @@ def test_a_corrupt_streamed_file_is_named_or_skipped(tmp_path, capsys):
 def test_a_resumed_run_keeps_the_data_source_it_started_with(tmp_path, monkeypatch):
     """auto decides by this machine's memory; a resumed run must not flip (the splits could differ)."""
     folder = _folder(tmp_path / "images", per_class=10)
-    config = PretrainConfig(
+    config = PretrainConfig.build(
         dataset=str(folder),
         workers=0,
         image_size=16,
         epochs=1,
         batch_size=8,
         knn_k=3,
-        knn_every_n_epochs=0,
-        eval_protocols=["knn"],
+        knn_every=0,
+        protocols=["knn"],
         plots=False,
         out=str(tmp_path / "run"),
     )
     monkeypatch.setattr(streaming, "memory_budget", lambda: 0)  # auto streams
     pretrain(config)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["streamed"] is True
+    assert read_record(tmp_path / "run").dataset.streamed is True
     monkeypatch.setattr(streaming, "memory_budget", lambda: 2**40)  # auto would now hold it in memory
-    pretrain(dataclasses.replace(config, epochs=2, resume=str(tmp_path / "run")))
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["streamed"] is True
+    pretrain(config.replace(epochs=2, resume=str(tmp_path / "run")))
+    assert read_record(tmp_path / "run").dataset.streamed is True

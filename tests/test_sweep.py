@@ -10,41 +10,41 @@ import numpy as np
 import pytest
 
 from tcl_ssl.cli import main
-from tcl_ssl.compare import GroupResult
-from tcl_ssl.results import spread
-from tcl_ssl.sweep import cell_config, check_axes, parse_axis, plan_sweep, select, slice_values, sweep
-from tcl_ssl.train import PretrainConfig
+from tcl_ssl.config import PretrainConfig
+from tcl_ssl.experiments.sweep import cell_config, check_axes, parse_axis, plan_sweep, select, slice_values, sweep
+from tcl_ssl.experiments.tables import GroupResult, spread
+from tcl_ssl.runs import read_record, read_summary
 
 
 def _tiny(**overrides) -> PretrainConfig:
-    base = dict(epochs=1, batch_size=32, limit_train_batches=2, knn_k=20, plots=False, knn_every_n_epochs=0)
-    return PretrainConfig(**(base | overrides))
+    base = dict(epochs=1, batch_size=32, limit_train_batches=2, knn_k=20, plots=False, knn_every=0)
+    return PretrainConfig.build(**(base | overrides))
 
 
 def test_k1_rel_is_k1_over_e_to_the_one_over_t():
     for t in (0.1, 0.2, 0.5):
         config = cell_config(_tiny(), {"k1_rel": 0.25, "temperature": t})
-        assert config.method_options == {"temperature": t, "k1": pytest.approx(0.25 * math.exp(1 / t))}
+        assert config.method.options == {"temperature": t, "k1": pytest.approx(0.25 * math.exp(1 / t))}
     # the paper's k1 = 5000 at t = 0.1
-    assert cell_config(_tiny(method_options={"temperature": 0.1}), {"k1_rel": 5000 / math.exp(10)}).method_options[
+    assert cell_config(_tiny(method_options={"temperature": 0.1}), {"k1_rel": 5000 / math.exp(10)}).method.options[
         "k1"
     ] == pytest.approx(5000)
     # without a temperature in the grid or the configuration: the method's own for the setting
     from tcl_ssl.methods.tcl import SELF_SUPERVISED_DEFAULTS
 
     t = SELF_SUPERVISED_DEFAULTS["temperature"]
-    assert cell_config(_tiny(), {"k1_rel": 0.5}).method_options == {"k1": pytest.approx(0.5 * math.exp(1 / t))}
+    assert cell_config(_tiny(), {"k1_rel": 0.5}).method.options == {"k1": pytest.approx(0.5 * math.exp(1 / t))}
     moco_tcl = cell_config(_tiny(method="moco-tcl"), {"k1_rel": 0.5})  # moco-tcl's t = 0.2
-    assert moco_tcl.method_options == {"k1": pytest.approx(0.5 * math.exp(5))}
+    assert moco_tcl.method.options == {"k1": pytest.approx(0.5 * math.exp(5))}
 
 
 def test_each_axis_reaches_its_place_in_the_configuration():
     config = cell_config(
         _tiny(method_options={"k2": 1.0}), {"batch_size": 64, "weak_view": True, "k1": 3.0, "epochs": 4}
     )
-    assert (config.batch_size, config.epochs) == (64, 4)
-    assert config.augmentation_options == {"weak_view": True}
-    assert config.method_options == {"k2": 1.0, "k1": 3.0}
+    assert (config.optim.batch_size, config.optim.epochs) == (64, 4)
+    assert config.method.augmentation_options == {"weak_view": True}
+    assert config.method.options == {"k2": 1.0, "k1": 3.0}
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_plan_runs_every_cell_with_every_seed(tmp_path):
     cells, runs = plan_sweep(_tiny(), {"k1": [0, 10], "temperature": [0.1, 0.2, 0.5]}, [0, 1], tmp_path)
     assert len(cells) == 6 and len(runs) == 12
     assert cells[1] == {"k1": 0, "temperature": 0.2}
-    assert runs[7].config.method_options == {"k1": 0, "temperature": 0.2} and runs[7].seed == 1
+    assert runs[7].config.method.options == {"k1": 0, "temperature": 0.2} and runs[7].seed == 1
     assert runs[7].run_dir == tmp_path / "runs" / "k1_0_temperature_0.2-seed1"
 
 
@@ -124,12 +124,10 @@ def test_sweep_end_to_end_selects_on_validation_and_maps_the_runs_own_figures(tm
     summaries = {}
     for k1 in axes["k1"]:
         for t in axes["temperature"]:
-            summaries[k1, t] = json.loads(
-                (tmp_path / "runs" / f"k1_{k1}_temperature_{t}-seed0" / "summary.json").read_text()
-            )
-            run_config = json.loads((tmp_path / "runs" / f"k1_{k1}_temperature_{t}-seed0" / "config.json").read_text())
-            assert run_config["method_options"] == {"k1": k1, "temperature": t}
-    val = {key: s["val"]["knn_top1"] for key, s in summaries.items()}
+            run_dir = tmp_path / "runs" / f"k1_{k1}_temperature_{t}-seed0"
+            summaries[k1, t] = read_summary(run_dir)
+            assert read_record(run_dir).config.method.options == {"k1": k1, "temperature": t}
+    val = {key: s.val["knn_top1"] for key, s in summaries.items()}
     chosen = max(val, key=val.get)
     assert best.stats["val_knn_top1"]["mean"] == pytest.approx(val[chosen])
     assert best.group == f"k1={chosen[0]} temperature={chosen[1]}"

@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from tcl_ssl.cli import main
-from tcl_ssl.evaluate import evaluate_run, read_features
+from tcl_ssl.config import PretrainConfig
 from tcl_ssl.evaluation.knn import knn_accuracy
-from tcl_ssl.methods import method_class
-from tcl_ssl.train import PretrainConfig, pretrain
+from tcl_ssl.evaluation.run import evaluate_run, read_features
+from tcl_ssl.methods import available_methods, method_class
+from tcl_ssl.runs import read_record, read_summary
+from tcl_ssl.train import pretrain
 
 
 def _config(tmp_path, **overrides) -> PretrainConfig:
     base = dict(epochs=1, batch_size=32, limit_train_batches=2, out=str(tmp_path / "run"), knn_k=20, plots=False)
-    return PretrainConfig(**(base | overrides))
+    return PretrainConfig.build(**(base | overrides))
 
 
 @pytest.mark.parametrize("supervised", [False, True])
@@ -26,37 +28,32 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path, small_digits, superv
     summary = pretrain(_config(tmp_path, supervised=supervised), data=small_digits)
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert json.loads((run / "summary.json").read_text()) == summary
-    config = json.loads((run / "config.json").read_text())
-    assert config["supervised"] == supervised and config["stem"] == "imagenet"
+    assert read_summary(run) == summary
+    config = read_record(run).config
+    assert config.method.supervised == supervised and config.model.stem == "imagenet"
     header = (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     assert "val_knn_top1" in header and "val_online_top1" in header and "train_online_cls_top1" in header
-    assert summary["splits"] == {"train": 400, "val": 100, "test": 200}
-    for figures in (summary["val"], summary["test"], summary["random_init"]["val"], summary["random_init"]["test"]):
+    assert summary.splits == {"train": 400, "val": 100, "test": 200}
+    for figures in (summary.val, summary.test, summary.random_init["val"], summary.random_init["test"]):
         assert 10.0 < figures["knn_top1"] <= figures["knn_top5"] <= 100.0  # far above chance on digits
-    for figures in (summary["val"], summary["test"], summary["random_init"]["val"], summary["random_init"]["test"]):
+    for figures in (summary.val, summary.test, summary.random_init["val"], summary.random_init["test"]):
         assert 10.0 < figures["linear_top1"] <= figures["linear_top5"] <= 100.0
-    assert summary["linear_weight_decay"] in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-    online = summary["online_probe"]
+    assert summary.linear_weight_decay in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    online = summary.online_probe
     # one epoch: the monitor's check after it saw the final weights, as the final evaluation does
-    assert online["best_epoch"] == 1 and online["best_val_top1"] == pytest.approx(online["final_val_top1"])
-    assert 0.0 <= online["final_test_top1"] <= 100.0
-    assert summary["final_train_loss"] is not None
+    assert online.best_epoch == 1 and online.best_val_top1 == pytest.approx(online.final_val_top1)
+    assert online.final_test_top1 is not None and 0.0 <= online.final_test_top1 <= 100.0
+    assert summary.final_train_loss is not None
 
 
 def test_train_images_and_the_run_s_throughput_and_memory_are_recorded(tmp_path, small_digits):
-    summary = pretrain(
-        _config(tmp_path, train_images=100, knn_every_n_epochs=0, eval_protocols=["knn"]), data=small_digits
-    )
-    assert summary["splits"] == {"train": 100, "val": 100, "test": 200}
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["train_images"] == 100
+    summary = pretrain(_config(tmp_path, train_images=100, knn_every=0, protocols=["knn"]), data=small_digits)
+    assert summary.splits == {"train": 100, "val": 100, "test": 200}
+    assert read_record(tmp_path / "run").config.data.train_images == 100
     # 2 steps of 32 images, timed from the first batch's start to the last batch's end (inside train_seconds)
-    assert summary["images_per_second"] >= 64 / summary["train_seconds"]
-    assert summary["train_seconds"] < summary["wall_seconds"]
-    assert (
-        100 < summary["peak_memory"]["host_rss_mib"] < 16 * 1024
-        and summary["peak_memory"]["cuda_allocated_mib"] is None
-    )
+    assert summary.images_per_second >= 64 / summary.train_seconds
+    assert summary.train_seconds < summary.wall_seconds
+    assert 100 < summary.peak_memory.host_rss_mib < 16 * 1024 and summary.peak_memory.cuda_allocated_mib is None
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, small_digits):
@@ -122,13 +119,13 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
     assert code == 0
     out = capsys.readouterr().out
     assert "| knn_top1 |" in out and "random init, test" in out
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    record = read_record(tmp_path / "run")
     # 80 images: 16 test (0.2), then 16 of the remaining 64 for validation (0.25)
-    assert (config["data"]["train"], config["data"]["val"], config["data"]["test"]) == (48, 16, 16)
-    assert config["method_options"] == {"k1": 10.0}
+    assert (record.dataset.train, record.dataset.val, record.dataset.test) == (48, 16, 16)
+    assert record.config.method.options == {"k1": 10.0}
     assert {p.name for p in (tmp_path / "run" / "plots").iterdir()} == {"curves.png", "tsne.png", "confusion.png"}
     # tcl-ssl eval reloads the folder with the run's splits, and keeps earlier protocols' figures
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = read_summary(tmp_path / "run")
     assert (
         main(
             [
@@ -146,8 +143,8 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
     assert main(["eval", str(tmp_path / "run"), "--protocols", "linear", "--no-plots"]) == 0
     entry = json.loads((tmp_path / "run" / "eval.json").read_text())[str(tmp_path / "images")]
     assert entry["splits"] == {"train": 48, "val": 16, "test": 16} and entry["protocols"] == ["knn", "linear"]
-    assert entry["test"]["knn_top1"] == pytest.approx(summary["test"]["knn_top1"])  # the run's k (5)
-    assert entry["test"]["linear_top1"] == pytest.approx(summary["test"]["linear_top1"])
+    assert entry["test"]["knn_top1"] == pytest.approx(summary.test["knn_top1"])  # the run's k (5)
+    assert entry["test"]["linear_top1"] == pytest.approx(summary.test["linear_top1"])
     # the saved features are the ones the protocols used: kNN on them gives the same figure
     saved = read_features(tmp_path / "features.pt")
     assert {name: len(labels) for name, (_, labels) in saved.items()} == {"train": 48, "val": 16, "test": 16}
@@ -185,13 +182,14 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
     # rerunning with the run's --out resumes it; "--epoch" is argparse's prefix of --epochs
     assert main(["pretrain", "--out", str(run), "--epoch", "2"]) == 0
     assert "resuming it from its last checkpoint" in capsys.readouterr().err
-    config = json.loads((run / "config.json").read_text())  # kept from the first run, but for epochs
-    assert config["supervised"] and config["method_options"] == {"k1": 3.0} and config["epochs"] == 2
-    (record,) = config["resumes"]
-    assert record["changed"] == {"epochs": {"was": 1, "now": 2}}
-    assert record["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["supervised"] and summary["epochs"] == 2
+    saved = read_record(run)  # kept from the first run, but for epochs
+    config = saved.config
+    assert config.method.supervised and config.method.options == {"k1": 3.0} and config.optim.epochs == 2
+    (resumed,) = saved.resumes
+    assert resumed["changed"] == {"epochs": {"was": 1, "now": 2}}
+    assert resumed["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
+    summary = read_summary(run)
+    assert summary.supervised and summary.epochs == 2
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4
     assert (run / "logs" / "version_1" / "metrics.csv").is_file()  # the first run's logs are kept
@@ -214,49 +212,62 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
 )
 def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, method, supervised):
     options = {"queue_size": 256} if method.startswith("moco") else {}
-    config = _config(tmp_path, method=method, supervised=supervised, knn_every_n_epochs=0, method_options=options)
+    config = _config(tmp_path, method=method, supervised=supervised, knn_every=0, method_options=options)
     summary = pretrain(config, data=small_digits)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    saved = read_record(tmp_path / "run")
     defaults = method_class(method).defaults
-    assert summary["method"] == method and summary["final_train_loss"] is not None
-    assert (saved["optimizer"], saved["lr"], saved["augmentation"], saved["num_views"]) == (
+    assert summary.method == method and summary.final_train_loss is not None
+    optim, chosen = saved.config.optim, saved.config.method
+    assert (optim.optimizer, optim.lr, chosen.augmentation, chosen.num_views) == (
         defaults.optimizer,
         defaults.lr,
         defaults.augmentation,
         defaults.num_views,
     )
-    assert saved["method_defaults"] == method_class(method).options()
+    assert saved.method_defaults == method_class(method).options()
     # tcl-ssl eval rebuilds any method's backbone from its checkpoint
     entry = evaluate_run(tmp_path / "run", ["knn", "linear", "retrieval"], data=small_digits, plots=False)
-    assert entry["test"]["knn_top1"] == pytest.approx(summary["test"]["knn_top1"])
-    assert entry["test"]["linear_top1"] == pytest.approx(summary["test"]["linear_top1"])
+    assert entry["test"]["knn_top1"] == pytest.approx(summary.test["knn_top1"])
+    assert entry["test"]["linear_top1"] == pytest.approx(summary.test["linear_top1"])
     assert all(0.0 < entry["test"][name] <= 100.0 for name in ("precision_at_1", "r_precision", "map_at_r"))
     assert entry["test"]["precision_at_1"] > 10.0  # above chance (10 classes)
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["mnist5k"] == entry
 
 
 def test_recipe_fields_resolve_to_the_method_defaults_unless_given():
-    byol = PretrainConfig(method="byol", epochs=8).resolved()
-    assert (byol.optimizer, byol.lr, byol.weight_decay, byol.augmentation) == ("lars", 0.45, 1e-6, "byol")
-    assert byol.warmup_epochs == 1  # 10 by the recipe, at most a tenth of 8 epochs (rounded)
-    assert PretrainConfig(method="byol", epochs=200).resolved().warmup_epochs == 10
-    assert PretrainConfig(method="tcl", epochs=1).resolved().warmup_epochs == 0  # not all warm-up
-    given = PretrainConfig(method="byol", epochs=8, lr=0.3, optimizer="sgd", warmup_epochs=5, num_views=2).resolved()
-    assert (given.optimizer, given.lr, given.warmup_epochs) == ("sgd", 0.3, 5)
-    assert PretrainConfig(method="ce").resolved().num_views == 1
+    byol = PretrainConfig.build(method="byol", epochs=8).resolved()
+    assert (byol.optim.optimizer, byol.optim.lr, byol.optim.weight_decay, byol.method.augmentation) == (
+        "lars",
+        0.45,
+        1e-6,
+        "byol",
+    )
+    assert byol.optim.warmup_epochs == 1  # 10 by the method's defaults, at most a tenth of 8 epochs (rounded)
+    assert PretrainConfig.build(method="byol", epochs=200).resolved().optim.warmup_epochs == 10
+    assert PretrainConfig.build(method="tcl", epochs=1).resolved().optim.warmup_epochs == 0  # not all warm-up
+    given = PretrainConfig.build(
+        method="byol", epochs=8, lr=0.3, optimizer="sgd", warmup_epochs=5, num_views=2
+    ).resolved()
+    assert (given.optim.optimizer, given.optim.lr, given.optim.warmup_epochs) == ("sgd", 0.3, 5)
+    assert PretrainConfig.build(method="ce").resolved().method.num_views == 1
 
 
 def test_cli_passes_method_options_and_lists_the_methods(tmp_path, capsys):
-    from tcl_ssl.cli import _config_from_args, build_parser
+    from tcl_ssl.cli import build_parser
+    from tcl_ssl.cli.options import given_options
 
     args = build_parser().parse_args(
         ["pretrain", "--method", "moco", "-o", "queue_size=8192", "-o", "momentum_start=0.996", "--optimizer", "lars"]
     )
-    config = _config_from_args(args)
-    assert config.method_options == {"queue_size": 8192, "momentum_start": 0.996} and config.optimizer == "lars"
+    given = given_options(args)
+    assert given == {
+        "method": "moco",
+        "method_options": {"queue_size": 8192, "momentum_start": 0.996},
+        "optimizer": "lars",
+    }
     assert main(["pretrain", "--list-methods"]) == 0
     listed = capsys.readouterr().out
-    assert all(f"| `{name}` |" in listed for name in ("tcl", "simclr", "moco", "moco-tcl", "byol", "supcon", "ce"))
+    assert all(f"| `{name}` |" in listed for name in available_methods())
     assert main(["pretrain", "--method", "moco", "-o", "k1=3", "--out", str(tmp_path / "x")]) == 2
     assert "does not accept options k1; allowed: momentum_start" in capsys.readouterr().err
 
@@ -285,7 +296,9 @@ def test_cli_refuses_bad_method_option_values_before_loading_data(method, option
 
 
 def test_cli_resume_changes_only_the_given_options_in_any_spelling(tmp_path):
-    from tcl_ssl.cli import _resumed_config, build_parser
+    from tcl_ssl.cli import build_parser
+    from tcl_ssl.cli.options import given_options
+    from tcl_ssl.cli.pretraining import resumed_config
 
     run = tmp_path / "run"
     assert (
@@ -320,17 +333,17 @@ def test_cli_resume_changes_only_the_given_options_in_any_spelling(tmp_path):
         (["pretrain", "--resume", ckpt, "-oqueue_size=512", "--epochs=3"], {"queue_size": 512, "temperature": 0.3}, 3),
         (["pretrain", "--resume", ckpt, "--method-opt", "temperature=0.4"], {"queue_size": 256, "temperature": 0.4}, 1),
     ):
-        args, _ = parser.parse_known_args(argv)
-        config = _resumed_config(args, argv)
-        assert (config.method, config.batch_size, config.epochs) == ("moco", 64, epochs)
-        assert config.method_options == options
+        given = given_options(parser.parse_args(argv))
+        config = resumed_config(given.pop("resume"), given)
+        assert (config.method.name, config.optim.batch_size, config.optim.epochs) == ("moco", 64, epochs)
+        assert config.method.options == options and config.run.out == str(run)
 
 
 def test_export_round_trip_gives_the_checkpoint_backbones_features(tmp_path, small_digits, capsys):
     from tcl_ssl import load_backbone
     from tcl_ssl.train import build_method
 
-    config = _config(tmp_path, method="byol", knn_every_n_epochs=0, eval_protocols=["knn"])
+    config = _config(tmp_path, method="byol", knn_every=0, protocols=["knn"])
     pretrain(config, data=small_digits)
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "backbone.pt")]) == 0
     assert "tcl_ssl.load_backbone" in capsys.readouterr().out
@@ -357,7 +370,7 @@ def test_export_round_trip_gives_the_checkpoint_backbones_features(tmp_path, sma
 def test_eval_transfers_a_backbone_to_another_dataset(tmp_path, small_digits, monkeypatch, capsys):
     from torchvision.io import write_png
 
-    pretrain(_config(tmp_path, knn_every_n_epochs=0, eval_protocols=["knn"]), data=small_digits)
+    pretrain(_config(tmp_path, knn_every=0, protocols=["knn"]), data=small_digits)
     gen = torch.Generator().manual_seed(0)
     for cls, level in (("dark", 40), ("light", 200)):  # RGB 20 px images: converted to gray 28 px
         (tmp_path / "images" / cls).mkdir(parents=True)
@@ -392,9 +405,9 @@ def test_eval_transfers_a_backbone_to_another_dataset(tmp_path, small_digits, mo
 
 
 def test_tensorboard_logger_is_refused_without_the_package(tmp_path, small_digits, monkeypatch):
-    import tcl_ssl.train
+    import tcl_ssl.preflight
 
-    monkeypatch.setattr(tcl_ssl.train, "_tensorboard_available", lambda: False)
+    monkeypatch.setattr(tcl_ssl.preflight, "tensorboard_available", lambda: False)
     with pytest.raises(ValueError, match="logger 'tensorboard' needs the tensorboard package"):
         pretrain(_config(tmp_path, logger="tensorboard"), data=small_digits)
 
@@ -425,3 +438,10 @@ def test_tensorboard_logger_writes_the_same_metrics_as_the_csv_log(tmp_path, sma
         logged = [float(row[tag]) for row in rows if row.get(tag)]
         assert len(logged) >= 2
         np.testing.assert_allclose(scalars[tag], logged, rtol=1e-6)
+
+
+def test_log_every_n_steps_sets_the_per_step_rows_of_the_metrics_file(tmp_path, small_digits):
+    pretrain(_config(tmp_path, log_every_n_steps=1, knn_every=0, protocols=["knn"]), data=small_digits)
+    rows = list(csv.DictReader((tmp_path / "run" / "logs" / "version_0" / "metrics.csv").open()))
+    assert [int(row["step"]) for row in rows if row.get("train_loss_step")] == [0, 1]  # both steps of 2
+    assert read_record(tmp_path / "run").config.trainer.log_every_n_steps == 1

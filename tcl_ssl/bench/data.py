@@ -49,11 +49,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
 
-from tcl_ssl.data.loaders import batch_loader
+from tcl_ssl.data.loaders import EpochRandomSampler, batch_loader
 from tcl_ssl.data.sources import Split, decode_file, decode_images, list_image_folder
 from tcl_ssl.data.streaming import FileSplit, usable_cpus
 from tcl_ssl.process_memory import peak_rss, reset_peak_rss
@@ -101,9 +104,6 @@ def select_images(root: str | Path, num_images: int) -> tuple[list[Path], list[i
 
 def _decode_encoded(data: bytes | Tensor, size: int, channels: int) -> Tensor:
     """:func:`~tcl_ssl.data.sources.decode_file` on a file's bytes instead of its path."""
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2 import functional as TF
-
     encoded = data if isinstance(data, Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     image = decode_image(encoded, mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
     if image.shape[-2:] != (size, size):
@@ -190,6 +190,7 @@ def _memory(files, labels, size, channels, batch_size, epochs, work_dir: Path) -
     load_s = time.perf_counter() - start
     same = all(torch.equal(split.images[i], decode_file(files[i], size, channels)) for i in _checked(len(files)))
     loader = batch_loader(split, batch_size, shuffle=True, drop_last=True, seed=0)
+    assert isinstance(loader.sampler, EpochRandomSampler)  # shuffle=True
     timing = _timed_epochs(loader, epochs, channels, size, loader.sampler.set_epoch)
     return {
         "timing": timing,
@@ -205,6 +206,7 @@ def _stream(files, labels, size, channels, batch_size, epochs, workers: int) -> 
     dataset = split.dataset()
     same = all(torch.equal(dataset[i][0], decode_file(files[i], size, channels)) for i in _checked(len(files)))
     loader = batch_loader(split, batch_size, shuffle=True, drop_last=True, seed=0)
+    assert isinstance(loader.sampler, EpochRandomSampler)  # shuffle=True
     try:
         timing = _timed_epochs(loader, epochs, channels, size, loader.sampler.set_epoch)
     finally:
@@ -256,7 +258,7 @@ class DecodeBatch:
 def _import_litdata():
     """litdata, with its check for a newer release on PyPI off (a benchmark stays offline)."""
     os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-    import litdata
+    import litdata  # optional (the litdata extra), and only after the variable above is set
 
     return litdata
 
@@ -289,12 +291,14 @@ def _litdata(
     out = work_dir / ("litdata-canvas" if canvas else "litdata-jpeg")
     if out.exists():
         shutil.rmtree(out)
+    inputs: list[tuple[Any, ...]]
+    fn: Callable[[Any], dict]
     if canvas:
         inputs, fn = [(i, str(f), y, size, channels) for i, (f, y) in enumerate(zip(files, labels))], _canvas_sample
     else:
         inputs, fn = [(i, str(f), y) for i, (f, y) in enumerate(zip(files, labels))], _encoded_sample
     accepted = inspect.signature(ld.optimize).parameters
-    options = {"verbose": False} if "verbose" in accepted else {}  # library code does not print
+    options: dict[str, Any] = {"verbose": False} if "verbose" in accepted else {}  # library code does not print
     if "start_method" in accepted and "fork" in multiprocessing.get_all_start_methods():
         options["start_method"] = "fork"  # as our DataLoader workers start (litdata's default: spawn)
     start = time.perf_counter()
@@ -421,7 +425,7 @@ def run(
     )
 
     temporary = tempfile.TemporaryDirectory(prefix="tcl-ssl-bench-data-") if work_dir is None else None
-    work = Path(temporary.name if temporary else work_dir)
+    work = Path(temporary.name) if temporary is not None else Path(str(work_dir))
     work.mkdir(parents=True, exist_ok=True)
     common = (files, labels, image_size, channels, batch_size, epochs)
     measure: dict[str, Callable[[], dict]] = {
@@ -435,7 +439,7 @@ def run(
     rows, per_row = [], True
     try:
         for source in sources:
-            row = {"source": source, "label": LABELS[source]}
+            row: dict[str, Any] = {"source": source, "label": LABELS[source]}
             if source.startswith("litdata"):
                 try:
                     _import_litdata()

@@ -24,11 +24,14 @@ import time
 from collections.abc import Sequence
 
 import torch
+from lightly.utils.benchmarking import knn_predict
+from sklearn.linear_model import LogisticRegression
 from torch.nn import functional as F
 
 from tcl_ssl.bench.loss import peak_extra_memory
 from tcl_ssl.evaluation.knn import knn_classify, topk_accuracy
 from tcl_ssl.evaluation.linear import WEIGHT_DECAYS, fit_linear_probe, probe_predictions, select_linear_probe
+from tcl_ssl.evaluation.run import read_features
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -59,8 +62,6 @@ def synthetic_splits(bank: int, queries: int, dim: int, classes: int, spread: fl
 def sklearn_search(train: Split, val: Split, mean: torch.Tensor, std: torch.Tensor) -> float:
     """scikit-learn's version of :func:`select_linear_probe` (same grid, order and warm starts);
     returns the weight decay with the best val top-1."""
-    from sklearn.linear_model import LogisticRegression
-
     x, vx = ((train[0] - mean) / std).numpy(), ((val[0] - mean) / std).numpy()
     model = LogisticRegression(max_iter=1000, warm_start=True)
     scores = {}
@@ -70,13 +71,10 @@ def sklearn_search(train: Split, val: Split, mean: torch.Tensor, std: torch.Tens
     return max(scores, key=lambda wd: (scores[wd], wd))
 
 
-def run(splits: dict[str, Split], classes: int, device: str = "cpu") -> dict:
+def run(splits: dict[str, Split], classes: int, device_name: str = "cpu") -> dict:
     """Measure both protocols on ``splits`` = ``{"train", "val", "test": (features, labels)}``;
     returns a dict of times (s), peaks (bytes) and accuracies (percent)."""
-    from lightly.utils.benchmarking import knn_predict
-    from sklearn.linear_model import LogisticRegression
-
-    device = torch.device(device)
+    device = torch.device(device_name)
     (train_x, train_y), (val_x, val_y), (query_x, query_y) = splits["train"], splits["val"], splits["test"]
     train_unit, query_unit = F.normalize(train_x, dim=1).to(device), F.normalize(query_x, dim=1).to(device)
     out: dict = {
@@ -161,8 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.features:
-        from tcl_ssl.evaluate import read_features
-
         splits = read_features(args.features)
         classes = int(max(labels.max() for _, labels in splits.values())) + 1
     else:

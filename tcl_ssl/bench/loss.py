@@ -29,8 +29,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+from lightly.loss import NTXentLoss
+from pytorch_metric_learning.losses import SupConLoss
 from torch import Tensor
 from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from tcl_ssl.loss import tcl_loss
 
@@ -89,9 +92,6 @@ def official_formula(
 
 
 def _loss_functions(temperature: float, k1: float, k2: float) -> dict[str, LossFn]:
-    from lightly.loss import NTXentLoss
-    from pytorch_metric_learning.losses import SupConLoss
-
     supcon = SupConLoss(temperature=temperature)
     ntxent = NTXentLoss(temperature=temperature)
     compiled_official = torch.compile(official_formula, dynamic=False)
@@ -129,8 +129,6 @@ def _synchronize(device: torch.device) -> None:
 
 def _cpu_peak_bytes(work: Callable[[], object]) -> int:
     """Peak of the running sum of torch CPU allocations (bytes) while ``work()`` runs."""
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         work()
     # Raw events: every allocation and free is its own "[memory]" event with a signed size

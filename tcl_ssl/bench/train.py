@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader, Dataset
 from augmentations.samples import DEFAULT_IMAGE_ROOT
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.checkpointing import NonFiniteLossGuard, ResumeState
+from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import (
     FileSplit,
     ImageData,
@@ -72,7 +73,7 @@ from tcl_ssl.data import (
     list_image_folder,
 )
 from tcl_ssl.process_memory import current_rss, peak_rss, reset_peak_rss
-from tcl_ssl.train import PretrainConfig, build_method, default_precision, resolved_stem
+from tcl_ssl.train import build_method, default_precision, resolved_stem
 
 __all__ = [
     "Settings",
@@ -255,7 +256,7 @@ def _trainer(settings: Settings, callbacks: list[Callback]) -> pl.Trainer:
         max_steps=settings.warmup + settings.steps,
         accelerator=settings.device.type,
         devices=1,
-        precision=settings.precision,
+        precision=settings.precision,  # type: ignore[arg-type]  # a Lightning precision name, checked by Lightning
         logger=False,
         callbacks=callbacks,
         enable_checkpointing=False,
@@ -274,7 +275,7 @@ def rate_ours(data: ImageData, train: Any, make_loader: LoaderFactory, settings:
     ``simclr`` method (built from ``data``'s image size, channels and statistics) and a Lightning
     Trainer configured as ``pretrain()`` configures it (see the module docstring)."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    config = PretrainConfig(
+    config = PretrainConfig.build(
         method="simclr",
         batch_size=settings.batch_size,
         accelerator=settings.device.type,
@@ -284,7 +285,7 @@ def rate_ours(data: ImageData, train: Any, make_loader: LoaderFactory, settings:
         lr=LR * 256 / settings.batch_size,
         weight_decay=WEIGHT_DECAY,
         precision=settings.precision,
-        knn_every_n_epochs=0,
+        knn_every=0,
         plots=False,
         seed=settings.seed,
     ).resolved()
@@ -465,7 +466,7 @@ def run(
 
     data, images, files = load_data(num_images, image_size, dataset)
     precision = default_precision(device.type)
-    stem = resolved_stem(PretrainConfig(accelerator=device.type), image_size)
+    stem = resolved_stem(PretrainConfig.build(accelerator=device.type), image_size)
     settings = Settings(batch_size, steps, warmup, device, precision, stem, seed)
     log.info(
         "bench train: %s, %s, %s, stem %s, batch %d, %d + %d steps",

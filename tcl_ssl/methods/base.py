@@ -108,6 +108,9 @@ class Method(pl.LightningModule):
     #: whether the method trains without labels (self-supervised) and with labels (supervised)
     without_labels: ClassVar[bool] = True
     with_labels: ClassVar[bool] = False
+    #: the settings ("self-supervised", "supervised") in which ``tcl-ssl compare`` runs it by
+    #: default, among those it trains in
+    compared_in: ClassVar[tuple[str, ...]] = ("self-supervised", "supervised")
     #: the number of views the method's loss accepts: (minimum, maximum or None)
     views: ClassVar[tuple[int, int | None]] = (2, None)
     #: the method's training defaults, and where they come from

@@ -1,16 +1,16 @@
 """A grid of one method's hyper-parameters, chosen on validation -> a table, sensitivities, heat-maps.
 
 ``tcl-ssl sweep`` runs every cell of a grid (``--grid k1=0,10,30 --grid temperature=0.1,0.2``)
-x every seed with :func:`tcl_ssl.compare.execute_runs` (finished runs reused, interrupted ones
+x every seed with :func:`tcl_ssl.experiments.runner.execute_runs` (finished runs reused, interrupted ones
 resumed), selects the cell with the best mean validation figure (``--select``, default kNN
 top-1), and writes into ``<out>``: ``results.md`` / ``.csv`` / ``.json`` (every cell, the
 selected one starred, its test figures reported; and for each axis the figure along it with the
 other axes at the selected cell's values), and ``plots/heatmap-<a>-<b>.png`` for each pair of
 swept axes (or ``plots/<axis>.png`` for a single axis).
 
-An axis is a :class:`~tcl_ssl.train.PretrainConfig` field (``lr``, ``batch_size``, ``num_views``,
-``epochs``, ...), an option of the method (``temperature``, ``k1``, ``k2``, ...), an
-augmentation option (``weak_view``, ``min_scale``), or ``k1_rel``: k1 given relative to
+An axis is an option declared sweepable (``lr``, ``batch_size``, ``num_views``, ``epochs``, ...;
+see :meth:`~tcl_ssl.config.PretrainConfig.sweep_keys`), an option of the method (``temperature``, ``k1``, ``k2``, ...), an
+option of the augmentation pipeline (``weak_view``, ``min_scale``, ...), or ``k1_rel``: k1 given relative to
 e^(1/t), i.e. ``k1 = k1_rel * exp(1 / temperature)``. The k1 term of TCL's denominator carries
 no temperature while the positive and negative terms carry 1/t, so the same k1 weighs very
 differently at different temperatures; ``k1_rel`` keeps their ratio (the paper's k1 = 5000 at
@@ -19,7 +19,6 @@ t = 0.1 is k1_rel = 0.227).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -29,36 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from tcl_ssl.compare import (
-    BUDGET_FIELDS,
-    GroupResult,
-    PlannedRun,
-    Progress,
-    collect,
-    execute_runs,
-    format_results,
-    is_global_zero,
-    slug,
-    write_results,
-)
+import augmentations
+from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import ImageData
-from tcl_ssl.results import FIGURES, format_spread
-from tcl_ssl.train import PretrainConfig
+from tcl_ssl.experiments.runner import PlannedRun, Progress, execute_runs, is_global_zero, slug
+from tcl_ssl.experiments.tables import FIGURES, GroupResult, collect, format_results, format_spread, write_results
+from tcl_ssl.methods import method_class
 
-#: augmentation options that can be swept
-AUGMENTATION_AXES = ("weak_view", "min_scale")
-#: PretrainConfig fields that can be swept
-CONFIG_AXES = (
-    "lr",
-    "weight_decay",
-    "warmup_epochs",
-    "optimizer",
-    "batch_size",
-    "num_views",
-    "epochs",
-    "augmentation",
-    "train_images",
-)
+__all__ = ["SELECTABLE", "cell_config", "parse_axis", "plan_sweep", "select", "sweep"]
+
 #: figures a sweep may select on (validation only: the test split chooses nothing)
 SELECTABLE = ("val_knn_top1", "val_linear_top1")
 #: the table's columns
@@ -73,7 +51,11 @@ SWEEP_FIGURES = (
 
 
 def parse_axis(text: str) -> tuple[str, list[Any]]:
-    """``NAME=V1,V2,...`` -> ``(name, values)``; values are JSON numbers / booleans where they parse."""
+    """``NAME=V1,V2,...`` -> ``(name, values)``; values are JSON numbers / booleans where they parse.
+
+    Raises:
+        ValueError: for a malformed axis or a value named twice.
+    """
     name, sep, values = text.partition("=")
     name = name.strip().replace("-", "_")
     if not sep or not name or not values.strip():
@@ -91,19 +73,36 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
     return name, parsed
 
 
+def axis_kinds(base: PretrainConfig) -> dict[str, str]:
+    """Every axis ``base``'s method can be swept along: ``option`` (a sweepable option by key),
+    ``method`` (an option of the method), ``augmentation`` (an option of its augmentation
+    pipeline) or ``k1_rel`` (k1 relative to e^(1/t), for methods with k1)."""
+    resolved = base.resolved()
+    kinds = {
+        key: "option"
+        for key, info in PretrainConfig.options().items()
+        if info.spec.sweep and info.hint != dict[str, Any]
+    }
+    method_options = method_class(base.method.name).options()
+    kinds |= {name: "method" for name in method_options}
+    assert resolved.method.augmentation is not None  # resolved() sets it
+    pipeline_options = augmentations.options(resolved.method.augmentation)
+    kinds |= {name: "augmentation" for name in pipeline_options if name != "num_views" and name not in kinds}
+    if "k1" in method_options:
+        kinds["k1_rel"] = "k1_rel"
+    return kinds
+
+
 def check_axes(axes: dict[str, list[Any]], base: PretrainConfig) -> None:
     """Raise ``ValueError`` for an axis the method cannot take, or a pair that clashes."""
-    from tcl_ssl.methods import method_class
-
     if not axes:
         raise ValueError("the grid is empty: give at least one --grid NAME=V1,V2,...")
-    options = method_class(base.method).options()
-    allowed = sorted(
-        set(CONFIG_AXES) | set(options) | set(AUGMENTATION_AXES) | ({"k1_rel"} if "k1" in options else set())
-    )
+    allowed = axis_kinds(base)
     for name, values in axes.items():
         if name not in allowed:
-            raise ValueError(f"cannot sweep {name!r} for method {base.method!r}; axes: {', '.join(allowed)}")
+            raise ValueError(
+                f"cannot sweep {name!r} for method {base.method.name!r}; axes: {', '.join(sorted(allowed))}"
+            )
         if not values:
             raise ValueError(f"--grid {name} has no values")
     if "k1_rel" in axes and "k1" in axes:
@@ -113,35 +112,38 @@ def check_axes(axes: dict[str, list[Any]], base: PretrainConfig) -> None:
     ):
         raise ValueError(f"k1_rel values must be numbers >= 0, got {axes['k1_rel']}")
     if "k1_rel" in axes and "temperature" not in axes and base_temperature(base) is None:
-        raise ValueError(f"k1_rel needs a temperature, and method {base.method!r} has none")
+        raise ValueError(f"k1_rel needs a temperature, and method {base.method.name!r} has none")
 
 
 def base_temperature(base: PretrainConfig) -> float | None:
     """The temperature ``base`` trains with: its own option, else the method's default for its setting."""
-    from tcl_ssl.methods import method_class
-
-    if base.method_options.get("temperature") is not None:
-        return float(base.method_options["temperature"])
-    value = method_class(base.method).resolved_options(base.supervised).get("temperature")
+    options = base.method.options
+    if options.get("temperature") is not None:
+        return float(options["temperature"])
+    value = method_class(base.method.name).resolved_options(base.method.supervised).get("temperature")
     return None if value is None else float(value)
 
 
 def cell_config(base: PretrainConfig, cell: dict[str, Any]) -> PretrainConfig:
     """``base`` with one cell's values set (``k1_rel`` turned into k1 at the cell's temperature)."""
-    fields: dict[str, Any] = {}
-    method_options = dict(base.method_options)
-    augmentation_options = dict(base.augmentation_options)
+    kinds = axis_kinds(base)
+    scalars: dict[str, Any] = {}
+    method_options = dict(base.method.options)
+    augmentation_options = dict(base.method.augmentation_options)
     for name, value in cell.items():
-        if name in CONFIG_AXES:
-            fields[name] = value
-        elif name in AUGMENTATION_AXES:
+        kind = kinds.get(name, "method")
+        if kind == "option":
+            scalars[name] = value
+        elif kind == "augmentation":
             augmentation_options[name] = value
-        elif name != "k1_rel":
+        elif kind == "method":
             method_options[name] = value
     if "k1_rel" in cell:
         temperature = method_options.get("temperature", base_temperature(base))
+        if temperature is None:  # check_axes refuses k1_rel without a temperature
+            raise ValueError(f"k1_rel needs a temperature, and method {base.method.name!r} has none")
         method_options["k1"] = float(cell["k1_rel"]) * math.exp(1.0 / float(temperature))
-    return dataclasses.replace(base, method_options=method_options, augmentation_options=augmentation_options, **fields)
+    return base.replace(method_options=method_options, augmentation_options=augmentation_options, **scalars)
 
 
 def cell_label(cell: dict[str, Any]) -> str:
@@ -164,9 +166,7 @@ def plan_sweep(
         PlannedRun(
             cell_label(cell),
             seed,
-            dataclasses.replace(
-                cell_config(base, cell), seed=seed, out=str(out / "runs" / f"{slug(cell_label(cell))}-seed{seed}")
-            ),
+            cell_config(base, cell).replace(seed=seed, out=str(out / "runs" / f"{slug(cell_label(cell))}-seed{seed}")),
         )
         for seed in seeds
         for cell in cells
@@ -200,7 +200,7 @@ def sensitivity(cells, results, best: dict[str, Any], metric: str) -> str:
     """A Markdown table: per axis, the metric at each of its values (others at the selected cell)
     and the range (largest minus smallest mean)."""
     lines = [
-        f"| axis | {FIGURES[metric][0]} at each value (other axes at the selected cell) | range |",
+        f"| axis | {FIGURES[metric]} at each value (other axes at the selected cell) | range |",
         "|---|---|---:|",
     ]
     for axis in best:
@@ -232,7 +232,7 @@ def write_heatmaps(
 ) -> list[Path]:
     """A heat-map of ``metric`` for each pair of swept axes with more than one value (the other
     axes at the selected cell's values); a line with error bars when only one axis varies."""
-    from tcl_ssl.comparison_plots import plot_heatmap, plot_line
+    from tcl_ssl.experiments.plots import plot_heatmap, plot_line  # matplotlib, only when drawing
 
     varied = [a for a, values in axes.items() if len(values) > 1]
     paths = []
@@ -245,14 +245,14 @@ def write_heatmaps(
                 [math.nan if r.stats[metric]["mean"] is None else r.stats[metric]["mean"] for _, r in line],
                 [r.stats[metric]["std"] or 0.0 for _, r in line],
                 axis,
-                FIGURES[metric][0],
-                f"{FIGURES[metric][0]} (mean ± std over seeds)",
+                FIGURES[metric],
+                f"{FIGURES[metric]} (mean ± std over seeds)",
                 out / f"{slug(axis)}.png",
             )
         )
     for row, col in itertools.combinations(varied, 2):
         others = ", ".join(f"{k}={v}" for k, v in best.items() if k not in (row, col))
-        title = f"{FIGURES[metric][0]}, mean over seeds" + (f" ({others})" if others else "")
+        title = f"{FIGURES[metric]}, mean over seeds" + (f" ({others})" if others else "")
         mark = (axes[row].index(best[row]), axes[col].index(best[col]))
         paths.append(
             plot_heatmap(
@@ -291,11 +291,12 @@ def sweep(
     if not is_global_zero():  # under DDP, processes other than 0 ran the same runs and write nothing
         return best, results
     best_cell = next(cell for cell in cells if cell_label(cell) == best.group)
-    fixed = {name: getattr(base.resolved(), name) for name in BUDGET_FIELDS if name not in axes}
+    resolved = base.resolved()
+    fixed = {key: resolved.get(key) for key in PretrainConfig.budget_keys() if key not in axes}
     header = {
         "kind": "sweep",
         "command": command,
-        "method": base.method,
+        "method": base.method.name,
         "seeds": list(seeds),
         "axes": axes,
         "selected_on": metric,
@@ -303,7 +304,7 @@ def sweep(
         "budget": fixed,
     }
     text = (
-        f"Selected on {FIGURES[metric][0]}: **{best.group}** (test figures of that cell: "
+        f"Selected on {FIGURES[metric]}: **{best.group}** (test figures of that cell: "
         f"kNN {format_spread(best.stats['test_knn_top1'], 2)}, linear {format_spread(best.stats['test_linear_top1'], 2)}).\n\n"
         + sensitivity(cells, results, best_cell, metric)
     )
@@ -311,7 +312,8 @@ def sweep(
         out,
         results,
         header,
-        f"Sweep of {base.method} ({'supervised' if base.supervised else 'self-supervised'}), {len(seeds)} seed(s)",
+        f"Sweep of {base.method.name} ({'supervised' if base.method.supervised else 'self-supervised'}), "
+        f"{len(seeds)} seed(s)",
         table=format_results(results, SWEEP_FIGURES, mark=best.group),
         extra_markdown=text,
     )

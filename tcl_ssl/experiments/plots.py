@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tcl_ssl.evaluation.plots import CURVES, _pyplot
-from tcl_ssl.results import FIGURES
-
-if TYPE_CHECKING:
-    from tcl_ssl.compare import GroupResult
+from tcl_ssl.experiments.tables import FIGURES, GroupResult
 
 
 def _save(fig, out: Path) -> Path:
@@ -69,9 +65,7 @@ def plot_bars(
     for i, name in enumerate(figures):
         means = [r.stats[name]["mean"] or 0.0 for r in results]
         stds = [r.stats[name]["std"] or 0.0 for r in results]
-        bars = ax.bar(
-            x + (i - (len(figures) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=FIGURES[name][0]
-        )
+        bars = ax.bar(x + (i - (len(figures) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=FIGURES[name])
         ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=7, padding=2)
     random_init = [r.stats["random_init_test_knn_top1"]["mean"] for r in results]
     if any(v is not None for v in random_init):

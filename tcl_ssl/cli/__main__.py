@@ -1,0 +1,7 @@
+"""``python -m tcl_ssl.cli``: the ``tcl-ssl`` command."""
+
+import sys
+
+from tcl_ssl.cli import main
+
+sys.exit(main())
