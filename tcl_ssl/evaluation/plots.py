@@ -31,7 +31,7 @@ def pyplot() -> Any:
     return plt
 
 
-_pyplot = pyplot  # the former name, which tcl_ssl.comparison_plots imports
+_pyplot = pyplot  # the former name, still imported by tcl_ssl.experiments.plots
 
 
 def metrics_files(run_dir: Path) -> list[Path]:
