@@ -1,8 +1,8 @@
-"""A picture of every augmentation recipe's views of a few CIFAR-10 images (``docs/augment_grid.png``).
+"""A picture of every augmentation pipeline's views of a few CIFAR-10 images (``docs/augment_grid.png``).
 
     python -m augmentations.grid --output docs/augment_grid.png
 
-One block per recipe; in each, a row per image: the original, then ``num_views`` views
+One block per pipeline; in each, a row per image: the original, then ``num_views`` views
 (un-normalised for display).
 """
 
@@ -25,41 +25,44 @@ __all__ = ["render_grid", "main"]
 def render_grid(
     images: torch.Tensor,
     *,
-    recipes: Sequence[str] | None = None,
+    pipelines: Sequence[str] | None = None,
     image_size: int = 32,
     num_views: int = 4,
     seed: int = 0,
     blocks_per_row: int = 3,
 ) -> Figure:
-    """Draw each recipe's views of ``images`` (uint8 RGB ``(N, 3, H, W)``).
+    """Draw each augmentation pipeline's views of ``images`` (uint8 RGB ``(N, 3, H, W)``).
 
     Args:
         images: the originals, shown fitted to ``image_size``.
-        recipes: recipe names, default all of :func:`augmentations.available`.
+        pipelines: pipeline names, default all of :func:`augmentations.available`.
         image_size: side in pixels of the views.
-        num_views: views per image and recipe.
-        seed: seed of every recipe's pipeline, so the picture is reproducible.
-        blocks_per_row: recipe blocks side by side.
+        num_views: views per image and pipeline.
+        seed: seed of every pipeline, so the picture is reproducible.
+        blocks_per_row: pipeline blocks side by side.
 
     Returns:
         The figure (not shown, not saved).
     """
-    recipes = list(recipes or augmentations.available())
-    stats = {"image_size": image_size, "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+    pipelines = list(pipelines or augmentations.available())
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    (originals,) = augmentations.build("eval", num_views=1, **stats)(images)
+    (originals,) = augmentations.build("eval", num_views=1, image_size=image_size, mean=CIFAR10_MEAN, std=CIFAR10_STD)(
+        images
+    )
     columns = ["original"] + [f"view {i + 1}" for i in range(num_views)]
 
-    block_rows = math.ceil(len(recipes) / blocks_per_row)
+    block_rows = math.ceil(len(pipelines) / blocks_per_row)
     cell = 0.55  # inches per image
     figure = Figure(
         figsize=(blocks_per_row * len(columns) * cell * 1.1, block_rows * (len(images) * cell + 0.6)),
         layout="constrained",
     )
     blocks = figure.subfigures(block_rows, blocks_per_row, squeeze=False).ravel()
-    for block, name in zip(blocks, recipes):
-        views = augmentations.build(name, num_views=num_views, seed=seed, **stats)(images)
+    for block, name in zip(blocks, pipelines):
+        views = augmentations.build(
+            name, num_views=num_views, seed=seed, image_size=image_size, mean=CIFAR10_MEAN, std=CIFAR10_STD
+        )(images)
         axes = block.subplots(len(images), len(columns), squeeze=False)
         block.suptitle(name, fontsize=11, fontweight="bold")
         for column, batch in enumerate([originals, *views]):
@@ -68,7 +71,7 @@ def render_grid(
                 axes[row, column].imshow(image, interpolation="nearest")
                 axes[row, column].set_axis_off()
             axes[0, column].set_title(columns[column], fontsize=7)
-    for block in blocks[len(recipes) :]:
+    for block in blocks[len(pipelines) :]:
         block.set_visible(False)
     return figure
 

@@ -1,4 +1,4 @@
-"""Building blocks of the recipes: kornia ops configured for an image size and a channel count.
+"""Building blocks of the augmentation pipelines: kornia ops configured for an image size and a channel count.
 
 Every op works on float32 batches ``(B, C, H, W)`` with values in ``[0, 1]`` and is built from
 kornia, so it runs batched on the device of its input. Random ops draw one set of parameters
@@ -6,7 +6,7 @@ per image (crop box, flip, jitter factors, blur sigma, apply/skip), as torchvisi
 call; colour-jitter orders (:class:`ColourJitter`) and AutoAugment sub-policies
 (:class:`RandomChoice`) are chosen per image too, where kornia alone would share one per batch.
 
-Size rules shared by all recipes (the papers' settings, scaled to the image size):
+Size rules shared by all pipelines (the papers' settings, scaled to the image size):
 
 - images of ``SMALL_IMAGE`` pixels or less get no Gaussian blur (SimCLR / BYOL on CIFAR);
   larger ones get a kernel of about 10% of the image side, rounded to an odd size;
@@ -83,10 +83,15 @@ def horizontal_flip() -> K.RandomHorizontalFlip:
 
 @dataclass
 class JitterDraw:
-    """One call's draw of :class:`ColourJitter` for a batch of ``n`` images: ``applied`` (m,), the
-    indices of the images it changes; ``factors``: brightness, contrast, saturation and hue
-    factors (m,) each, for those images; ``orders`` (m, S): each image's order of the ``S`` steps
-    (indices into ``ColourJitter.steps``)."""
+    """One call's draw of :class:`ColourJitter` for a batch of ``n`` images.
+
+    Attributes:
+        applied: ``(m,)`` indices of the images it changes.
+        factors: brightness, contrast, saturation and hue factors, ``(m,)`` each, for those
+            images.
+        orders: ``(m, S)`` each image's order of the ``S`` steps (indices into
+            ``ColourJitter.steps``).
+    """
 
     applied: torch.Tensor
     factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -118,7 +123,16 @@ class ColourJitter(nn.Module):
     each has at each position, so a call costs at most ``S x S`` adjustments on groups of the
     batch (``S = 4`` steps), not one kornia call per order drawn. ``per_image=False`` draws one
     order per call for the whole batch (kornia's behaviour). Random numbers come from torch's
-    global CPU generator, like kornia's.
+    global CPU generator, like kornia's. ``forward(images)`` is ``apply_draw(images, sample(B))``.
+
+    Args:
+        channels: 1 or 3; a 1-channel batch gets brightness and contrast only.
+        brightness: brightness factors are drawn from ``[max(0, 1 - brightness), 1 + brightness]``.
+        contrast: contrast factors likewise.
+        saturation: saturation factors likewise.
+        hue: hue shifts are drawn from ``[-hue, hue]`` (in turns).
+        p: probability that an image is changed.
+        per_image: draw the order of the adjustments per image (else one per call).
     """
 
     def __init__(
@@ -143,14 +157,15 @@ class ColourJitter(nn.Module):
         """Draw which of ``n`` images change, their factors and their orders."""
         applied = (torch.rand(n) < self.p).nonzero().squeeze(1)
         m = applied.numel()
-        factors = tuple(low + (high - low) * torch.rand(m) for low, high in self.ranges)
+        brightness, contrast, saturation, hue = (low + (high - low) * torch.rand(m) for low, high in self.ranges)
         if self.per_image:
             orders = torch.rand(m, len(self.steps)).argsort(dim=1)
         else:
             orders = torch.randperm(len(self.steps)).expand(m, -1)
-        return JitterDraw(applied, factors, orders)
+        return JitterDraw(applied, (brightness, contrast, saturation, hue), orders)
 
-    def apply(self, images: torch.Tensor, draw: JitterDraw) -> torch.Tensor:
+    # not ``apply``: nn.Module.apply(fn) recurses into every submodule with that name
+    def apply_draw(self, images: torch.Tensor, draw: JitterDraw) -> torch.Tensor:
         """``images`` (B, C, H, W) in [0, 1] changed as ``draw`` says (a new tensor)."""
         out = images.clone()
         if draw.applied.numel() == 0:
@@ -170,7 +185,7 @@ class ColourJitter(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.apply(images, self.sample(images.shape[0]))
+        return self.apply_draw(images, self.sample(images.shape[0]))
 
     def extra_repr(self) -> str:
         return f"ranges={self.ranges}, p={self.p}, per_image={self.per_image}"

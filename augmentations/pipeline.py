@@ -44,6 +44,17 @@ class Pipeline(nn.Module):
         mean: per-channel mean, in [0, 1] units, subtracted from every view.
         std: per-channel standard deviation, in [0, 1] units, dividing every view.
         seed: seed of the pipeline's own random stream, or ``None`` for the global one.
+
+    Example:
+        >>> import torch
+        >>> import augmentations
+        >>> first = augmentations.build("byol", image_size=32, mean=(0.5,), std=(0.25,), seed=0)
+        >>> second = augmentations.build("byol", image_size=32, mean=(0.5,), std=(0.25,), seed=0)
+        >>> images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
+        >>> all(torch.equal(a, b) for a, b in zip(first(images), second(images)))  # same seed, same views
+        True
+        >>> first.num_views, first.channels
+        (2, 1)
     """
 
     def __init__(
@@ -77,7 +88,13 @@ class Pipeline(nn.Module):
         return len(self.mean)
 
     def forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Augment ``batch`` ``(B, C, H, W)`` into ``num_views`` tensors ``(B, C, image_size, image_size)``."""
+        """Augment ``batch`` ``(B, C, H, W)`` into ``num_views`` tensors ``(B, C, image_size, image_size)``.
+
+        Raises:
+            TypeError: when ``batch`` is not a tensor.
+            ValueError: for a batch that is not ``(B, C, H, W)`` with ``C`` channels, empty, or of
+                a dtype other than uint8 or floating point.
+        """
         self._check(batch)
         with torch.no_grad(), torch.autocast(batch.device.type, enabled=False), self._random_stream():
             images = batch.to(torch.float32)
@@ -116,8 +133,9 @@ class Pipeline(nn.Module):
         # tensors, then put the samplers back on the CPU in float32.
         super()._apply(fn, recurse)
         for module in self.modules():
-            if hasattr(module, "set_rng_device_and_dtype"):
-                module.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+            set_rng_device_and_dtype = getattr(module, "set_rng_device_and_dtype", None)
+            if set_rng_device_and_dtype is not None:
+                set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
         return self
 
     def extra_repr(self) -> str:

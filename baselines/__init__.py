@@ -1,5 +1,5 @@
 """Baseline pretraining methods, each a :class:`tcl_ssl.methods.Method` built from lightly's and
-pytorch-metric-learning's reference components and run through the same recipe as TCL.
+pytorch-metric-learning's reference components and trained by the same loop as TCL.
 
 - :mod:`baselines.simclr`: SimCLR (NT-Xent), self-supervised;
 - :mod:`baselines.moco`: MoCo v2 (momentum encoder + queue), self-supervised;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
@@ -18,13 +20,19 @@ class BYOL(MomentumMethod):
     projection. The loss is the paper's symmetric ``2 - 2 cos`` summed over both directions,
     ``2 (NCS(p0, z1) + NCS(p1, z0))`` (a constant 4 below it).
 
-    Defaults, from the official code's preset for runs of up to 100 epochs
-    (google-deepmind/deepmind-research ``byol/configs/byol.py``; also lightly's ImageNet BYOL
-    benchmark): LARS (trust coefficient 0.001, lightly's), lr 0.45 at batch 256, weight decay
+    Defaults: LARS (lightly's, trust coefficient 0.001), lr 0.45 at batch 256, weight decay
     1e-6, 10 warm-up epochs, momentum 0.99 -> 1.0 (cosine by step); heads 4096 -> 256; the
-    ``byol`` augmentation (the paper's two asymmetric views). solo-learn's CIFAR-10 recipe
-    (lr 1.0, weight decay 1e-5) is tuned for its own LARS, which clips the adapted lr with a
-    trust coefficient of 0.02; with lightly's LARS its steps would be about 20x smaller.
+    ``byol`` augmentation pipeline (two asymmetric views). Source: the official code's preset
+    for runs of up to 100 epochs (google-deepmind/deepmind-research ``byol/configs/byol.py``,
+    as lightly's ImageNet BYOL benchmark); heads and augmentation: the paper.
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        hidden_dim: hidden width of the projection and prediction heads.
+        output_dim: output width of the projection and prediction heads.
+        momentum_start: EMA momentum of the target at the first step.
+        momentum_end: EMA momentum at the last step (cosine in between).
+        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
     """
 
     name = "byol"
@@ -34,12 +42,12 @@ class BYOL(MomentumMethod):
 
     def __init__(
         self,
-        *args,
+        *args: Any,
         hidden_dim: int = 4096,
         output_dim: int = 256,
         momentum_start: float = 0.99,
         momentum_end: float = 1.0,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, momentum_start=momentum_start, momentum_end=momentum_end, **kwargs)
         check_size("hidden_dim", hidden_dim)

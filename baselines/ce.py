@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -12,10 +14,14 @@ from tcl_ssl.methods.base import TrainingDefaults
 class CrossEntropy(Method):
     """A linear classifier on the backbone's features, trained with cross-entropy on every view.
 
-    Defaults, from the official SupCon code's cross-entropy baseline (HobbitLong/SupContrast,
-    ``main_ce.py`` and the README's command): one view per image with the ``crop-flip``
-    augmentation (random resized crop 0.2-1 and flip), SGD lr 0.8 at batch 1024 (0.2 at 256),
-    weight decay 1e-4, cosine with 10 warm-up epochs.
+    Supervised only. Defaults: one view per image with the ``crop-flip`` augmentation pipeline
+    (random resized crop 0.2-1 and flip), SGD lr 0.2 at batch 256, weight decay 1e-4, cosine
+    with 10 warm-up epochs. Source: the official SupCon code's cross-entropy baseline
+    (HobbitLong/SupContrast, ``main_ce.py`` and the README's command).
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
     """
 
     name = "ce"
@@ -27,7 +33,7 @@ class CrossEntropy(Method):
     )
     source = "SupCon official code (HobbitLong/SupContrast) main_ce.py and README"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.classifier = nn.Linear(self.feature_dim, self.num_classes)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
@@ -21,13 +23,21 @@ class MoCo(MomentumMethod):
     ``NTXentLoss`` with a memory bank on the stacked queries and keys, which then adds the
     ``2B`` keys (gathered across processes) to the queue once. The queue is in the checkpoint.
 
-    Defaults, from solo-learn's CIFAR-10 recipe ``scripts/pretrain/cifar/mocov2plus.yaml``:
-    head 2048 -> 256, temperature 0.2, momentum 0.99 -> 0.999 (cosine by step), SGD lr 0.3 at
-    batch 256, weight decay 1e-4, 10 warm-up epochs. Augmentation: ``mocov2``, the MoCo v2
-    paper's ``aug_plus`` (crop 0.2-1; solo-learn crops from 0.08). Queue: 4096 keys, as
-    lightly's CIFAR-10 benchmark; a queue larger than the keys a short run produces
-    (solo-learn keeps 2 x 32768 for 1000 CIFAR-10 epochs) would hold lightly's random
-    initial entries for most of the run.
+    Defaults: head 2048 -> 256, temperature 0.2, momentum 0.99 -> 0.999 (cosine by step), SGD
+    lr 0.3 at batch 256, weight decay 1e-4, 10 warm-up epochs; the ``mocov2`` augmentation
+    pipeline (crop 0.2-1); a queue of 4096 keys. Source: solo-learn's CIFAR-10 configuration
+    ``scripts/pretrain/cifar/mocov2plus.yaml``; the augmentation: the MoCo v2 paper; the
+    queue size: lightly's CIFAR-10 benchmark.
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        temperature: NT-Xent's temperature (> 0).
+        queue_size: keys in the queue.
+        hidden_dim: hidden width of the projection head.
+        output_dim: output width of the projection head (and of the keys).
+        momentum_start: EMA momentum of the key encoder at the first step.
+        momentum_end: EMA momentum at the last step (cosine in between).
+        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
     """
 
     name = "moco"
@@ -37,14 +47,14 @@ class MoCo(MomentumMethod):
 
     def __init__(
         self,
-        *args,
+        *args: Any,
         temperature: float = 0.2,
         queue_size: int = 4096,
         hidden_dim: int = 2048,
         output_dim: int = 256,
         momentum_start: float = 0.99,
         momentum_end: float = 0.999,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, momentum_start=momentum_start, momentum_end=momentum_end, **kwargs)
         check_positive("temperature", temperature)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from baselines.moco import MoCo
@@ -9,19 +11,22 @@ from tcl_ssl.loss import TCLLoss
 
 
 class MoCoTCL(MoCo):
-    """MoCo's machinery (momentum key encoder, queue, symmetric loss, recipe) with ``TCLLoss``.
+    """MoCo's machinery (momentum key encoder, queue, symmetric loss, training defaults) with ``TCLLoss``.
 
     Queries are the anchors; the current keys of the other view plus the queue are the keys
     (``TCLLoss`` with ``anchors="first"`` and a labelled memory bank). Without labels a query's
     positive is its image's key and every other key and queue entry is a negative; with labels
     (``--supervised``) every key and queue entry of the query's class is a positive. Both terms
     see the queue as it was before the step; the keys of both views are enqueued after them.
-    This gives TCL a large set of negatives on small batches, where the k1 term's weight
-    against them matters most.
 
-    Defaults: MoCo's (``baselines.moco``), temperature 0.2 in both settings (not swept), with
-    ``k2 = 1`` and ``k1 = 1``, chosen on the validation split of the built-in digits (README,
-    "TCL inside MoCo").
+    Defaults: MoCo's (:class:`~baselines.moco.MoCo`), temperature 0.2 in both settings,
+    ``k1 = 1``, ``k2 = 1``. Source: MoCo's; ``k1``: this project's validation sweep.
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        k1: TCL's ``k1`` (>= 0).
+        k2: TCL's ``k2`` (> 0).
+        **kwargs: :class:`~baselines.moco.MoCo`'s keyword arguments.
     """
 
     name = "moco-tcl"
@@ -29,7 +34,7 @@ class MoCoTCL(MoCo):
     compared_in = ("self-supervised",)
     source = "moco's recipe; k1 chosen on validation (README)"
 
-    def __init__(self, *args, k1: float = 1.0, k2: float = 1.0, **kwargs) -> None:
+    def __init__(self, *args: Any, k1: float = 1.0, k2: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.criterion = TCLLoss(
             temperature=self.temperature,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor
@@ -13,14 +15,21 @@ from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
 class SimCLR(Method):
     """SimCLR with lightly's ``SimCLRProjectionHead`` and ``NTXentLoss`` (gathered across processes).
 
-    Defaults, from the official code's CIFAR-10 command (google-research/simclr README:
-    ``--train_batch_size=512 --learning_rate=1.0 --weight_decay=1e-4 --temperature=0.5
-    --color_jitter_strength=0.5 --use_blur=False``, linear lr scaling, LARS, 10 warm-up epochs):
-    temperature 0.5; LARS, lr 1.0 at batch 256, weight decay 1e-4; the ``simclr`` augmentation
-    (jitter strength 0.5, no blur at 32 px). Head (paper, section B.1): 2 layers, hidden width
-    = backbone width (``hidden_dim=None``), output 128, lightly's BatchNorm layout.
+    Two views of each image; each view's positive is the other view of its image, its negatives
+    every other view in the (global) batch. Self-supervised only: NT-Xent has no use for labels
+    (``supcon`` or ``tcl --supervised`` do).
 
-    Self-supervised only: NT-Xent has no use for labels (``supcon`` or ``tcl --supervised`` do).
+    Defaults: temperature 0.5; LARS, lr 1.0 at batch 256, weight decay 1e-4, 10 warm-up epochs;
+    the ``simclr`` augmentation pipeline (jitter strength 0.5, no blur at 32 px); head of 2
+    layers, hidden width = backbone width, output 128, lightly's BatchNorm layout. Source: the
+    official code's CIFAR-10 command (google-research/simclr README) and the paper (head).
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        temperature: NT-Xent's temperature (> 0).
+        hidden_dim: hidden width of the head; ``None``: the backbone's width.
+        output_dim: output width of the head.
+        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
     """
 
     name = "simclr"
@@ -30,7 +39,12 @@ class SimCLR(Method):
     auto_options = {"hidden_dim": "backbone width"}
 
     def __init__(
-        self, *args, temperature: float = 0.5, hidden_dim: int | None = None, output_dim: int = 128, **kwargs
+        self,
+        *args: Any,
+        temperature: float = 0.5,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         check_positive("temperature", temperature)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.models.utils import concat_all_gather
@@ -19,15 +21,24 @@ class SupCon(Method):
     Every view of every image is an anchor; its positives are all views of the images of its
     class. Under DDP, projections and labels are gathered (with gradients, lightly's
     ``gather``) and every process computes the loss of the global batch, which gives the
-    single-process gradient.
+    single-process gradient. PML's loss is multiplied by ``temperature / base_temperature``
+    (0.1 / 0.07 by default), a constant factor on the gradient.
 
-    Defaults, from the official code (HobbitLong/SupContrast): head ``Linear(d, d) - ReLU -
-    Linear(d, 128)`` without BatchNorm (``networks/resnet_big.py``; ``head_batch_norm=True``
-    adds BatchNorm after both linear layers, as lightly's SimCLR head that TCL and SimCLR use);
-    temperature 0.1, SGD lr 0.5 at batch 1024 (0.125 at 256), weight decay 1e-4, cosine with 10
-    warm-up epochs (the README's CIFAR command); the ``simaug`` augmentation (``main_supcon.py``). As in the
-    official ``losses.py``, PML's loss is multiplied by ``temperature / base_temperature``
-    (0.1 / 0.07), a constant factor on the gradient.
+    Defaults: head ``Linear(d, d) - ReLU - Linear(d, 128)`` without BatchNorm
+    (``head_batch_norm=True`` adds BatchNorm after both linear layers, as in lightly's SimCLR
+    head that TCL and SimCLR use); temperature 0.1, base temperature 0.07; SGD lr 0.125 at
+    batch 256, weight decay 1e-4, cosine with 10 warm-up epochs; the ``simaug`` augmentation
+    pipeline. Source: the official code (HobbitLong/SupContrast: ``networks/resnet_big.py``,
+    ``losses.py``, ``main_supcon.py`` and the README's CIFAR command).
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        temperature: SupCon's temperature (> 0).
+        base_temperature: the loss is scaled by ``temperature / base_temperature`` (> 0).
+        hidden_dim: hidden width of the head; ``None``: the backbone's width.
+        output_dim: output width of the head.
+        head_batch_norm: BatchNorm after both linear layers of the head.
+        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
     """
 
     name = "supcon"
@@ -39,13 +50,13 @@ class SupCon(Method):
 
     def __init__(
         self,
-        *args,
+        *args: Any,
         temperature: float = 0.1,
         base_temperature: float = 0.07,
         hidden_dim: int | None = None,
         output_dim: int = 128,
         head_batch_norm: bool = False,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         check_positive("temperature", temperature)

@@ -1,5 +1,10 @@
 """tcl-ssl: Tuned Contrastive Learning for PyTorch.
 
+Public names: :class:`TCLLoss` (a drop-in for lightly's ``NTXentLoss``) and its functional form
+:func:`tcl_loss`; :class:`TCLPMLLoss`, the loss for pytorch-metric-learning; :func:`load_backbone`,
+a backbone written by ``tcl-ssl export``; :class:`PretrainConfig` and :func:`pretrain`, a
+pretraining run.
+
 The public names are imported on first use, so that ``import tcl_ssl`` (and ``tcl-ssl --help``)
 does not import torch until a name that needs it is asked for.
 """

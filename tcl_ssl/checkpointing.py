@@ -19,25 +19,40 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning_fabric.utilities.types import _Stateful
 from pytorch_lightning.callbacks import Callback, Checkpoint
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class _Stateful(Protocol):
+    """An object with ``state_dict()`` and ``load_state_dict()`` (as Lightning detects one)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
 
 #: how many consecutive non-finite losses a float16 GradScaler may skip before the run stops
 SCALER_PATIENCE = 20
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local saves are atomic (temporary file + ``os.replace``)."""
+    """``TorchCheckpointIO`` whose local saves are atomic (temporary file + ``os.replace``).
+
+    Pass it to the Trainer as ``plugins=[AtomicCheckpointIO()]``. Remote paths (``scheme://``)
+    are saved by Lightning's own code.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to a temporary file beside ``path``, flush it to disk, and rename
+        it to ``path``; the temporary file is removed if anything fails."""
         target = Path(path)
         if "://" in str(path):  # remote file systems: Lightning's own (fsspec) path
             return super().save_checkpoint(checkpoint, path, storage_options)
@@ -59,7 +74,15 @@ class LastCheckpoint(Checkpoint):
 
     One file with both triggers: a ``ModelCheckpoint`` takes one trigger, and two of them saving
     ``last`` write ``last.ckpt`` and ``last-v1.ckpt`` in turns. As a ``Checkpoint``, Lightning
-    runs it after the other callbacks, so the epoch's metrics and states are in the file.
+    runs it after the other callbacks, so the epoch's metrics and states are in the file. No
+    checkpoint is written while a :class:`NonFiniteLossGuard` says it is unsafe.
+
+    Args:
+        directory: the folder of ``last.ckpt``.
+        every_n_steps: also save every that many optimiser steps; ``0``: at epoch ends only.
+
+    Raises:
+        ValueError: when ``every_n_steps`` is negative.
     """
 
     def __init__(self, directory: str | Path, every_n_steps: int = 0) -> None:
@@ -79,7 +102,9 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.global_step == self._saved_step:
             return
-        if not all(guard.safe_to_save(trainer) for guard in trainer.callbacks if isinstance(guard, NonFiniteLossGuard)):
+        # Trainer.callbacks is set by Lightning's callback connector, not declared on the class
+        callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+        if not all(guard.safe_to_save(trainer) for guard in callbacks if isinstance(guard, NonFiniteLossGuard)):
             return  # the next trigger saves
         trainer.save_checkpoint(self.path)
         self._saved_step = trainer.global_step
@@ -106,7 +131,7 @@ class ResumeState(Callback):
         the loader's position; tensors, numbers, tuples and lists only, so that
         ``torch.load(weights_only=True)`` reads it. Lightning calls it on every process."""
         loader = self._trainer.train_dataloader if self._trainer is not None else None
-        ranks = [_random_state()]
+        ranks: list[dict[str, Any] | None] = [_random_state()]
         if (
             torch.distributed.is_available()
             and torch.distributed.is_initialized()
@@ -141,7 +166,9 @@ class ResumeState(Callback):
 
 
 def _random_state() -> dict[str, Any]:
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # the legacy MT19937 state: (kind, keys, position, has_gauss, gauss)
+    kind, keys, position, has_gauss, gauss = numpy_state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
@@ -171,6 +198,10 @@ class NonFiniteLossGuard(Callback):
     pending, so no checkpoint holds weights after a non-finite loss. Under a float16 GradScaler,
     a non-finite loss is what the scaler handles by skipping the step and lowering its scale, so
     the run stops only after :data:`SCALER_PATIENCE` such steps in a row.
+
+    Args:
+        patience_with_scaler: non-finite losses in a row that a float16 GradScaler may skip
+            before the run stops.
     """
 
     def __init__(self, patience_with_scaler: int = SCALER_PATIENCE) -> None:

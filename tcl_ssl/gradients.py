@@ -14,7 +14,7 @@ then pushed back towards them) and the *push* on a negative is ``dL_i/dS_in`` (a
 push of every negative (by less than ``k2`` where the negatives dominate ``D_i``).
 
 :func:`gradient_coefficients` returns these coefficients for a batch (from the library's
-closed form, :func:`tcl_ssl.loss._tcl_terms`); :func:`sweep_pair_coefficient` evaluates them
+closed form, :func:`tcl_ssl.loss.tcl_terms`); :func:`sweep_pair_coefficient` evaluates them
 in a controlled setting, :func:`plot_gradients` draws them and :func:`main` is the
 ``tcl-ssl gradients`` command.
 """
@@ -31,7 +31,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from tcl_ssl.loss import _tcl_terms, validate_hyperparameters
+from tcl_ssl.loss import tcl_terms, validate_hyperparameters
+
+#: the two kinds of pair a sweep varies
+PairKind = Literal["positive", "negative"]
+PAIR_KINDS: tuple[PairKind, PairKind] = ("positive", "negative")
 
 __all__ = [
     "GradientCoefficients",
@@ -85,10 +89,22 @@ def similarity_gradient(
     Args:
         similarity: ``(N, M)`` cosine similarities ``S_ij`` in ``[-1, 1]`` between anchors
             and keys (float32 or float64; not modified).
-        anchor_groups: ``(N,)`` group ids of the anchors; key_groups: ``(M,)`` of the keys.
-        temperature, k1, k2: TCL's hyper-parameters.
+        anchor_groups: ``(N,)`` integer group ids of the anchors.
+        key_groups: ``(M,)`` integer group ids of the keys; a key with an anchor's group id
+            is one of its positives, every other key a negative.
+        temperature: softmax temperature ``t`` (> 0).
+        k1: weight of the hard-positive term (>= 0).
+        k2: weight of the negatives (> 0).
         self_index: ``(N,)`` column of each anchor's own key (neither positive nor negative),
             ``-1`` for none; ``None`` when no anchor is among the keys.
+
+    Returns:
+        ``(N, M)`` coefficients ``dL_i/dS_ij`` (in the dtype of ``similarity``) with the
+        positive and negative masks; see :class:`GradientCoefficients`.
+
+    Raises:
+        ValueError: for hyper-parameters out of range, or a ``similarity`` whose shape does
+            not match the groups.
     """
     validate_hyperparameters(temperature, k1, k2)
     if similarity.ndim != 2 or similarity.shape != (anchor_groups.numel(), key_groups.numel()):
@@ -98,7 +114,7 @@ def similarity_gradient(
         )
     anchor_groups, key_groups = anchor_groups.long(), key_groups.long()
     self_index = None if self_index is None else self_index.long()
-    terms = _tcl_terms(
+    terms = tcl_terms(
         similarity.detach().clone(),
         anchor_groups,
         key_groups,
@@ -127,11 +143,26 @@ def gradient_coefficients(
     """Gradient coefficients of a batch: anchors and keys are all ``N`` embeddings.
 
     Args:
-        embeddings: ``(N, D)`` embeddings (L2-normalised here).
+        embeddings: ``(N, D)`` embeddings (L2-normalised here; not modified).
         groups: ``(N,)`` integer group ids (labels, or image ids for self-supervised views).
+        temperature: softmax temperature ``t`` (> 0).
+        k1: weight of the hard-positive term (>= 0).
+        k2: weight of the negatives (> 0).
 
     Returns:
         ``(N, N)`` coefficients ``dL_i/dS_ij`` with masks; see :class:`GradientCoefficients`.
+
+    Raises:
+        ValueError: for embeddings that are not ``(N, D)``, groups that are not ``(N,)``, or
+            hyper-parameters out of range.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.gradients import gradient_coefficients
+        >>> z = torch.randn(6, 8)
+        >>> result = gradient_coefficients(z, torch.tensor([0, 1, 2, 0, 1, 2]), k1=0.0)
+        >>> bool((result.push >= 0).all()), result.pull.shape
+        (True, torch.Size([6, 6]))
     """
     if embeddings.ndim != 2 or groups.shape != (embeddings.shape[0],):
         raise ValueError(
@@ -161,6 +192,7 @@ class SweepSetting:
     temperature: float = 0.1
 
     def describe(self) -> str:
+        """The setting in one line of words (for figure captions)."""
         return (
             f"one anchor, {self.num_positives} positives + {self.num_negatives} negatives, "
             f"t = {self.temperature:g}; the others fixed at cos {self.positive_similarity:g} "
@@ -170,7 +202,7 @@ class SweepSetting:
 
 def sweep_pair_coefficient(
     similarities: Tensor,
-    kind: Literal["positive", "negative"],
+    kind: PairKind,
     k1: float,
     k2: float,
     setting: SweepSetting = SweepSetting(),
@@ -180,12 +212,18 @@ def sweep_pair_coefficient(
     Args:
         similarities: ``(K,)`` cosine similarities of the swept positive (``kind="positive"``)
             or negative (``kind="negative"``) to the anchor.
-        k1, k2: TCL's knobs (``k1=0, k2=1`` is SupCon).
+        kind: which pair is swept, ``"positive"`` or ``"negative"``.
+        k1: weight of the hard-positive term (>= 0; ``k1=0, k2=1`` is SupCon).
+        k2: weight of the negatives (> 0).
         setting: the fixed rest of the anchor's keys.
 
     Returns:
         ``(K,)`` ``dL_i/dS`` of the swept pair (pull = minus this for a positive, push = this
         for a negative), in the dtype of ``similarities``.
+
+    Raises:
+        ValueError: for an unknown ``kind``, a setting without a positive or a negative, or
+            hyper-parameters out of range.
     """
     if kind not in ("positive", "negative"):
         raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}")
@@ -224,12 +262,23 @@ def plot_gradients(
 
     Four panels: pull (top) and push (bottom), for TCL at each ``k1`` with ``k2 = 1`` (left)
     and at each ``k2`` with ``k1 = k1_for_k2`` (right); SupCon (``k1=0, k2=1``) is the dashed
-    black reference in every panel. Writes a PNG to ``path`` and returns it.
+    black reference in every panel.
+
+    Args:
+        path: the PNG to write (its folder is created).
+        k1_values: the ``k1`` of the left column's curves (``0`` is left out: it is SupCon).
+        k2_values: the ``k2`` of the right column's curves.
+        k1_for_k2: the ``k1`` of the right column's curves.
+        setting: the controlled anchor of every curve.
+        points: similarities per curve, evenly spaced over ``[-1, 1]``.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
     """
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is needed only for this figure, and slow to import
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import pyplot as plt  # deferred: after choosing the Agg backend above
 
     x = torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
     columns = [
@@ -239,7 +288,7 @@ def plot_gradients(
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), sharex=True)
     colors = plt.get_cmap("viridis")
     for col, (title, knobs, varied) in enumerate(columns):
-        for row, kind in enumerate(("positive", "negative")):
+        for row, kind in enumerate(PAIR_KINDS):
             ax = axes[row, col]
             sign = -1.0 if kind == "positive" else 1.0
             supcon = sign * sweep_pair_coefficient(x, kind, 0.0, 1.0, setting)

@@ -14,7 +14,8 @@ and the loss is the mean of ``L_i`` over the anchors that have at least one posi
 With ``k1 = 0, k2 = 1`` this is SupCon (L_out); with two views and no labels it is NT-Xent.
 
 The module :class:`TCLLoss` is a drop-in next to lightly's losses (``loss(out0, out1)``);
-:func:`tcl_loss` is the functional core on flat embeddings and group ids.
+:func:`tcl_loss` is the functional form on flat embeddings and group ids, and
+:func:`tcl_terms` the per-anchor core on a similarity matrix.
 
 Implementation: one ``(N, M)`` similarity matrix ``S`` between anchors and keys is the only
 dense buffer. The denominator is a row-wise log-sum-exp shifted by its row maximum; the
@@ -38,11 +39,29 @@ from torch.nn import functional as F
 
 from tcl_ssl.memory_bank import LabeledMemoryBank
 
-__all__ = ["TCLLoss", "tcl_loss", "TCLTerms", "positive_pairs", "validate_hyperparameters"]
+__all__ = [
+    "TCLLoss",
+    "tcl_loss",
+    "tcl_terms",
+    "TCLTerms",
+    "default_anchor_weights",
+    "flatten_views",
+    "positive_pairs",
+    "validate_hyperparameters",
+]
 
 
 def validate_hyperparameters(temperature: float, k1: float, k2: float) -> None:
-    """Raise ``ValueError`` unless ``temperature > 0``, ``k1 >= 0`` and ``k2 > 0`` (all finite)."""
+    """Check TCL's hyper-parameters.
+
+    Args:
+        temperature: softmax temperature ``t``; must be a finite number > 0.
+        k1: weight of the hard-positive term; must be a finite number >= 0.
+        k2: weight of the negatives; must be a finite number > 0.
+
+    Raises:
+        ValueError: naming the first hyper-parameter out of range.
+    """
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if not (isinstance(k1, (int, float)) and math.isfinite(k1) and k1 >= 0):
@@ -63,6 +82,14 @@ def positive_pairs(anchor_groups: Tensor, key_groups: Tensor, self_index: Tensor
     Returns:
         Two ``(P,)`` int64 tensors: anchor row and key column of every pair with equal group
         id, the anchor's own key excluded. Rows are sorted.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.loss import positive_pairs
+        >>> groups = torch.tensor([0, 1, 0])
+        >>> rows, cols = positive_pairs(groups, groups, torch.arange(3))
+        >>> rows.tolist(), cols.tolist()
+        ([0, 2], [2, 0])
     """
     order = torch.argsort(key_groups, stable=True)
     sorted_groups = key_groups[order]
@@ -100,7 +127,7 @@ class TCLTerms:
     grad_similarity: Tensor | None
 
 
-def _tcl_terms(
+def tcl_terms(
     similarity: Tensor,
     anchor_groups: Tensor,
     key_groups: Tensor,
@@ -110,9 +137,28 @@ def _tcl_terms(
     k2: float,
     with_grad: bool,
 ) -> TCLTerms:
-    """Compute TCL's per-anchor terms from the ``(N, M)`` similarity matrix ``S``.
+    """TCL's per-anchor terms, and optionally the closed-form ``dL_i/dS_ij``, from a similarity matrix.
 
-    ``similarity`` is overwritten (it becomes the gradient buffer); pass a tensor you own.
+    This is the computational core of :func:`tcl_loss` (which also checks its inputs,
+    normalises the embeddings and averages the per-anchor losses); it is public for analyses
+    that start from similarities, such as :mod:`tcl_ssl.gradients`. Nothing is checked here.
+
+    Args:
+        similarity: ``(N, M)`` float32 or float64 similarities ``S_ij = z_i . z_j`` between
+            L2-normalised anchors and keys. **Overwritten** (it becomes the gradient buffer):
+            pass a tensor you own, e.g. ``similarity.clone()``.
+        anchor_groups: ``(N,)`` int64 group id of each anchor.
+        key_groups: ``(M,)`` int64 group id of each key; a key with an anchor's group id is
+            one of its positives, every other key a negative.
+        self_index: ``(N,)`` int64 column of each anchor's own key (neither positive nor
+            negative), ``-1`` where it has none; ``None`` when no anchor is among the keys.
+        temperature: softmax temperature ``t`` (> 0).
+        k1: weight of the hard-positive term (>= 0).
+        k2: weight of the negatives (> 0).
+        with_grad: also compute :attr:`TCLTerms.grad_similarity`.
+
+    Returns:
+        The per-anchor terms, in the dtype of ``similarity``; see :class:`TCLTerms`.
     """
     n = similarity.shape[0]
     inv_t = 1.0 / temperature
@@ -166,7 +212,7 @@ class _TCLFunction(torch.autograd.Function):
     """Mean TCL loss with a closed-form backward; inputs are normalised float32 embeddings."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         anchors: Tensor,
         keys: Tensor,
@@ -180,7 +226,7 @@ class _TCLFunction(torch.autograd.Function):
     ) -> Tensor:
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         similarity = anchors @ keys.T
-        terms = _tcl_terms(similarity, anchor_groups, key_groups, self_index, temperature, k1, k2, needs_grad)
+        terms = tcl_terms(similarity, anchor_groups, key_groups, self_index, temperature, k1, k2, needs_grad)
         if needs_grad:
             grad = terms.grad_similarity
             assert grad is not None
@@ -189,7 +235,7 @@ class _TCLFunction(torch.autograd.Function):
         return (terms.loss_per_anchor * anchor_weights).sum()
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         anchors, keys, grad = ctx.saved_tensors
         grad_anchors = grad_keys = None
         if ctx.needs_input_grad[0]:
@@ -244,11 +290,16 @@ def tcl_loss(
 ) -> Tensor:
     """TCL loss of anchors ``embeddings`` against ``keys`` (default: the anchors themselves).
 
+    The functional form of :class:`TCLLoss` on flat embeddings: every row of ``embeddings`` is
+    an anchor, and its group id decides which keys are its positives.
+
     Args:
         embeddings: ``(N, D)`` anchor embeddings (normalised here unless ``normalize=False``).
         groups: ``(N,)`` integer group id of each anchor (class label, or image id for
             self-supervised learning): keys of the same group are positives, others negatives.
-        temperature, k1, k2: TCL's hyper-parameters (``t > 0``, ``k1 >= 0``, ``k2 > 0``).
+        temperature: softmax temperature ``t`` (> 0).
+        k1: weight of the hard-positive term ``exp(-z_i.z_p)`` (>= 0; 0 gives SupCon).
+        k2: weight of the negatives (> 0).
         keys: ``(M, D)`` contrast set; ``None`` means ``embeddings`` with each anchor's own
             entry excluded. Gradients flow into keys that require them.
         key_groups: ``(M,)`` group ids of ``keys`` (required with ``keys``).
@@ -263,11 +314,21 @@ def tcl_loss(
             loops that watch the loss themselves (a float16 GradScaler skips such steps).
 
     Returns:
-        Scalar loss, float32 (float64 for float64 input), also under autocast. A batch in which no anchor has a positive returns ``0`` (still
-        attached to the graph, with zero gradients), as pytorch-metric-learning's losses do.
+        Scalar loss, float32 (float64 for float64 input), also under autocast. A batch in
+        which no anchor has a positive returns ``0`` (still attached to the graph, with zero
+        gradients), as pytorch-metric-learning's losses do.
 
     Raises:
         ValueError: on bad shapes, dtypes, non-finite values or hyper-parameters.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl import tcl_loss
+        >>> z = torch.randn(6, 16)                   # two views of three images, stacked
+        >>> image_ids = torch.tensor([0, 1, 2, 0, 1, 2])
+        >>> loss = tcl_loss(z, image_ids, temperature=0.1, k1=5000.0, k2=1.0)
+        >>> loss.shape, loss.dtype
+        (torch.Size([]), torch.float32)
     """
     validate_hyperparameters(temperature, k1, k2)
     _check_embeddings("embeddings", embeddings, check_finite)
@@ -301,7 +362,8 @@ def tcl_loss(
         else:
             keys_ = keys.to(dtype)
             keys_ = F.normalize(keys_, dim=1) if normalize else keys_
-            key_groups_ = key_groups.long()  # type: ignore[union-attr]
+            assert key_groups is not None  # checked above
+            key_groups_ = key_groups.long()
             self_index = None if self_index is None else self_index.long()
         if anchor_weights is None:
             anchor_weights = default_anchor_weights(groups, key_groups_, self_index, dtype)
@@ -324,7 +386,19 @@ def default_anchor_weights(
     self_index: Tensor | None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """``(N,)`` weights that average the loss over anchors with at least one positive."""
+    """Weights that make :func:`tcl_loss`'s weighted sum the mean over anchors with a positive.
+
+    Args:
+        anchor_groups: ``(N,)`` integer group id of each anchor.
+        key_groups: ``(M,)`` integer group id of each key.
+        self_index: ``(N,)`` column of each anchor's own key (not its positive), ``-1`` where
+            it has none; ``None`` when no anchor is among the keys.
+        dtype: dtype of the result.
+
+    Returns:
+        ``(N,)`` weights: ``1 / (number of anchors with a positive)`` for those anchors, 0 for
+        the others (all 0 when no anchor has a positive).
+    """
     sorted_keys = torch.sort(key_groups).values
     counts = torch.searchsorted(sorted_keys, anchor_groups, right=True) - torch.searchsorted(
         sorted_keys, anchor_groups, right=False
@@ -340,43 +414,88 @@ ANCHOR_MODES = ("all", "first")
 
 
 class TCLLoss(nn.Module):
-    """Tuned Contrastive Learning loss, a drop-in for lightly's ``NTXentLoss``.
+    """Tuned Contrastive Learning loss of two or more views, a drop-in for lightly's ``NTXentLoss``.
 
-    Call it with the projections of two or more views of the same batch of images::
+    ``TCLLoss(temperature=t, k1=0)`` is exactly NT-Xent (lightly's ``NTXentLoss(temperature=t)``)
+    and, with labels, SupCon (pytorch-metric-learning's ``SupConLoss(temperature=t)``).
 
-        loss_fn = TCLLoss()                       # t=0.1, k1=5000, k2=1 (the paper's)
+    Call it with the projections of ``V >= 2`` views of the same batch of ``B`` images, each
+    ``(B, D)`` (L2-normalised inside), and optionally their ``(B,)`` integer ``labels``. Without
+    labels the positives of a view are the other views of its image (self-supervised); with
+    labels, every view of every image of its class (supervised). Every other key is a
+    negative. The loss is the mean of ``L_i`` (see :mod:`tcl_ssl.loss`) over the anchors that
+    have at least one positive, computed in float32 (float64 for float64 input), also under
+    autocast::
+
+        loss_fn = TCLLoss()                       # t=0.1, k1=5000, k2=1
         loss = loss_fn(out0, out1)                # self-supervised: positives = other views
         loss = loss_fn(out0, out1, out2)          # any number of views
         loss = loss_fn(out0, out1, labels=y)      # supervised: positives = same label
 
-    Each ``out_v`` is a ``(B, D)`` batch of projections of view ``v`` (normalised inside);
-    ``labels`` is ``(B,)``. Computation runs in float32 even under autocast.
+    Memory bank: with ``memory_bank_size`` the loss keeps the last ``K`` keys of past calls
+    (gathered across processes with ``gather_distributed``) in a
+    :class:`~tcl_ssl.memory_bank.LabeledMemoryBank` and adds them to every anchor's keys.
+    Without labels every bank entry is a negative; with labels, the entries of the anchor's
+    label are positives and the others negatives. ``anchors`` decides which views are keys,
+    and so which go into the bank. In training mode (``loss_fn.train()``) each call enqueues
+    its keys after computing the loss, so the loss always sees the bank as it was before the
+    call; in eval mode the bank is left unchanged. ``forward(..., update_bank=False)`` leaves
+    it unchanged in training mode too, for several calls that should see the same bank, whose
+    keys :meth:`enqueue` then adds. The bank starts empty (only filled entries are keys) and
+    is saved in ``state_dict()``.
 
     Args:
         temperature: softmax temperature ``t`` (> 0).
-        k1: weight of the hard-positive term ``exp(-z_i.z_p)`` (>= 0; 0 gives SupCon).
+        k1: weight of the hard-positive term ``exp(-z_i.z_p)`` (>= 0; 0 gives SupCon / NT-Xent).
         k2: weight of the negatives (> 0).
         gather_distributed: gather embeddings and group ids from all processes (with
             gradients, via ``lightly.utils.dist.gather``) so that every local anchor is
             contrasted with the global batch. Each process must pass the same batch size.
             The returned value is weighted so that its mean over processes is the loss of
             the global batch, and the gradients DDP averages equal the single-process ones.
-        memory_bank_size: ``(K, D)`` or ``K`` (the width ``D`` is then taken from the first
-            batch) to keep the last ``K`` keys (after gathering) as extra keys: with labels,
-            bank entries of the anchor's label are positives and the rest negatives; without
-            labels all are negatives. ``0`` (default) disables it. The bank starts empty and
-            is saved in ``state_dict()``.
-        anchors: ``"all"`` (default): every view is both anchors and keys, and all views go
-            into the bank. ``"first"``: lightly's query/key form (MoCo): ``out0`` are the
-            anchors (queries) and ``out1, ...`` the keys, the only entries that go into the
+        memory_bank_size: ``0`` (default): no memory bank. ``K``: a bank of the last ``K``
+            keys, whose width ``D`` is taken from the first batch. ``(K, D)``: a bank of
+            ``K`` keys of width ``D``; embeddings of another width are refused.
+        anchors: ``"all"`` (default): every view is both an anchor and a key, and all views
+            go into the bank. ``"first"``: lightly's query/key form (MoCo): ``out0`` are the
+            anchors (queries) and ``out1, ...`` the keys, the only views that go into the
             bank; an anchor's positives are its own image's keys (or, with labels, every key
             and bank entry of its label), its negatives every other key in the batch and in
             the bank.
         check_inputs: refuse, with a ``ValueError``, NaN or inf in the views and, with
-            ``gather_distributed``, batch sizes that differ between processes (which would make
-            the gather hang or fail obscurely). Both checks wait for the device; ``False`` skips
-            them, for training loops that watch the loss and feed equal batches (``tcl-ssl
-            pretrain`` does: a non-finite loss then gives a NaN loss, not an error).
+            ``gather_distributed``, batch sizes that differ between processes (which would
+            make the gather hang or fail obscurely). Both checks wait for the device;
+            ``False`` skips them, for training loops that watch the loss and feed equal
+            batches (a non-finite input then gives a NaN loss, not an error).
+
+    Returns:
+        loss (Tensor): each call returns the scalar loss (float32, or float64 for float64
+            views); ``0``, still attached to the graph, when no anchor has a positive.
+
+    Raises:
+        ValueError: at construction, for a hyper-parameter out of range, a bad
+            ``memory_bank_size`` or ``anchors``, or ``gather_distributed=True`` without
+            ``torch.distributed``. When called, for fewer than two views, views of different
+            shapes, ``labels`` of the wrong shape (or negative, with a memory bank), views
+            whose width differs from the memory bank's, and, with ``check_inputs``, NaN or
+            inf in the views or batch sizes that differ between processes.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl import TCLLoss
+        >>> loss_fn = TCLLoss(temperature=0.1, k1=5000.0, k2=1.0)
+        >>> out0, out1 = torch.randn(8, 32), torch.randn(8, 32)  # projections of two views
+        >>> loss = loss_fn(out0, out1)                            # self-supervised
+        >>> loss = loss_fn(out0, out1, labels=torch.arange(8) % 3)  # supervised
+        >>> loss.shape
+        torch.Size([])
+
+        With a memory bank of the last 64 keys (width taken from the first batch):
+
+        >>> queue_loss = TCLLoss(memory_bank_size=64)
+        >>> loss = queue_loss(out0, out1)   # the bank was empty; now it holds 16 keys
+        >>> int(queue_loss.memory_bank.filled)
+        16
     """
 
     def __init__(
@@ -407,10 +526,25 @@ class TCLLoss(nn.Module):
         return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}, anchors={self.anchors!r}"
 
     def forward(self, *views: Tensor, labels: Tensor | None = None, update_bank: bool = True) -> Tensor:
-        """Loss of ``V >= 2`` views, each ``(B, D)``; ``labels`` ``(B,)`` for supervised TCL.
+        """The loss of ``V >= 2`` views of one batch.
 
-        ``update_bank=False`` leaves the memory bank as it is (for several calls that should all
-        see the same bank; put their keys in afterwards with :meth:`enqueue`).
+        Args:
+            *views: ``V`` projections ``(B, D)``, one per view, of the same ``B`` images.
+            labels: ``(B,)`` integer class labels for supervised TCL; ``None`` for
+                self-supervised TCL (positives are the other views of the same image).
+            update_bank: in training mode, put this call's keys into the memory bank after
+                computing the loss; ``False`` leaves the bank as it is (for several calls that
+                should all see the same bank; put their keys in afterwards with
+                :meth:`enqueue`). Ignored without a memory bank.
+
+        Returns:
+            The scalar loss (float32, or float64 for float64 views).
+
+        Raises:
+            ValueError: for fewer than two views, views of different shapes, ``labels`` of the
+                wrong shape (or negative, with a memory bank), views whose width differs from
+                the memory bank's, and, with ``check_inputs``, NaN or inf in the views or batch
+                sizes that differ between processes.
         """
         embeddings, groups = self._embeddings_and_groups(views, labels)
         batch = views[0].shape[0]
@@ -464,9 +598,20 @@ class TCLLoss(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, *keys: Tensor, labels: Tensor | None = None) -> None:
-        """Put ``V >= 1`` batches of keys ``(B, D)`` (gathered across processes with
-        ``gather_distributed``) and their ``labels`` ``(B,)`` into the memory bank, as
-        :meth:`forward` does with its keys; for calls made with ``update_bank=False``."""
+        """Put keys into the memory bank, as :meth:`forward` does with its keys.
+
+        For calls made with ``update_bank=False``. The keys are L2-normalised, and gathered
+        across processes with ``gather_distributed``. Runs without gradients.
+
+        Args:
+            *keys: ``V >= 1`` batches of keys ``(B, D)``, enqueued in this order.
+            labels: ``(B,)`` integer labels of the keys of each batch; ``None`` stores the
+                entries without labels (negatives of every anchor).
+
+        Raises:
+            ValueError: when the loss has no memory bank, or for keys or labels of the wrong
+                shape.
+        """
         if self.memory_bank is None:
             raise ValueError("enqueue needs a memory bank; build the loss with memory_bank_size")
         embeddings, groups = self._embeddings_and_groups(keys, labels, min_views=1)

@@ -1,10 +1,13 @@
 """A FIFO memory bank of past embeddings that also keeps their labels (MoCo-style).
 
-lightly's ``MemoryBankModule`` keeps no labels, and its contents are not restored from a
-checkpoint; this bank keeps both, as buffers in ``state_dict()``.
+Unlike lightly's ``MemoryBankModule``, this bank keeps a label with every entry, and its
+contents (entries, labels and write position) are buffers in ``state_dict()``, so a
+checkpoint restores them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +23,31 @@ class LabeledMemoryBank(nn.Module):
     negatives. Everything, including the write position, is saved in ``state_dict()``.
     With ``dim=None`` the width is taken from the first enqueued batch (or from a loaded
     state dict, or :meth:`materialize`).
+
+    Args:
+        size: number of entries ``K`` (>= 1); once full, each enqueued entry replaces the
+            oldest.
+        dim: width ``D`` of the embeddings (>= 1), or ``None`` to take it from the first
+            batch.
+
+    Raises:
+        ValueError: when ``size`` or ``dim`` is < 1.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.memory_bank import LabeledMemoryBank
+        >>> bank = LabeledMemoryBank(4, 2)
+        >>> bank.enqueue(torch.ones(3, 2), torch.tensor([7, 8, 9]))
+        >>> bank.enqueue(torch.zeros(2, 2))          # no labels: stored as NO_LABEL (-1)
+        >>> embeddings, labels = bank.get()
+        >>> labels.tolist()
+        [-1, 8, 9, -1]
     """
+
+    embeddings: Tensor
+    labels: Tensor
+    position: Tensor
+    filled: Tensor
 
     def __init__(self, size: int, dim: int | None = None) -> None:
         super().__init__()
@@ -37,27 +64,53 @@ class LabeledMemoryBank(nn.Module):
         return f"size={self.size}, dim={self.dim}"
 
     def materialize(self, dim: int) -> None:
-        """Set the width of a bank built with ``dim=None`` (no-op once it has one)."""
+        """Set the width of a bank built with ``dim=None`` (no-op once it has one).
+
+        Args:
+            dim: width ``D`` of the embeddings (>= 1).
+
+        Raises:
+            ValueError: when ``dim`` is < 1.
+        """
         if self.dim is None:
             if dim < 1:
                 raise ValueError(f"memory bank dim must be >= 1, got {dim}")
             self.dim = dim
             self.embeddings = torch.zeros(self.size, dim, device=self.embeddings.device)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "embeddings")
         if self.dim is None and saved is not None and saved.ndim == 2 and saved.shape[1] > 0:
             self.materialize(saved.shape[1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def get(self) -> tuple[Tensor, Tensor]:
-        """The stored ``(embeddings (K, dim), labels (K,))``, ``K <= size`` (detached)."""
+        """The filled part of the bank.
+
+        Returns:
+            ``(embeddings, labels)``: views of the stored ``(K, dim)`` embeddings and their
+            ``(K,)`` int64 labels (:data:`NO_LABEL` for entries enqueued without labels),
+            ``K <= size`` the number of entries filled so far, in slot order (not in order
+            of age once the bank has wrapped).
+        """
         count = int(self.filled)
         return self.embeddings[:count], self.labels[:count]
 
     @torch.no_grad()
     def enqueue(self, embeddings: Tensor, labels: Tensor | None = None) -> None:
-        """Add ``(B, dim)`` embeddings (and ``(B,)`` labels), overwriting the oldest entries."""
+        """Add a batch of entries, overwriting the oldest ones once the bank is full.
+
+        Only the last ``size`` rows are kept when ``B > size``. Runs without gradients; the
+        entries are copied in the bank's dtype and device.
+
+        Args:
+            embeddings: ``(B, dim)`` embeddings (fixes the width of a bank built with
+                ``dim=None``).
+            labels: ``(B,)`` integer labels; ``None`` stores :data:`NO_LABEL`.
+
+        Raises:
+            ValueError: when ``embeddings`` is not ``(B, dim)``.
+        """
         if self.dim is None and embeddings.ndim == 2:
             self.materialize(embeddings.shape[1])
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:

@@ -37,17 +37,14 @@ two wrappers, under the same names, whose list adds ``TCLPMLLoss``; everything e
     loss_fn = CrossBatchMemory(TCLPMLLoss(), embedding_size=128, memory_size=4096)
     loss_fn = SelfSupervisedLoss(TCLPMLLoss())          # loss_fn(emb, ref_emb)
 
-Why subclasses: they are ordinary public subclasses (``isinstance`` of PML's classes, same
-constructor and behaviour, every PML loss still accepted), they change nothing in PML for
-anyone else, and they survive PML upgrades that only change the list. The alternatives are
-worse: editing PML's list at import time changes a third-party library globally, naming our
-class ``SupConLoss`` lies to every tool that reads the name, and swapping the wrapped loss
-after construction depends on PML's private attribute layout.
+The subclasses are ``isinstance`` of PML's classes, with the same constructor and behaviour,
+and accept every loss PML's own classes accept.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pytorch_metric_learning import losses as pml_losses
@@ -68,6 +65,9 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
     ref_emb=None, ref_labels=None)`` with ``embeddings`` ``(N, D)``, ``labels`` ``(N,)``,
     ``ref_emb`` ``(M, D)`` and ``ref_labels`` ``(M,)``. The result is a scalar tensor.
 
+    With ``k1=0, k2=1`` it is PML's ``SupConLoss(temperature)``, and with the default distance
+    and reducer it is :func:`tcl_ssl.loss.tcl_loss` (see the module notes on reducers).
+
     Args:
         temperature: softmax temperature ``t`` (> 0).
         k1: weight of the hard-positive term ``exp(-S_ip)`` (>= 0; 0 gives SupCon).
@@ -75,9 +75,21 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         **kwargs: PML's ``distance``, ``reducer``, ``embedding_regularizer``, ... .
             Defaults: ``CosineSimilarity()`` and ``MeanReducer()`` over the anchors that
             have a positive.
+
+    Raises:
+        ValueError: for a hyper-parameter out of range.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.pml import TCLPMLLoss
+        >>> loss_fn = TCLPMLLoss(temperature=0.1, k1=5000.0, k2=1.0)
+        >>> embeddings, labels = torch.randn(12, 16), torch.arange(12) % 4
+        >>> loss = loss_fn(embeddings, labels)
+        >>> loss.shape
+        torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0, **kwargs) -> None:
+    def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0, **kwargs: Any) -> None:
         validate_hyperparameters(temperature, k1, k2)
         super().__init__(mat_based_loss=True, **kwargs)
         self.temperature = float(temperature)
@@ -85,7 +97,7 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         self.k2 = float(k2)
         self.add_to_recordable_attributes(list_of_names=["temperature", "k1", "k2"], is_stat=False)
 
-    def _compute_loss(self, mat: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> dict:
+    def _compute_loss(self, mat: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> dict[str, Any]:
         """Per-anchor TCL losses from the ``(N, M)`` distance matrix and 0/1 pair masks."""
         pos, neg = pos_mask.bool(), neg_mask.bool()
         has_pos = pos.any(dim=1)
@@ -115,9 +127,11 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         }
 
     def get_default_reducer(self) -> MeanReducer:
+        """The reducer used when none is given: the mean over the anchors that have a positive."""
         return MeanReducer()
 
     def get_default_distance(self) -> CosineSimilarity:
+        """The distance used when none is given: cosine similarity."""
         return CosineSimilarity()
 
 
@@ -127,11 +141,20 @@ class SelfSupervisedLoss(pml_losses.SelfSupervisedLoss):
     ``loss_fn(embeddings, ref_emb)`` with two ``(B, D)`` views: item ``b`` of both views
     share the label ``b``. ``symmetric=True`` (default) stacks both views as anchors and
     keys (TCL/NT-Xent over ``2B`` samples); ``symmetric=False`` uses ``embeddings`` as
-    anchors and ``ref_emb`` as keys.
+    anchors and ``ref_emb`` as keys. Constructor arguments are PML's.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.pml import SelfSupervisedLoss, TCLPMLLoss
+        >>> loss_fn = SelfSupervisedLoss(TCLPMLLoss())
+        >>> view0, view1 = torch.randn(8, 16), torch.randn(8, 16)
+        >>> loss_fn(view0, view1).shape
+        torch.Size([])
     """
 
     @staticmethod
     def supported_losses() -> list[str]:
+        """PML's supported loss names plus ``"TCLPMLLoss"``."""
         return [*pml_losses.SelfSupervisedLoss.supported_losses(), TCLPMLLoss.__name__]
 
 
@@ -140,9 +163,19 @@ class CrossBatchMemory(pml_losses.CrossBatchMemory):
 
     ``loss_fn(embeddings, labels)``: the batch is enqueued first, then the anchors (the
     batch) are contrasted with the whole memory, the current batch included, each anchor's
-    own memory slot excluded. Memory entries carry no gradient.
+    own memory slot excluded. Memory entries carry no gradient. Constructor arguments are
+    PML's.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.pml import CrossBatchMemory, TCLPMLLoss
+        >>> loss_fn = CrossBatchMemory(TCLPMLLoss(), embedding_size=16, memory_size=64)
+        >>> embeddings, labels = torch.randn(8, 16), torch.arange(8) % 4
+        >>> loss_fn(embeddings, labels).shape
+        torch.Size([])
     """
 
     @staticmethod
     def supported_losses() -> list[str]:
+        """PML's supported loss names plus ``"TCLPMLLoss"``."""
         return [*pml_losses.CrossBatchMemory.supported_losses(), TCLPMLLoss.__name__]

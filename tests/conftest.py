@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.io import write_png
+
+from tcl_ssl.data import assemble, load_builtin
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +22,6 @@ def one_thread():
 @pytest.fixture(scope="session")
 def small_digits():
     """400 train / 100 val / 200 test built-in digits: enough for a real kNN, fast on 2 cores."""
-    from tcl_ssl.data import assemble, load_builtin
-
     data = load_builtin()
     return assemble(
         data.name,
@@ -38,8 +39,6 @@ def image_folder(tmp_path):
 
 def write_image_folder(root, classes: int = 2, per_class: int = 20, size: int = 16, seed: int = 0):
     """``root/c<k>/<i>.png``: random RGB images, ``classes`` x ``per_class``; returns ``root``."""
-    from torchvision.io import write_png
-
     gen = torch.Generator().manual_seed(seed)
     for c in range(classes):
         (root / f"c{c}").mkdir(parents=True)

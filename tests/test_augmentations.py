@@ -12,7 +12,7 @@ from augmentations.ops import ColourJitter
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
 GRAY = {"mean": (0.48,), "std": (0.24,)}
-RANDOM_RECIPES = [name for name in augmentations.available() if name != "eval"]
+RANDOM_PIPELINES = [name for name in augmentations.available() if name != "eval"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,7 +31,7 @@ def unnormalise(view: torch.Tensor, stats: dict) -> torch.Tensor:
     return view * std + mean
 
 
-def test_available_names_the_seven_recipes():
+def test_available_names_the_seven_pipelines():
     assert augmentations.available() == ["simclr", "mocov2", "byol", "supcon", "simaug", "crop-flip", "eval"]
 
 
@@ -91,7 +91,7 @@ def test_float_input_is_not_modified():
     assert torch.equal(batch, before)
 
 
-@pytest.mark.parametrize("name", RANDOM_RECIPES)
+@pytest.mark.parametrize("name", RANDOM_PIPELINES)
 def test_same_seed_gives_the_same_sequence_of_views(name):
     batch = uint8_images(4, 3, 32, 32)
     first = augmentations.build(name, image_size=32, seed=7, **RGB)
@@ -108,7 +108,7 @@ def test_same_seed_gives_the_same_sequence_of_views(name):
     assert not torch.equal(calls_first[0][0], calls_first[1][0]), "each call must draw new views"
 
 
-@pytest.mark.parametrize("name", RANDOM_RECIPES)
+@pytest.mark.parametrize("name", RANDOM_PIPELINES)
 def test_different_seeds_give_different_views(name):
     batch = uint8_images(4, 3, 32, 32)
     a = augmentations.build(name, image_size=32, seed=0, **RGB)(batch)
@@ -165,7 +165,7 @@ def test_byol_views_alternate_between_its_two_configurations():
         assert probabilities(view, K.RandomSolarize) == ([] if first else [0.2])
 
 
-def test_grayscale_recipes_have_no_colour_ops():
+def test_grayscale_pipelines_have_no_colour_ops():
     for name in augmentations.available():
         pipeline = augmentations.build(name, image_size=32, **GRAY)
         assert not any(isinstance(m, K.RandomGrayscale) for m in pipeline.modules())
@@ -264,3 +264,13 @@ def test_bad_batches_are_named(batch, message):
 def test_a_batch_must_be_a_tensor():
     with pytest.raises(TypeError, match="expected a tensor of images"):
         augmentations.build("simclr", image_size=32, **RGB)([[0]])
+
+
+def test_module_apply_visits_every_op():
+    """``nn.Module.apply(fn)`` recurses into every submodule, the colour jitter included (whose
+    own draw-and-apply step is ``apply_draw``, not ``apply``)."""
+    pipeline = augmentations.build("simclr", image_size=32, **RGB)
+    visited = []
+    assert pipeline.apply(visited.append) is pipeline
+    assert visited[-1] is pipeline and {id(m) for m in visited} == {id(m) for m in pipeline.modules()}
+    assert any(isinstance(m, ColourJitter) for m in visited)

@@ -1,4 +1,4 @@
-"""The recipes' random ops against torchvision, the reference the published recipes were written in.
+"""The pipelines' random ops against torchvision, the reference the published pipelines were written in.
 
 Distributions are compared on thousands of draws with scipy's two-sample Kolmogorov-Smirnov,
 binomial and chi-square tests at a significance of 1e-3; seeds are fixed, so the tests are
@@ -20,14 +20,14 @@ from scipy import stats
 from torch import nn
 
 import augmentations
-from augmentations.ops import ColourJitter
+from augmentations.ops import ColourJitter, JitterDraw, RandomChoice
 
 RGB = {"mean": (0.49, 0.48, 0.45), "std": (0.25, 0.24, 0.26)}
 GRAY = {"mean": (0.48,), "std": (0.24,)}
 ALPHA = 1e-3
 REPLAYED = 100  # images per numerical replay through torchvision (one call per image)
 
-# The published settings, written out independently of the recipes.
+# The published settings, written out independently of the pipelines.
 CROP_MIN_SCALE = {"simclr": 0.08, "mocov2": 0.2, "byol": 0.08, "simaug": 0.2}
 JITTER = {
     "simclr": (0.4, 0.4, 0.4, 0.1),
@@ -35,7 +35,7 @@ JITTER = {
     "byol": (0.4, 0.4, 0.2, 0.1),
     "simaug": (0.4, 0.4, 0.4, 0.1),
 }
-# (recipe, view) -> blur probability at 96 px
+# (pipeline, view) -> blur probability at 96 px
 BLUR = {("simclr", 0): 0.5, ("mocov2", 0): 0.5, ("byol", 0): 1.0, ("byol", 1): 0.1}
 
 
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def op(name: str, kind: type, *, view: int = 0, image_size: int = 32, stats_: dict = RGB) -> nn.Module:
-    """The op of type ``kind`` in view ``view`` of recipe ``name``."""
+    """The op of type ``kind`` in view ``view`` of pipeline ``name``."""
     pipeline = augmentations.build(name, image_size=image_size, num_views=2, **stats_)
     return next(module for module in pipeline.views[view].modules() if isinstance(module, kind))
 
@@ -147,7 +147,7 @@ def test_jitter_applies_to_eighty_percent_with_torchvision_formulas(name, stats_
     draw = jitter.sample(len(images))
     torch.manual_seed(0)
     out = jitter(images)
-    torch.testing.assert_close(out, jitter.apply(images, draw), atol=0, rtol=0)  # forward = sample + apply
+    torch.testing.assert_close(out, jitter.apply_draw(images, draw), atol=0, rtol=0)  # forward = sample + apply_draw
 
     applied = torch.zeros(len(images), dtype=torch.bool)
     applied[draw.applied] = True
@@ -163,8 +163,6 @@ def test_jitter_applies_to_eighty_percent_with_torchvision_formulas(name, stats_
 
 @pytest.mark.parametrize("seed", range(4))
 def test_jitter_with_fixed_factors_matches_torchvision_functional(seed):
-    from augmentations.ops import JitterDraw
-
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(8, 3, 16, 16, generator=generator)
     b, c, s = (0.6 + 0.8 * torch.rand(3, generator=generator)).tolist()
@@ -173,7 +171,7 @@ def test_jitter_with_fixed_factors_matches_torchvision_functional(seed):
     jitter = ColourJitter(3, 0.4, 0.4, 0.4, 0.1)
     draw = JitterDraw(torch.arange(8), tuple(torch.full((8,), v) for v in (b, c, s, h)), order.expand(8, -1))
     expected = torch.stack([_torchvision_jitter(image, [b, c, s, h], order.tolist()) for image in images])
-    torch.testing.assert_close(jitter.apply(images, draw), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(jitter.apply_draw(images, draw), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(JITTER))
@@ -296,8 +294,6 @@ def _marking_options(count: int) -> list[nn.Module]:
 
 
 def test_random_choice_draws_uniformly_and_independently_per_image():
-    from augmentations.ops import RandomChoice
-
     choice = RandomChoice(_marking_options(24))
     torch.manual_seed(0)
     chosen = torch.cat([choice(torch.zeros(100, 1, 2, 2))[:, 0, 0, 0].long() for _ in range(40)])
@@ -308,8 +304,6 @@ def test_random_choice_draws_uniformly_and_independently_per_image():
 
 
 def test_random_choice_per_batch_shares_one_choice():
-    from augmentations.ops import RandomChoice
-
     choice = RandomChoice(_marking_options(24), per_image=False)
     torch.manual_seed(0)
     firsts = []

@@ -10,6 +10,8 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from tcl_ssl.methods import method_class
+
 WORLD = 2
 BATCH = 6  # per process
 DIM = 8
@@ -21,8 +23,6 @@ def _inputs():
 
 
 def _supcon():
-    from tcl_ssl.methods import method_class
-
     return method_class("supcon")(nn.Identity(), DIM, nn.Identity(), supervised=True, hidden_dim=4, output_dim=4)
 
 

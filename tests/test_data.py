@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
+from torchvision.datasets.utils import verify_str_arg
 from torchvision.io import write_png
 
 from tcl_ssl.data import (
@@ -140,8 +142,6 @@ class _FakeVaried(torch.utils.data.Dataset):
     splits = ("train", "val")
 
     def __init__(self, root, split="train", download=False):
-        from torchvision.datasets.utils import verify_str_arg
-
         verify_str_arg(split, "split", self.splits)
         self.size = {"train": 40, "val": 10, "test": 12}[split]
 
@@ -149,8 +149,6 @@ class _FakeVaried(torch.utils.data.Dataset):
         return self.size
 
     def __getitem__(self, i):
-        from PIL import Image
-
         mode = "L" if i % 3 == 0 else "RGB"
         return Image.new(mode, (20 + i % 5, 14 + i % 3), color=40 + i), i % 2
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from lightly.utils.benchmarking import knn_predict
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from torch.nn import functional as F
 
+from tcl_ssl.backbones import build_backbone
+from tcl_ssl.bench.eval import run, synthetic_splits
+from tcl_ssl.bench.loss import peak_extra_memory
+from tcl_ssl.cli import main
+from tcl_ssl.data import assemble, load_builtin
 from tcl_ssl.evaluation import fit_linear_probe, knn_classify, select_linear_probe, topk_accuracy
-from tcl_ssl.evaluation.linear import probe_predictions
+from tcl_ssl.evaluation.linear import WEIGHT_DECAYS, probe_predictions
+from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
 from tcl_ssl.evaluation.retrieval import retrieval_metrics
 
 
@@ -21,8 +30,6 @@ def _clusters(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple
 
 
 def test_knn_matches_lightly_knn_predict_in_bounded_chunks():
-    from lightly.utils.benchmarking import knn_predict
-
     bank, bank_labels = _clusters(700, 32, 10, 2.0, seed=0)
     queries, _ = _clusters(300, 32, 10, 2.0, seed=1)
     bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
@@ -34,8 +41,6 @@ def test_knn_matches_lightly_knn_predict_in_bounded_chunks():
 
 
 def test_uniform_knn_matches_scikit_learn():
-    from sklearn.neighbors import KNeighborsClassifier
-
     bank, bank_labels = _clusters(500, 16, 6, 2.5, seed=2)
     queries, _ = _clusters(400, 16, 6, 2.5, seed=3)
     bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
@@ -65,8 +70,6 @@ def test_topk_accuracy_counts_hits_in_the_first_k_columns():
 
 
 def test_linear_probe_matches_scikit_learn_logistic_regression():
-    from sklearn.linear_model import LogisticRegression
-
     x, y = _clusters(800, 24, 5, 3.5, seed=4)
     x_test, y_test = _clusters(800, 24, 5, 3.5, seed=5)
     x, x_test = 3.0 * x + 1.0, 3.0 * x_test + 1.0  # not standardised: the probe standardises
@@ -126,10 +129,6 @@ def test_retrieval_metrics_match_their_definitions():
 
 
 def test_augmented_linear_probe_learns_and_leaves_the_backbone_frozen():
-    from tcl_ssl.backbones import build_backbone
-    from tcl_ssl.data import assemble, load_builtin
-    from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
-
     digits = load_builtin()
     data = assemble(
         digits.name,
@@ -151,8 +150,6 @@ def test_augmented_linear_probe_learns_and_leaves_the_backbone_frozen():
 
 
 def test_knn_memory_stays_within_its_budget_whatever_the_bank():
-    from tcl_ssl.bench.loss import peak_extra_memory
-
     bank = F.normalize(torch.randn(20_000, 16), dim=1)
     labels = torch.randint(0, 10, (20_000,))
     queries = F.normalize(torch.randn(2_000, 16), dim=1)
@@ -168,10 +165,6 @@ def test_knn_memory_stays_within_its_budget_whatever_the_bank():
 def test_bench_eval_compares_like_with_like(capsys):
     """`tcl-ssl bench eval` on a small mixture: the same kNN predictions as lightly's, the probe
     within a point of scikit-learn's on the queries, and both searches picking a grid value."""
-    from tcl_ssl.bench.eval import run, synthetic_splits
-    from tcl_ssl.cli import main
-    from tcl_ssl.evaluation.linear import WEIGHT_DECAYS
-
     report = run(synthetic_splits(bank=3_000, queries=600, dim=32, classes=5, spread=3.0), classes=5)
     assert report["knn_same_top1"] == 100.0
     assert 50.0 < report["sklearn_top1"] < 99.0  # errors to disagree on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightly.loss import NTXentLoss
 
 from tcl_ssl import TCLLoss
 from tcl_ssl.bench.loss import official_formula as official_tcl_loss
@@ -140,8 +141,6 @@ def test_first_view_anchors_contrast_with_the_keys_and_the_bank(supervised):
 
 
 def test_first_view_anchors_with_one_image_are_lightlys_ntxent_with_a_memory_bank():
-    from lightly.loss import NTXentLoss
-
     gen = torch.Generator().manual_seed(3)
     bank = torch.nn.functional.normalize(torch.randn(16, DIM, generator=gen, dtype=torch.float64), dim=1)
     ours = TCLLoss(temperature=0.3, k1=0.0, k2=1.0, memory_bank_size=(16, DIM), anchors="first").double()

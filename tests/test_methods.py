@@ -1,11 +1,19 @@
 """Every method (TCL and the baselines): settings, training mechanics, momentum targets, queues,
-checkpoints, and loss identities against independent implementations."""
+checkpoints, and loss identities against independent implementations.
+
+The method lists come from the registry, so a newly registered method is covered by every
+per-method test without editing this file.
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from lightly.loss import NTXentLoss
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -16,20 +24,45 @@ from tcl_ssl.data import Split, batch_loader, load_builtin
 from tcl_ssl.methods import Method, OptimConfig, available_methods, method_class
 from tcl_ssl.methods.momentum import MomentumMethod
 from tcl_ssl.methods.optim import build_optimizer
+from tcl_ssl.methods.registry import METHODS
 
 BATCH = 16
-SELF_SUPERVISED = ["tcl", "simclr", "moco", "moco-tcl", "byol"]
-SUPERVISED = ["tcl", "moco-tcl", "supcon", "ce"]
-#: small heads and queues so that the tests run in seconds
-SMALL = {
-    "tcl": {"hidden_dim": 32, "output_dim": 16},
-    "simclr": {"hidden_dim": 32, "output_dim": 16},
-    "moco": {"hidden_dim": 32, "output_dim": 16, "queue_size": 48},
-    "moco-tcl": {"hidden_dim": 32, "output_dim": 16, "queue_size": 48},
-    "byol": {"hidden_dim": 32, "output_dim": 16},
-    "supcon": {"hidden_dim": 32, "output_dim": 16},
-    "ce": {},
-}
+SELF_SUPERVISED = [name for name in available_methods() if method_class(name).without_labels]
+SUPERVISED = [name for name in available_methods() if method_class(name).with_labels]
+#: methods with momentum (EMA) target networks
+MOMENTUM = [name for name in available_methods() if issubclass(method_class(name), MomentumMethod)]
+#: methods that cannot train in a setting: (name, supervised) of every such pair
+WRONG_SETTINGS = [
+    (name, supervised)
+    for name in available_methods()
+    for supervised, trains in ((False, method_class(name).without_labels), (True, method_class(name).with_labels))
+    if not trains
+]
+#: small heads and queues so that the tests run in seconds, for the methods whose options have them
+SMALL_OPTIONS = {"hidden_dim": 32, "output_dim": 16, "queue_size": 48}
+
+
+def small_options(name: str) -> dict[str, Any]:
+    """The :data:`SMALL_OPTIONS` that the method ``name`` takes."""
+    options = method_class(name).options()
+    return {key: value for key, value in SMALL_OPTIONS.items() if key in options}
+
+
+def _view_cases() -> list[tuple[str, bool, int, str]]:
+    """``(name, supervised, num_views, message)``: a view count outside each method's range, in a
+    setting it trains in, and the message that refuses it."""
+    cases = []
+    for name in available_methods():
+        cls = method_class(name)
+        low, high = cls.views
+        allowed = f"exactly {low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
+        supervised = not cls.without_labels
+        if low > 1:
+            cases.append((name, supervised, low - 1, f"takes {allowed} views per image"))
+        if high is not None:
+            cases.append((name, supervised, high + 1, f"takes {allowed} views per image"))
+    return cases
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +99,7 @@ def build(name: str, supervised: bool = False, seed: int = 0, **options) -> Meth
         supervised=supervised,
         num_classes=10,
         optim=optim,
-        **(SMALL[name] | options),
+        **(small_options(name) | options),
     )
 
 
@@ -127,12 +160,16 @@ def _eval_loss(method: Method, views, labels, queue_images=None) -> float:
 
 
 def test_registry_lists_every_method_and_rejects_others():
-    assert available_methods() == ["tcl", "simclr", "moco", "moco-tcl", "byol", "supcon", "ce"]
-    for name in available_methods():
-        assert issubclass(method_class(name), Method) and method_class(name).name == name
-    with pytest.raises(
-        ValueError, match="unknown method 'swav'; available: tcl, simclr, moco, moco-tcl, byol, supcon, ce"
-    ):
+    names = available_methods()
+    assert names == list(METHODS) and len(set(names)) == len(names) and names[0] == "tcl"
+    assert set(SELF_SUPERVISED) | set(SUPERVISED) == set(names)  # every method trains in some setting
+    for name in names:
+        cls = method_class(name)
+        assert issubclass(cls, Method) and cls is not Method and cls.name == name
+        assert METHODS[name] == f"{cls.__module__}:{cls.__qualname__}"
+        cls.check_setting(not cls.without_labels, cls.defaults.num_views)  # its own defaults are accepted
+    assert "swav" not in names
+    with pytest.raises(ValueError, match=re.escape(f"unknown method 'swav'; available: {', '.join(names)}")):
         method_class("swav")
 
 
@@ -172,7 +209,7 @@ def test_training_lowers_the_loss_with_finite_gradients(digits, stream, name, su
     assert after < before - 0.02 * abs(before), (before, after)
 
 
-@pytest.mark.parametrize("name", ["moco", "moco-tcl", "byol"])
+@pytest.mark.parametrize("name", MOMENTUM)
 def test_targets_get_no_gradient_and_move_toward_the_online_networks(digits, name):
     method = build(name)
     views, _ = _views_and_labels(digits)
@@ -241,7 +278,7 @@ def _fit_steps(method, digits, **trainer_options):
     return snapshots
 
 
-@pytest.mark.parametrize("name", ["moco", "byol"])
+@pytest.mark.parametrize("name", MOMENTUM)
 def test_the_training_hook_moves_targets_by_the_scheduled_momentum(digits, name):
     method = build(name, momentum_start=0.5, momentum_end=0.9)
     _perturb_online(method)
@@ -280,8 +317,6 @@ def test_moco_queue_fills_with_the_keys_and_wraps(digits):
 
 
 def test_moco_loss_is_the_mean_of_both_directions_against_the_queue_before_the_step(digits):
-    from lightly.loss import NTXentLoss
-
     method = build("moco", temperature=0.3)
     method.training_loss(_views_and_labels(digits, 0)[0], None)  # puts real keys in the queue
     queue = method.criterion.memory_bank.bank.clone()
@@ -399,21 +434,30 @@ def test_cross_entropy_is_the_classifiers_loss_on_every_view(digits):
 @pytest.mark.parametrize(
     "name,supervised,num_views,match",
     [
-        ("supcon", False, 2, "needs labels"),
-        ("ce", False, 1, "needs labels"),
-        ("simclr", True, 2, "self-supervised only"),
-        ("moco", True, 2, "self-supervised only"),
-        ("byol", True, 2, "self-supervised only"),
-        ("byol", False, 3, "exactly 2 views"),
-        ("tcl", False, 1, "2 or more views"),
-    ],
+        (
+            name,
+            supervised,
+            method_class(name).defaults.num_views,
+            "self-supervised only" if supervised else "needs labels",
+        )
+        for name, supervised in WRONG_SETTINGS
+    ]
+    + _view_cases(),
 )
 def test_methods_refuse_settings_they_cannot_train(name, supervised, num_views, match):
     with pytest.raises(ValueError, match=match):
         method_class(name).check_setting(supervised, num_views)
 
 
-@pytest.mark.parametrize("name,supervised", [("supcon", False), ("ce", False), ("simclr", True), ("byol", True)])
+def test_the_derived_setting_cases_include_the_known_ones():
+    """The cases above come from the registry; these are among them while those methods exist."""
+    assert {("supcon", False), ("ce", False), ("simclr", True), ("moco", True), ("byol", True)} <= set(WRONG_SETTINGS)
+    views = {(name, num_views, message) for name, _, num_views, message in _view_cases()}
+    assert ("byol", 3, "takes exactly 2 views per image") in views
+    assert ("tcl", 1, "takes 2 or more views per image") in views
+
+
+@pytest.mark.parametrize("name,supervised", WRONG_SETTINGS)
 def test_a_method_built_in_the_wrong_setting_raises(name, supervised):
     with pytest.raises(ValueError, match="needs labels" if not supervised else "self-supervised only"):
         build(name, supervised)
@@ -465,7 +509,7 @@ def _fit(method: Method, digits: Split, tmp_path, *, stop_after_first: bool = Fa
     return record.values
 
 
-@pytest.mark.parametrize("name", ["moco", "moco-tcl", "byol"])
+@pytest.mark.parametrize("name", MOMENTUM)
 def test_resumed_run_continues_schedule_targets_and_queue_exactly(digits, tmp_path, name):
     options = {"momentum_start": 0.9, "momentum_end": 0.99}
     whole = build(name, **options)
@@ -491,7 +535,7 @@ def test_resumed_run_continues_schedule_targets_and_queue_exactly(digits, tmp_pa
 def test_online_probe_learns_from_detached_features_without_weight_decay(digits, stream):
     torch.manual_seed(0)  # a backbone whose features keep the digits' shapes (7 x 7 mean-pooled pixels)
     backbone = nn.Sequential(nn.AvgPool2d(4), nn.Flatten(), nn.Linear(49, 49))
-    method = method_class("tcl")(backbone, 49, TwoFixedViews(), num_classes=10, **SMALL["tcl"])
+    method = method_class("tcl")(backbone, 49, TwoFixedViews(), num_classes=10, **small_options("tcl"))
     views, labels = _views_and_labels(digits)
     # the probe's loss adds no gradient to the backbone, only to the probe
     method.zero_grad()

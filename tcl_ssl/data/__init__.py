@@ -1,7 +1,9 @@
 """Dataset sources (decoded once into uint8 tensors, or streamed from image files), and batched
 loaders over them. Modules: :mod:`~tcl_ssl.data.sources` (the sources and their splits),
-:mod:`~tcl_ssl.data.streaming` (image folders too large for memory), :mod:`~tcl_ssl.data.loaders`
-(resumable loaders), :mod:`~tcl_ssl.data.imagenet100` (``tcl-ssl data imagenet100``).
+:mod:`~tcl_ssl.data.streaming` (image folders too large for memory), :mod:`~tcl_ssl.data.decode`
+(decoding one image file), :mod:`~tcl_ssl.data.splits` (stratified splits),
+:mod:`~tcl_ssl.data.loaders` (resumable loaders), :mod:`~tcl_ssl.data.imagenet100`
+(``tcl-ssl data imagenet100``).
 
 A source yields an :class:`ImageData` with three splits of uint8 images ``(N, C, H, W)`` and
 int64 labels ``(N,)``, plus the per-channel mean/std of the train split (in ``[0, 1]`` units):
@@ -31,6 +33,7 @@ Every split off is stratified with a fixed seed (:data:`SPLIT_SEED`), independen
 training seed. ``image_size`` resizes the images of every source (shorter side, then centre crop).
 """
 
+from tcl_ssl.data.decode import decode_file
 from tcl_ssl.data.loaders import (
     BatchedTensorDataset,
     EpochRandomSampler,
@@ -44,12 +47,11 @@ from tcl_ssl.data.sources import (
     DEFAULT_VAL_FRACTION,
     IMAGE_EXTENSIONS,
     SPLIT_FOLDERS,
-    SPLIT_SEED,
     ImageData,
     Split,
     assemble,
     channel_stats,
-    decode_file,
+    dataset_identity,
     decode_images,
     default_cache_dir,
     folder_layout,
@@ -60,8 +62,8 @@ from tcl_ssl.data.sources import (
     load_torchvision,
     resize_images,
     split_from_pil_dataset,
-    stratified_split,
 )
+from tcl_ssl.data.splits import SPLIT_SEED, stratified_split
 from tcl_ssl.data.streaming import SOURCES, DecodedFiles, FileSplit, decoded_bytes, default_workers, memory_budget
 
 __all__ = [
@@ -82,6 +84,7 @@ __all__ = [
     "assemble",
     "batch_loader",
     "channel_stats",
+    "dataset_identity",
     "decode_file",
     "decode_images",
     "decoded_bytes",

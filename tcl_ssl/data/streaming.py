@@ -2,7 +2,7 @@
 
 A :class:`FileSplit` holds file names and labels only. Its loader's worker processes read and
 decode each batch's files to a fixed ``size x size`` uint8 canvas (shorter side resized,
-centre crop: the same :func:`~tcl_ssl.data.sources.decode_file` as the in-memory path, so the
+centre crop: the same :func:`~tcl_ssl.data.decode.decode_file` as the in-memory path, so the
 pixels are identical); the random crops, flips and colour operations stay batched on the
 training device. Under DDP, Lightning gives each process a ``DistributedSampler`` over the
 split, so each process reads only its shard of the files.
@@ -19,15 +19,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tcl_ssl.data.sources import decode_file, stratified_split
+from tcl_ssl.data.decode import decode_file
+from tcl_ssl.data.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
+#: where an image folder's images are read from: ``auto`` (``memory`` unless they exceed
+#: :func:`memory_budget`), ``memory`` (decoded once, held in memory), ``stream`` (from the files)
 SOURCES = ("auto", "memory", "stream")
 #: images decoded to estimate a streamed split's per-channel mean and std
 STATS_SAMPLE = 10_000
@@ -61,12 +65,23 @@ def decoded_bytes(num_images: int, size: int, channels: int = 3) -> int:
 
 @dataclass
 class FileSplit:
-    """One split as image files: ``files`` (N,) byte strings (a NumPy array, so that forked worker
-    processes share it without copying), int64 ``labels`` (N,), decoded to uint8
-    ``(channels, size, size)`` when a batch asks for them.
+    """One split as image files, decoded to uint8 ``(channels, size, size)`` when a batch asks for them.
 
-    ``skip_bad``: a file that cannot be decoded is replaced by the next one that can (with a
-    warning naming it) instead of stopping the run. ``workers``: decoding processes per loader.
+    It has the interface of :class:`~tcl_ssl.data.Split` but ``images``: use
+    :func:`~tcl_ssl.data.batch_loader` or :func:`~tcl_ssl.data.iterate_batches` to read it.
+
+    Attributes:
+        files: ``(N,)`` file paths as byte strings (a NumPy array, so that forked worker
+            processes share it without copying).
+        labels: int64 class labels ``(N,)``.
+        size: side in pixels of the decoded images.
+        channels: 3 (RGB) or 1 (grayscale).
+        skip_bad: replace a file that cannot be decoded by the next one that can (with a
+            warning naming it) instead of stopping the run.
+        workers: DataLoader worker processes that decode the files, per loader.
+
+    Raises:
+        ValueError: when ``labels`` is not ``(N,)`` or ``channels`` not 1 or 3.
     """
 
     files: np.ndarray
@@ -83,7 +98,9 @@ class FileSplit:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
 
     @classmethod
-    def from_paths(cls, files: Sequence[Path], labels: Sequence[int], size: int, **kwargs) -> FileSplit:
+    def from_paths(cls, files: Sequence[Path], labels: Sequence[int], size: int, **kwargs: Any) -> FileSplit:
+        """A split of the image ``files`` with their ``labels``, decoded to ``size``; ``kwargs``:
+        the other fields (``channels``, ``skip_bad``, ``workers``)."""
         encoded = np.array([os.fsencode(f) for f in files], dtype=np.bytes_)
         return cls(encoded, torch.tensor(list(labels), dtype=torch.long), size, **kwargs)
 
@@ -92,9 +109,11 @@ class FileSplit:
 
     @property
     def image_size(self) -> int:
+        """The decoded images' side in pixels."""
         return self.size
 
-    def subset(self, index) -> FileSplit:
+    def subset(self, index: Sequence[int] | np.ndarray | Tensor) -> FileSplit:
+        """The files at ``index`` (integer indices), in that order."""
         index = np.asarray(index, dtype=np.int64)
         return replace(self, files=self.files[index], labels=self.labels[torch.from_numpy(index)])
 
@@ -104,12 +123,15 @@ class FileSplit:
         return self.subset(rest), self.subset(held_out)
 
     def resized(self, size: int) -> FileSplit:
+        """This split decoded to ``size x size`` instead."""
         return replace(self, size=size)
 
     def with_channels(self, channels: int) -> FileSplit:
+        """This split decoded to ``channels`` (1 or 3) instead."""
         return replace(self, channels=channels)
 
     def dataset(self) -> DecodedFiles:
+        """The split as a map-style dataset that decodes its files on access."""
         return DecodedFiles(self)
 
     def stats(self, sample: int = STATS_SAMPLE) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -132,7 +154,7 @@ class FileSplit:
         return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _channel_sums(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, int]:
+def _channel_sums(batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, int]:
     """Per-channel sums of the pixels and of their squares (float64, ``[0, 1]`` units) of a
     uint8 batch ``(B, C, H, W)``, and the pixels per channel."""
     images = batch[0].double().div_(255.0)

@@ -14,7 +14,7 @@ from tcl_ssl.data import FileSplit, Split, iterate_batches
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module,
-    split: Split,
+    split: Split | FileSplit,
     preprocess: nn.Module,
     batch_size: int = 512,
     device: torch.device | str | None = None,
@@ -25,12 +25,27 @@ def extract_features(
     Args:
         backbone: maps normalised images ``(B, C, H, W)`` to features ``(B, F)``; run in eval mode
             (its train/eval mode is restored after).
-        split: the uint8 images to embed, in order.
+        split: the uint8 images to embed, in order (in memory, or read from files).
         preprocess: maps a uint8 batch to a list whose first entry is the normalised input (the
-            ``eval`` augmentation recipe).
+            ``eval`` augmentation pipeline).
+        batch_size: images per forward pass.
         device: where to run the backbone (default: where its parameters are).
         normalize: L2-normalise each feature (for kNN and retrieval; the linear probe takes raw
             features).
+
+    Returns:
+        The features, float32 ``(N, F)`` on the CPU, row ``i`` for image ``i`` of ``split``.
+
+    Example:
+        >>> import torch
+        >>> import augmentations
+        >>> from tcl_ssl.data import Split
+        >>> from tcl_ssl.evaluation import extract_features
+        >>> split = Split(torch.zeros(5, 3, 8, 8, dtype=torch.uint8), torch.zeros(5, dtype=torch.long))
+        >>> preprocess = augmentations.build("eval", image_size=8, mean=(0.5,) * 3, std=(0.2,) * 3, num_views=1)
+        >>> backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+        >>> extract_features(backbone, split, preprocess).shape
+        torch.Size([5, 4])
     """
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
     preprocess = preprocess.to(device)
@@ -57,7 +72,19 @@ def gather_features(
     """:func:`extract_features` of the whole split, shared out over the processes of an initialised
     ``torch.distributed`` group: process ``r`` of ``W`` embeds images ``r, r + W, ...`` and every
     process gets all ``(N, F)`` features, in the split's order. Every process must call it (it
-    is a collective); in a single process it is :func:`extract_features`."""
+    is a collective); in a single process it is :func:`extract_features`.
+
+    Args:
+        backbone: as for :func:`extract_features`.
+        split: as for :func:`extract_features`.
+        preprocess: as for :func:`extract_features`.
+        batch_size: as for :func:`extract_features`.
+        device: as for :func:`extract_features`.
+        normalize: as for :func:`extract_features`.
+
+    Returns:
+        All ``(N, F)`` float32 features on the CPU, on every process.
+    """
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if world == 1:
         return extract_features(backbone, split, preprocess, batch_size, device, normalize)

@@ -22,7 +22,18 @@ WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
 
 class StandardisedLinear(nn.Module):
-    """``linear((x - mean) / std)``: a linear classifier on standardised features ``(B, F)`` -> logits ``(B, C)``."""
+    """``linear((x - mean) / std)``: a linear classifier on standardised features ``(B, F)`` -> logits ``(B, C)``.
+
+    Starts as the zero classifier; :func:`fit_linear_probe` fits it.
+
+    Args:
+        mean: ``(F,)`` per-feature mean subtracted first (copied into a buffer).
+        std: ``(F,)`` per-feature scale divided by next (copied into a buffer).
+        num_classes: the number of classes ``C``.
+    """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: Tensor, std: Tensor, num_classes: int) -> None:
         super().__init__()
@@ -34,7 +45,8 @@ class StandardisedLinear(nn.Module):
 
     @classmethod
     def for_features(cls, features: Tensor, num_classes: int) -> StandardisedLinear:
-        """A zero classifier whose standardisation comes from ``features`` (constant features are left unscaled)."""
+        """A zero classifier whose standardisation comes from ``features`` ``(N, F)`` (constant
+        features are left unscaled)."""
         mean = features.mean(dim=0)
         std = features.std(dim=0)
         return cls(mean, torch.where(std > 1e-6, std, torch.ones_like(std)), num_classes)
@@ -53,12 +65,38 @@ def fit_linear_probe(
     tolerance_grad: float = 1e-4,
     init: StandardisedLinear | None = None,
 ) -> StandardisedLinear:
-    """Fit a :class:`StandardisedLinear` on ``features`` ``(N, F)`` and int64 ``labels`` ``(N,)``
-    with full-batch L-BFGS (strong Wolfe line search), on the features' device.
+    """Fit a :class:`StandardisedLinear` with full-batch L-BFGS (strong Wolfe line search), on
+    the features' device.
 
-    The fit stops when no partial derivative of the objective exceeds ``tolerance_grad`` in
-    absolute value: scikit-learn's stopping rule for lbfgs, whose default ``tol`` is also 1e-4.
-    ``init`` warm-starts from another probe's weights (same standardisation).
+    The objective is the mean cross-entropy plus ``weight_decay / 2 * ||W||^2`` (the bias is not
+    decayed). The fit stops when no partial derivative of the objective exceeds
+    ``tolerance_grad`` in absolute value (scikit-learn's stopping rule for lbfgs), or after
+    ``max_iter`` iterations.
+
+    Args:
+        features: ``(N, F)`` float features (standardised inside).
+        labels: ``(N,)`` int64 labels in ``[0, num_classes)``.
+        num_classes: the number of classes.
+        weight_decay: the L2 penalty on the weights (>= 0).
+        max_iter: the most L-BFGS iterations.
+        tolerance_grad: the stopping threshold on the gradient (> 0).
+        init: warm-start from this probe's weights (it must have the same standardisation).
+
+    Returns:
+        The fitted probe, on the features' device, with ``requires_grad`` off.
+
+    Raises:
+        ValueError: for a negative ``weight_decay``, a ``tolerance_grad`` <= 0, or labels that
+            are not ``(N,)``.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.evaluation import fit_linear_probe
+        >>> features = torch.cat([torch.randn(20, 4) - 2, torch.randn(20, 4) + 2])
+        >>> labels = torch.arange(40) // 20
+        >>> probe = fit_linear_probe(features, labels, num_classes=2, weight_decay=1e-4)
+        >>> bool((probe(features).argmax(dim=1) == labels).all())
+        True
     """
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
@@ -94,14 +132,21 @@ def fit_linear_probe(
 
 @torch.no_grad()
 def probe_predictions(probe: nn.Module, features: Tensor, top: int = 5) -> Tensor:
-    """The ``top`` highest-scoring classes of each row, best first: int64 ``(N, top)``."""
+    """The ``top`` highest-scoring classes of each row of ``features`` ``(N, F)``, best first:
+    int64 ``(N, min(top, C))``, on the probe's device."""
     logits = probe(features.to(next(probe.parameters()).device))
     return logits.topk(min(top, logits.shape[1]), dim=1).indices
 
 
 @dataclass
 class LinearProbeResult:
-    """The chosen probe, its weight decay, and validation top-1 (percent) for each weight decay tried."""
+    """What :func:`select_linear_probe` chose.
+
+    Attributes:
+        probe: the probe with the best validation top-1.
+        weight_decay: its weight decay.
+        val_top1: validation top-1 (percent) of the probe of each weight decay tried.
+    """
 
     probe: StandardisedLinear
     weight_decay: float
@@ -115,9 +160,24 @@ def select_linear_probe(
     weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
     device: torch.device | str | None = None,
 ) -> LinearProbeResult:
-    """Fit a probe on ``train`` = ``(features, labels)`` for each weight decay (largest first, each
-    warm-started from the previous) and keep the one with the best top-1 on ``val`` (ties: the
-    larger weight decay)."""
+    """Fit a probe for each weight decay and keep the one with the best top-1 on ``val``.
+
+    The probes are fitted largest weight decay first, each warm-started from the previous; ties
+    go to the larger weight decay.
+
+    Args:
+        train: ``(features (N, F), labels (N,))`` to fit on.
+        val: ``(features (M, F), labels (M,))`` to choose on.
+        num_classes: the number of classes.
+        weight_decays: the weight decays to try.
+        device: where to fit (default: where the train features are).
+
+    Returns:
+        The chosen probe, its weight decay and every validation top-1.
+
+    Raises:
+        ValueError: when ``weight_decays`` is empty.
+    """
     if not weight_decays:
         raise ValueError("weight_decays must not be empty")
     device = train[0].device if device is None else torch.device(device)

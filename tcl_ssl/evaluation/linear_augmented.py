@@ -1,14 +1,16 @@
 """Linear probe, standard protocol: a linear layer on the frozen backbone, trained on augmented images.
 
 lightly's ``LinearClassifier`` (SGD with momentum 0.9, lr ``0.1 x batch / 256``, no weight decay,
-cosine schedule by step, frozen backbone in eval mode; 90 epochs in lightly's and solo-learn's
-tables) run by a Lightning Trainer, with the light augmentation of linear evaluation (random
-resized crop of 8-100 % of the area + horizontal flip: the ``crop-flip`` recipe with
-torchvision's default scale, as lightly's linear evaluation) applied on the device, like
-pretraining's. Reported: top-1 and top-5 on the evaluation split, without augmentation.
+cosine schedule by step, frozen backbone in eval mode) run by a Lightning Trainer, with the
+light augmentation of linear evaluation (random resized crop of 8-100 % of the area +
+horizontal flip: the ``crop-flip`` pipeline with torchvision's default scale) applied on the
+device, like pretraining's. Reported: top-1 and top-5 on the evaluation split, without
+augmentation.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -16,7 +18,7 @@ from lightly.utils.benchmarking import LinearClassifier
 from torch import Tensor, nn
 
 import augmentations
-from tcl_ssl.data import ImageData, Split, batch_loader, iterate_batches
+from tcl_ssl.data import FileSplit, ImageData, Split, batch_loader, iterate_batches
 from tcl_ssl.evaluation.knn import topk_accuracy
 
 
@@ -28,15 +30,18 @@ class AugmentedLinearClassifier(LinearClassifier):
     preprocess: nn.Module
 
     @classmethod
-    def build(cls, model: nn.Module, augment: nn.Module, preprocess: nn.Module, **kwargs) -> AugmentedLinearClassifier:
+    def build(
+        cls, model: nn.Module, augment: nn.Module, preprocess: nn.Module, **kwargs: Any
+    ) -> AugmentedLinearClassifier:
         """The classifier over ``model`` with its two transforms (set after construction, so that
-        Lightning's saved hyper-parameters stay lightly's)."""
+        Lightning's saved hyper-parameters stay lightly's); ``kwargs`` are lightly's."""
         classifier = cls(model, **kwargs)
         classifier.augment = augment
         classifier.preprocess = preprocess
         return classifier
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Augment (training) or preprocess (evaluation) the uint8 images of ``(images, labels)``."""
         images, labels = batch
         with torch.no_grad():
             transform = self.augment if self.trainer is not None and self.trainer.training else self.preprocess
@@ -45,7 +50,7 @@ class AugmentedLinearClassifier(LinearClassifier):
 
 @torch.no_grad()
 def _predict(
-    classifier: AugmentedLinearClassifier, split: Split, device: torch.device, batch_size: int = 512
+    classifier: AugmentedLinearClassifier, split: Split | FileSplit, device: torch.device, batch_size: int = 512
 ) -> Tensor:
     classifier.eval().to(device)
     predictions = []
@@ -59,7 +64,7 @@ def augmented_linear_probe(
     backbone: nn.Module,
     feature_dim: int,
     data: ImageData,
-    eval_splits: dict[str, Split],
+    eval_splits: dict[str, Split | FileSplit],
     *,
     epochs: int = 90,
     batch_size: int = 256,
@@ -67,19 +72,40 @@ def augmented_linear_probe(
     seed: int = 0,
     accelerator: str = "auto",
     limit_train_batches: float | int = 1.0,
-) -> dict[str, float]:
-    """Train lightly's ``LinearClassifier`` on ``data.train`` for ``epochs`` and return top-1 and
-    top-5 (percent) on each of ``eval_splits``: ``{name: {"top1": ..., "top5": ...}}``. The backbone's
-    weights are not changed (frozen, eval mode); it is left on the Trainer's device."""
+) -> dict[str, dict[str, float]]:
+    """Train lightly's ``LinearClassifier`` on ``data.train`` and report top-1 and top-5 on other splits.
+
+    The backbone's weights are not changed (frozen, eval mode; its mode and ``requires_grad``
+    flags are restored); it is left on the Trainer's device.
+
+    Args:
+        backbone: maps normalised images ``(B, C, H, W)`` to features ``(B, feature_dim)``.
+        feature_dim: the backbone's output width.
+        data: the dataset; its train split trains the classifier.
+        eval_splits: the splits to report, by name.
+        epochs: training epochs (>= 1).
+        batch_size: images per batch, at most the train split's size.
+        lr: learning rate at batch size 256, scaled linearly with the batch size.
+        seed: seed of the classifier's initialisation, the batch order and the augmentation.
+        accelerator: the Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``, ...).
+        limit_train_batches: Lightning's limit on the training batches per epoch.
+
+    Returns:
+        ``{name: {"top1": ..., "top5": ...}}``: accuracy in percent on each of ``eval_splits``.
+
+    Raises:
+        ValueError: when ``epochs`` < 1.
+    """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     pl.seed_everything(seed, workers=True, verbose=False)
-    kwargs = dict(image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
     batch_size = min(batch_size, len(data.train))
     classifier = AugmentedLinearClassifier.build(
         backbone,
-        augmentations.build("crop-flip", min_scale=0.08, **kwargs),  # torchvision's default scale, as lightly's
-        augmentations.build("eval", **kwargs),
+        augmentations.build(  # torchvision's default crop scale (8-100 %)
+            "crop-flip", min_scale=0.08, image_size=data.image_size, mean=data.mean, std=data.std, num_views=1
+        ),
+        augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1),
         batch_size_per_device=batch_size,
         lr=lr,
         feature_dim=feature_dim,

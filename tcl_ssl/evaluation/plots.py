@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor
@@ -21,13 +21,17 @@ CURVES = {
 }
 
 
-def _pyplot():
-    import matplotlib
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the non-interactive Agg backend (files only, no display)."""
+    import matplotlib  # deferred: matplotlib is needed only for pictures, and slow to import
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after choosing the Agg backend
 
     return plt
+
+
+_pyplot = pyplot  # the former name, still imported by tcl_ssl.experiments.plots
 
 
 def metrics_files(run_dir: Path) -> list[Path]:
@@ -50,7 +54,7 @@ def read_epoch_metrics(metrics_csvs: list[Path]) -> dict[str, list[tuple[int, fl
 
 def plot_curves(metrics_csvs: list[Path], out: Path, title: str = "") -> Path:
     """Training loss and the validation monitors over epochs, one panel each."""
-    plt = _pyplot()
+    plt = pyplot()
     series = read_epoch_metrics(metrics_csvs)
     if not series:
         raise ValueError(f"no per-epoch metrics ({', '.join(CURVES)}) in {[str(p) for p in metrics_csvs]}")
@@ -73,9 +77,9 @@ def plot_embedding(
     features: Tensor, labels: Tensor, out: Path, max_points: int = 2000, seed: int = 0, title: str = ""
 ) -> Path:
     """t-SNE (scikit-learn) of up to ``max_points`` feature rows ``(N, F)``, coloured by label."""
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # deferred: scikit-learn is slow to import
 
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     index = np.sort(rng.permutation(features.shape[0])[:max_points])
     x = features[index].numpy()
@@ -98,9 +102,9 @@ def plot_embedding(
 
 def plot_confusion(labels: Tensor, predictions: Tensor, num_classes: int, out: Path, title: str = "") -> Path:
     """The confusion matrix (rows: true class, normalised per row) of predictions against labels."""
-    from sklearn.metrics import ConfusionMatrixDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay  # deferred: scikit-learn is slow to import
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ConfusionMatrixDisplay.from_predictions(
         labels.numpy(),

@@ -27,9 +27,19 @@ def retrieval_metrics(
     device: torch.device | str | None = None,
     batch_size: int = 1024,
 ) -> dict[str, float]:
-    """Precision@1, R-precision and MAP@R (percent) of ``queries`` ``(Q, F)`` against ``reference``
-    ``(N, F)`` (neither needs to be normalised), computed in query batches of ``batch_size`` on
-    ``device`` (default: where ``reference`` is)."""
+    """Precision@1, R-precision and MAP@R (percent) of ``queries`` against ``reference``, by cosine similarity.
+
+    Args:
+        reference: ``(N, F)`` features retrieved from (need not be normalised).
+        reference_labels: ``(N,)`` int64 labels of ``reference``.
+        queries: ``(Q, F)`` features that retrieve (need not be normalised).
+        query_labels: ``(Q,)`` int64 labels of ``queries``.
+        device: where to compute (default: where ``reference`` is).
+        batch_size: queries per similarity block.
+
+    Returns:
+        ``{"precision_at_1": ..., "r_precision": ..., "mean_average_precision_at_r": ...}`` in percent.
+    """
     device = reference.device if device is None else torch.device(device)
     calculator = AccuracyCalculator(
         include=METRICS,

@@ -25,13 +25,25 @@ from tcl_ssl.evaluation.features import gather_features
 from tcl_ssl.evaluation.knn import knn_accuracy, topk_accuracy
 from tcl_ssl.evaluation.linear import probe_predictions, select_linear_probe
 
+#: the protocols :func:`evaluate_backbone` runs, by the names ``tcl-ssl eval --protocols`` takes
 PROTOCOLS = ("knn", "linear", "linear-aug", "retrieval")
+#: the splits whose images are the queries (the train split is the bank or training set)
 QUERY_SPLITS = ("val", "test")
 
 
 @dataclass
 class EvalSettings:
-    """Options of the protocols."""
+    """Options of the protocols.
+
+    Attributes:
+        knn_k: neighbours per query of the ``knn`` protocol.
+        knn_temperature: temperature of the ``knn`` protocol's votes.
+        linear_aug_epochs: training epochs of the ``linear-aug`` probe.
+        linear_aug_batch_size: batch size of the ``linear-aug`` probe.
+        linear_aug_lr: learning rate of the ``linear-aug`` probe at batch size 256 (scaled
+            linearly with the batch size).
+        seed: seed of the ``linear-aug`` probe.
+    """
 
     knn_k: int = 200
     knn_temperature: float = 0.1
@@ -63,6 +75,11 @@ class Evaluation:
 
 
 def check_protocols(protocols: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``protocols`` as a tuple.
+
+    Raises:
+        ValueError: when it is empty or names a protocol not in :data:`PROTOCOLS`.
+    """
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise ValueError(f"protocols must be a non-empty subset of {', '.join(PROTOCOLS)}, got {list(protocols)}")
@@ -70,9 +87,20 @@ def check_protocols(protocols: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def split_features(backbone: nn.Module, data: ImageData, device: torch.device | str | None = None) -> dict[str, Tensor]:
-    """Raw (not normalised) backbone features of the ``train``, ``val`` and ``test`` splits,
-    each ``(N, F)`` on the CPU, through the ``eval`` preprocessing. Under an initialised
-    ``torch.distributed`` group every process must call it: each embeds a shard, all get everything."""
+    """Raw (not normalised) backbone features of the ``train``, ``val`` and ``test`` splits.
+
+    The images go through the ``eval`` augmentation pipeline. Under an initialised
+    ``torch.distributed`` group every process must call it: each embeds a shard, all get
+    everything.
+
+    Args:
+        backbone: maps normalised images ``(B, C, H, W)`` to features ``(B, F)``.
+        data: the dataset.
+        device: where to run the backbone (default: where its parameters are).
+
+    Returns:
+        ``{"train": ..., "val": ..., "test": ...}``: float32 ``(N, F)`` features on the CPU.
+    """
     preprocess = augmentations.build("eval", image_size=data.image_size, mean=data.mean, std=data.std, num_views=1)
     return {
         name: gather_features(backbone, data.split(name), preprocess, device=device, normalize=False)
@@ -90,11 +118,41 @@ def evaluate_backbone(
     accelerator: str = "auto",
     features: dict[str, Tensor] | None = None,
 ) -> Evaluation:
-    """Run ``protocols`` on ``backbone`` (frozen; its mode is restored) over ``data``'s splits,
-    on ``device`` (default: where the backbone's parameters are). ``features``: the splits'
-    :func:`split_features`, where they were computed already (e.g. by all processes of a DDP run)."""
-    from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe
-    from tcl_ssl.evaluation.retrieval import retrieval_metrics
+    """Run the evaluation ``protocols`` on a frozen backbone over ``data``'s splits.
+
+    The train split is the kNN and retrieval bank and the probes' training set; every metric is
+    reported for the ``val`` and ``test`` splits.
+
+    Args:
+        backbone: maps normalised images ``(B, C, H, W)`` to features ``(B, feature_dim)``;
+            not trained (its train/eval mode is restored).
+        feature_dim: the backbone's output width.
+        data: the dataset.
+        protocols: some of :data:`PROTOCOLS`.
+        settings: the protocols' options (default: :class:`EvalSettings`'s).
+        device: where to compute (default: where the backbone's parameters are).
+        accelerator: the Lightning accelerator of the ``linear-aug`` probe.
+        features: the splits' :func:`split_features`, where they were computed already (e.g.
+            by all processes of a DDP run); ``None`` computes them.
+
+    Returns:
+        The metrics, in percent, and what the pictures need; see :class:`Evaluation`.
+
+    Raises:
+        ValueError: for an empty or unknown protocol list.
+
+    Example:
+        >>> import torch
+        >>> from tcl_ssl.data import load_dataset
+        >>> from tcl_ssl.evaluation import evaluate_backbone
+        >>> data = load_dataset("mnist5k")
+        >>> backbone = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten())  # 7 x 7 features
+        >>> result = evaluate_backbone(backbone, 49, data, protocols=("knn",), device="cpu")
+        >>> sorted(result.metrics["test"])
+        ['knn_top1', 'knn_top5']
+    """
+    from tcl_ssl.evaluation.linear_augmented import augmented_linear_probe  # deferred: imports Lightning (slow)
+    from tcl_ssl.evaluation.retrieval import retrieval_metrics  # deferred: imports pytorch-metric-learning (slow)
 
     protocols = check_protocols(protocols)
     settings = settings or EvalSettings()
@@ -129,7 +187,7 @@ def evaluate_backbone(
             if name == "test":
                 result.test_linear_predictions = predictions[:, 0]
     if "linear-aug" in protocols:
-        accuracy = augmented_linear_probe(
+        aug_accuracy = augmented_linear_probe(
             backbone,
             feature_dim,
             data,
@@ -141,7 +199,7 @@ def evaluate_backbone(
             accelerator=accelerator,
         )
         for name in QUERY_SPLITS:
-            metrics[name] |= {f"linear_aug_{key}": value for key, value in accuracy[name].items()}
+            metrics[name] |= {f"linear_aug_{key}": value for key, value in aug_accuracy[name].items()}
     if "retrieval" in protocols:
         for name in QUERY_SPLITS:
             scores = retrieval_metrics(unit["train"], labels["train"], unit[name], labels[name], device=device)

@@ -1,7 +1,8 @@
 """Pretraining methods: the shared :class:`Method` base, optimiser settings, the registry, TCL.
 
 Baselines live in the top-level ``baselines`` package and are imported by name, lazily,
-through :func:`method_class`.
+through :func:`method_class`. A new method is one module defining a :class:`Method` subclass
+plus one line in :data:`tcl_ssl.methods.registry.METHODS`.
 """
 
 from tcl_ssl.methods.base import Method

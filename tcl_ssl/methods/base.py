@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from lightly.utils.benchmarking import OnlineLinearClassifier
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from tcl_ssl.methods.optim import OptimConfig, build_optimizer, build_scheduler
@@ -23,15 +25,20 @@ from tcl_ssl.methods.optim import OptimConfig, build_optimizer, build_scheduler
 
 @dataclass(frozen=True)
 class TrainingDefaults:
-    """A method's published training recipe, used where a run's configuration leaves a field unset.
+    """A method's training defaults, used where a run's configuration leaves a field unset.
 
     Attributes:
         optimizer: ``sgd`` or ``lars``.
         lr: peak learning rate at batch size 256 (scaled linearly with the global batch).
         weight_decay: weight decay of weights (norms and biases get none).
         warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs, rounded to the nearest epoch.
-        augmentation: name of the ``augmentations`` recipe.
+        augmentation: name of the augmentation pipeline (one of :func:`augmentations.available`).
         num_views: augmented views per image.
+
+    Example:
+        >>> from tcl_ssl.methods import method_class
+        >>> method_class("simclr").defaults
+        TrainingDefaults(optimizer='lars', lr=1.0, weight_decay=0.0001, warmup_epochs=10, augmentation='simclr', num_views=2)
     """
 
     optimizer: str
@@ -43,33 +50,57 @@ class TrainingDefaults:
 
 
 def check_positive(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    """Raise ``ValueError``, naming ``name``, unless ``value`` is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def check_unit_interval(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is a number in [0, 1]."""
+    """Raise ``ValueError``, naming ``name``, unless ``value`` is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def check_size(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
+    """Raise ``ValueError``, naming ``name``, unless ``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class Method(pl.LightningModule):
-    """Backbone + on-device augmentation + optimiser; the loss is the subclass's.
+    """A pretraining method as a LightningModule: backbone + on-device augmentation + optimiser.
+
+    The loss is the subclass's (:meth:`training_loss`). A training step receives a uint8 batch
+    ``(images, labels)`` on the device, augments it into ``V`` views in one batched call
+    (:meth:`on_after_batch_transfer`), computes the loss, and also trains lightly's online
+    linear probe on the detached backbone features of the first view (a monitor: no gradient
+    reaches the backbone). Subclasses state their training defaults (:attr:`defaults`), the
+    settings they train in (:attr:`without_labels`, :attr:`with_labels`, :attr:`views`) and
+    their own options as keyword arguments of ``__init__`` (:meth:`options`). Build one by name
+    with :func:`~tcl_ssl.methods.method_class`.
 
     Args:
         backbone: maps images ``(B, C, H, W)`` to features ``(B, feature_dim)``.
         feature_dim: backbone output width.
         augment: maps a uint8 batch ``(B, C, H, W)`` to a list of ``V`` float views.
         supervised: pass labels to :meth:`training_loss` (otherwise it gets ``None``).
-        num_classes: number of classes in the data (used by supervised methods).
-        optim: optimiser settings.
+        num_classes: number of classes in the data (used by supervised methods and the online
+            probe).
+        optim: optimiser settings (default: :class:`OptimConfig`'s).
+
+    Raises:
+        ValueError: when the method cannot train in the ``supervised`` setting asked for.
+
+    Example:
+        >>> import torch
+        >>> import augmentations
+        >>> from tcl_ssl.methods import OptimConfig, method_class
+        >>> backbone = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> augment = augmentations.build("simclr", image_size=28, mean=(0.13,), std=(0.31,))
+        >>> method = method_class("tcl")(backbone, 8, augment, optim=OptimConfig(lr=0.06))
+        >>> views = augment(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8))
+        >>> method.training_loss(views, None).shape
+        torch.Size([])
     """
 
     #: registry name, used in messages
@@ -82,7 +113,7 @@ class Method(pl.LightningModule):
     compared_in: ClassVar[tuple[str, ...]] = ("self-supervised", "supervised")
     #: the number of views the method's loss accepts: (minimum, maximum or None)
     views: ClassVar[tuple[int, int | None]] = (2, None)
-    #: the method's published training recipe and where it comes from
+    #: the method's training defaults, and where they come from
     defaults: ClassVar[TrainingDefaults]
     source: ClassVar[str] = ""
     #: what an option whose default is ``None`` resolves to, in words (for the methods table)
@@ -114,7 +145,15 @@ class Method(pl.LightningModule):
 
     @classmethod
     def check_setting(cls, supervised: bool, num_views: int | None = None) -> None:
-        """Raise ``ValueError`` if the method cannot train in this setting or with this many views."""
+        """Check that the method can train in this setting and with this many views.
+
+        Args:
+            supervised: whether the run trains with labels.
+            num_views: augmented views per image, or ``None`` to skip that check.
+
+        Raises:
+            ValueError: naming what the method accepts instead.
+        """
         if supervised and not cls.with_labels:
             raise ValueError(
                 f"method {cls.name!r} is self-supervised only and cannot use labels; drop --supervised "
@@ -130,13 +169,31 @@ class Method(pl.LightningModule):
     @classmethod
     def resolved_options(cls, supervised: bool) -> dict[str, Any]:
         """:meth:`options` with the values the method resolves when built in the given setting
-        (a method whose options default to ``None`` overrides this)."""
+        (a method whose options default to ``None`` overrides this).
+
+        Args:
+            supervised: whether the method is built with labels.
+
+        Returns:
+            ``{option: value}`` of every option.
+        """
         return cls.options()
 
     @classmethod
     def options(cls) -> dict[str, Any]:
-        """The method's own keyword options (hyper-parameters beyond the base's arguments) and
-        their defaults (``None`` where the method resolves the value when it is built)."""
+        """The method's own keyword options and their defaults.
+
+        The options are the keyword arguments of the ``__init__`` of the method's class and its
+        bases, beyond :class:`Method`'s own arguments.
+
+        Returns:
+            ``{option: default}``, ``None`` where the method resolves the value when it is built.
+
+        Example:
+            >>> from tcl_ssl.methods import method_class
+            >>> method_class("simclr").options()
+            {'temperature': 0.5, 'hidden_dim': None, 'output_dim': 128}
+        """
         base = set(inspect.signature(Method.__init__).parameters)
         options: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
@@ -152,19 +209,42 @@ class Method(pl.LightningModule):
         return self.backbone(images)
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
-        """Scalar loss of one batch given ``V`` augmented views ``(B, C, H, W)`` each."""
+        """The scalar loss of one batch; every subclass implements it.
+
+        Args:
+            views: ``V`` augmented views ``(B, C, H, W)`` of the batch's images.
+            labels: ``(B,)`` int64 labels in a supervised run, else ``None``.
+
+        Returns:
+            The scalar loss.
+        """
         raise NotImplementedError
 
-    def float32_loss(self, criterion: nn.Module, *inputs: Tensor, **kwargs) -> Tensor:
+    def float32_loss(self, criterion: Callable[..., Tensor], *inputs: Tensor, **kwargs: Any) -> Tensor:
         """``criterion(*inputs, **kwargs)`` in float32 outside autocast, so that every method's loss
-        is computed at the same precision as TCL's under mixed precision."""
+        is computed at the same precision as TCL's under mixed precision.
+
+        Args:
+            criterion: the loss (a module or a function).
+            *inputs: tensors cast to float32 before the call.
+            **kwargs: passed to ``criterion`` as they are.
+
+        Returns:
+            What ``criterion`` returns.
+        """
         with torch.autocast(device_type=inputs[0].device.type, enabled=False):
             return criterion(*(x.float() for x in inputs), **kwargs)
 
     def embed_views(self, views: list[Tensor]) -> Tensor:
-        """The backbone's features of the ``V`` views in one batched pass: ``(V * B, feature_dim)``.
+        """The backbone's features of the ``V`` views in one batched pass.
 
         The first view's features are kept, detached, for the online probe.
+
+        Args:
+            views: ``V`` views ``(B, C, H, W)``.
+
+        Returns:
+            ``(V * B, feature_dim)`` features, view by view.
         """
         features = self.backbone(torch.cat(views))
         self._probe_features = features[: views[0].shape[0]].detach()
@@ -173,9 +253,16 @@ class Method(pl.LightningModule):
     def project_views(
         self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None
     ) -> tuple[Tensor, ...]:
-        """``head(backbone(view))`` of each of the ``V`` views in one batched pass: ``V`` tensors ``(B, D)``.
+        """``head(backbone(view))`` of each of the ``V`` views in one batched pass.
 
-        ``backbone`` defaults to the method's own (pass a momentum copy for target networks).
+        Args:
+            views: ``V`` views ``(B, C, H, W)``.
+            head: maps features ``(N, feature_dim)`` to projections ``(N, D)``.
+            backbone: the backbone to use; ``None``: the method's own, whose first-view
+                features then feed the online probe (pass a momentum copy for target networks).
+
+        Returns:
+            ``V`` projections ``(B, D)``, one per view.
         """
         features = self.embed_views(views) if backbone is None else backbone(torch.cat(views))
         return head(features).chunk(len(views))
@@ -185,15 +272,17 @@ class Method(pl.LightningModule):
         if self.trainer.world_size > 1:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Augment on the device: uint8 ``(images, labels)`` -> ``(views, labels)``."""
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment on the device while training: uint8 ``(images, labels)`` -> ``(views, labels)``;
+        other batches are returned as they are."""
         if self.trainer is not None and self.trainer.training:
             images, labels = batch
             with torch.no_grad():
                 batch = (self.augment(images), labels)
         return batch
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        """The method's loss plus the online probe's, logged as ``train_loss`` and the probe's metrics."""
         views, labels = batch
         self._probe_features = None
         loss = self.training_loss(views, labels if self.supervised else None)
@@ -207,7 +296,9 @@ class Method(pl.LightningModule):
         self.log_dict(probe_log, on_step=False, on_epoch=True, batch_size=labels.shape[0])
         return loss + probe_loss
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        """:func:`~tcl_ssl.methods.optim.build_optimizer` and its per-step scheduler, for this run's
+        world size and length."""
         optimizer = build_optimizer(self, self.optim, self.trainer.world_size, undecayed=self.online_classifier)
         scheduler = build_scheduler(
             optimizer, self.optim, self.trainer.estimated_stepping_batches, self.trainer.max_epochs or 1

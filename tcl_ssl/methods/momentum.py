@@ -10,6 +10,7 @@ continues it.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
@@ -19,7 +20,7 @@ from tcl_ssl.methods.base import Method, check_unit_interval
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:
-    """A frozen deep copy of ``module``: the start of its target network."""
+    """A frozen deep copy of ``module`` (``requires_grad`` off): the start of its target network."""
     target = copy.deepcopy(module)
     deactivate_requires_grad(target)
     return target
@@ -32,11 +33,16 @@ class MomentumMethod(Method):
     :meth:`momentum_pairs`.
 
     Args:
+        *args: :class:`Method`'s arguments.
         momentum_start: EMA momentum at the first step, in [0, 1].
         momentum_end: EMA momentum at the last step (cosine in between), in [0, 1].
+        **kwargs: :class:`Method`'s keyword arguments.
+
+    Raises:
+        ValueError: for a momentum outside [0, 1].
     """
 
-    def __init__(self, *args, momentum_start: float, momentum_end: float, **kwargs) -> None:
+    def __init__(self, *args: Any, momentum_start: float, momentum_end: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         check_unit_interval("momentum_start", momentum_start)
         check_unit_interval("momentum_end", momentum_end)
@@ -52,7 +58,8 @@ class MomentumMethod(Method):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         return cosine_schedule(min(self.global_step, total), total, self.momentum_start, self.momentum_end)
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Move every target toward its online module by :meth:`ema_momentum`, once per optimiser step."""
         if batch_idx % self.trainer.accumulate_grad_batches:
             return  # once per optimiser step, at its first micro-batch
         momentum = self.ema_momentum()

@@ -6,7 +6,8 @@ import importlib
 
 from tcl_ssl.methods.base import Method
 
-#: name -> "module:Class". tcl_ssl knows the baselines only through this table.
+#: name -> "module:Class", in the order of :func:`available_methods`. tcl_ssl knows the
+#: baselines only through this table.
 METHODS: dict[str, str] = {
     "tcl": "tcl_ssl.methods.tcl:TCL",
     "simclr": "baselines.simclr:SimCLR",
@@ -19,12 +20,34 @@ METHODS: dict[str, str] = {
 
 
 def available_methods() -> list[str]:
-    """Registered method names, in the table's order (TCL first, then the baselines)."""
+    """Registered method names, in the table's order (TCL first, then the baselines).
+
+    Example:
+        >>> from tcl_ssl.methods import available_methods
+        >>> available_methods()[0]
+        'tcl'
+    """
     return list(METHODS)
 
 
 def method_class(name: str) -> type[Method]:
-    """The :class:`Method` subclass registered under ``name``."""
+    """The :class:`Method` subclass registered under ``name``, imported on first use.
+
+    Args:
+        name: one of :func:`available_methods`.
+
+    Returns:
+        The class (not an instance); its ``name`` is ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+
+    Example:
+        >>> from tcl_ssl.methods import method_class
+        >>> cls = method_class("simclr")
+        >>> cls.__name__, cls.with_labels, cls.defaults.augmentation
+        ('SimCLR', False, 'simclr')
+    """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
     module_name, class_name = METHODS[name].split(":")
@@ -32,7 +55,8 @@ def method_class(name: str) -> type[Method]:
 
 
 def describe_methods() -> str:
-    """A Markdown table of every method: settings, hyper-parameter defaults, recipe and source.
+    """A Markdown table of every method: settings, options and their defaults, training
+    defaults, augmentation pipeline and source.
 
     README.md shows this table (a test keeps them equal); ``tcl-ssl pretrain --list-methods``
     prints it.
@@ -53,9 +77,9 @@ def describe_methods() -> str:
             or "-"
         )
         d = cls.defaults
-        recipe = f"{d.optimizer.upper()}, {_format(d.lr)}, {_format(d.weight_decay)}, {d.warmup_epochs}"
+        optimiser = f"{d.optimizer.upper()}, {_format(d.lr)}, {_format(d.weight_decay)}, {d.warmup_epochs}"
         lines.append(
-            f"| `{name}` | {' + '.join(settings)} | {options} | {recipe} | `{d.augmentation}`, {d.num_views} "
+            f"| `{name}` | {' + '.join(settings)} | {options} | {optimiser} | `{d.augmentation}`, {d.num_views} "
             f"| {cls.source} |"
         )
     return "\n".join(lines)

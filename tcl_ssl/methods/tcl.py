@@ -10,11 +10,10 @@ from torch import Tensor
 from tcl_ssl.loss import TCLLoss
 from tcl_ssl.methods.base import Method, TrainingDefaults, check_size
 
-#: Recipe defaults, chosen on the validation split of the built-in digits (README.md, "Choosing
-#: the defaults"). The paper's k1 = 5000 (TCLLoss's default) drowns the negatives at these batch
-#: sizes: kNN fell below a random-init backbone in both settings. With labels, k1 = 0 (SupCon's
-#: loss) scored higher on validation than k1 = 10; pass k1 for TCL's hard-positive term.
+#: the loss's hyper-parameters where a self-supervised run leaves them unset
 SELF_SUPERVISED_DEFAULTS = {"temperature": 0.1, "k1": 10.0, "k2": 1.0}
+#: the loss's hyper-parameters where a supervised run leaves them unset (k1 = 0: SupCon's loss;
+#: pass k1 for TCL's hard-positive term)
 SUPERVISED_DEFAULTS = {"temperature": 0.1, "k1": 0.0, "k2": 1.0}
 
 
@@ -23,11 +22,26 @@ class TCL(Method):
 
     Every view of every image is an anchor; its positives are the other views of the image
     (self-supervised) or every view of every image of its class (supervised). The head is
-    lightly's ``SimCLRProjectionHead`` (``hidden_dim``, ``output_dim``). Hyper-parameters left as
-    ``None`` take :data:`SUPERVISED_DEFAULTS` or :data:`SELF_SUPERVISED_DEFAULTS`; these and the
-    training recipe (SGD, lr 0.06 at batch 256, weight decay 5e-4, 1 warm-up epoch, ``simclr``
-    augmentation) were chosen by measurement on the built-in digits' validation split, and the
-    self-supervised t and k1 re-checked on CIFAR-10's (README, "Choosing the defaults").
+    lightly's ``SimCLRProjectionHead`` (``hidden_dim``, ``output_dim``); the loss is
+    :class:`~tcl_ssl.loss.TCLLoss`, gathered across processes.
+
+    Defaults: hyper-parameters left as ``None`` take :data:`SELF_SUPERVISED_DEFAULTS`
+    (t 0.1, k1 10, k2 1) or :data:`SUPERVISED_DEFAULTS` (t 0.1, k1 0, k2 1); training
+    defaults SGD, lr 0.06 at batch 256, weight decay 5e-4, 1 warm-up epoch, ``simclr``
+    augmentation pipeline, 2 views. Source: this project's validation sweeps (see
+    :attr:`source`).
+
+    Args:
+        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        temperature: TCL's ``t`` (> 0); ``None``: the setting's default.
+        k1: TCL's ``k1`` (>= 0); ``None``: the setting's default.
+        k2: TCL's ``k2`` (> 0); ``None``: the setting's default.
+        hidden_dim: hidden width of the projection head.
+        output_dim: output width of the projection head.
+        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
+
+    Raises:
+        ValueError: for a hyper-parameter or width out of range.
     """
 
     name = "tcl"
@@ -42,13 +56,13 @@ class TCL(Method):
 
     def __init__(
         self,
-        *args,
+        *args: Any,
         temperature: float | None = None,
         k1: float | None = None,
         k2: float | None = None,
         hidden_dim: int = 512,
         output_dim: int = 128,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         check_size("hidden_dim", hidden_dim)

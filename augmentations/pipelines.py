@@ -1,12 +1,13 @@
-"""Augmentation recipes of the published methods, their registry, and :func:`build`.
+"""The named augmentation pipelines of the published methods, their registry, and :func:`build`.
 
-A recipe is a function ``recipe(view, *, image_size, channels, **options) -> nn.Module`` that
-returns the transform of view number ``view`` (0-based): a module mapping float32
-``(B, C, H, W)`` in [0, 1] to ``(B, C, image_size, image_size)`` in [0, 1], built from
-:mod:`augmentations.ops`. Symmetric recipes ignore ``view``. Options are keyword arguments with
-the method's published defaults; :func:`build` passes its ``recipe_options`` through.
+Each pipeline is defined by a function ``pipeline(view, *, image_size, channels, **options) ->
+nn.Module`` that returns the transform of view number ``view`` (0-based): a module mapping
+float32 ``(B, C, H, W)`` in [0, 1] to ``(B, C, image_size, image_size)`` in [0, 1], built from
+:mod:`augmentations.ops`. Symmetric pipelines ignore ``view``. Options are keyword arguments
+with the method's published defaults; :func:`build` passes its ``pipeline_options`` through and
+wraps the views in a :class:`~augmentations.Pipeline`.
 
-A new recipe is one function here plus one line in ``RECIPES``.
+A new pipeline is one function here plus one line in :data:`PIPELINES`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import nn
 from augmentations import ops
 from augmentations.pipeline import Pipeline
 
-Recipe = Callable[..., nn.Module]
+#: a pipeline's function: ``(view, *, image_size, channels, **options) -> nn.Module``
+PipelineFunction = Callable[..., nn.Module]
 
 
 def simclr(
@@ -45,7 +47,7 @@ def simclr(
 
 
 def mocov2(view: int, *, image_size: int, channels: int, min_scale: float = 0.2) -> nn.Sequential:
-    """MoCo v2 (Chen et al., 2020), the ``aug_plus`` recipe of the official code.
+    """MoCo v2 (Chen et al., 2020), the ``aug_plus`` augmentation of the official code.
 
     Random resized crop (area ``min_scale``-1), colour jitter 0.4/0.4/0.4/0.1 with p 0.8,
     grayscale p 0.2, Gaussian blur p 0.5 above 32 px, horizontal flip.
@@ -104,7 +106,7 @@ def supcon(
 
 
 def simaug(view: int, *, image_size: int, channels: int, min_scale: float = 0.2) -> nn.Sequential:
-    """SimAugment, the SimCLR-style recipe of the official SupCon code (its ``TwoCropTransform``).
+    """SimAugment, the SimCLR-style augmentation of the official SupCon code (its ``TwoCropTransform``).
 
     Random resized crop (area ``min_scale``-1), horizontal flip, colour jitter 0.4/0.4/0.4/0.1
     with p 0.8, grayscale p 0.2. No blur.
@@ -133,7 +135,7 @@ def evaluation(view: int, *, image_size: int, channels: int) -> ops.FitToSize:
     return ops.FitToSize(image_size)
 
 
-RECIPES: dict[str, Recipe] = {
+PIPELINES: dict[str, PipelineFunction] = {
     "simclr": simclr,
     "mocov2": mocov2,
     "byol": byol,
@@ -142,12 +144,18 @@ RECIPES: dict[str, Recipe] = {
     "crop-flip": crop_flip,
     "eval": evaluation,
 }
-"""Recipes by the name :func:`build` takes."""
+"""The pipelines' functions by the name :func:`build` takes."""
 
 
 def available() -> list[str]:
-    """Names of the recipes :func:`build` knows."""
-    return list(RECIPES)
+    """Names of the augmentation pipelines :func:`build` knows, in a fixed order.
+
+    Example:
+        >>> import augmentations
+        >>> augmentations.available()
+        ['simclr', 'mocov2', 'byol', 'supcon', 'simaug', 'crop-flip', 'eval']
+    """
+    return list(PIPELINES)
 
 
 def build(
@@ -160,17 +168,17 @@ def build(
     weak_view: bool = False,
     seed: int | None = None,
     per_image_choices: bool = True,
-    **recipe_options: object,
+    **pipeline_options: object,
 ) -> Pipeline:
-    """Build the augmentation pipeline of recipe ``name``.
+    """Build the augmentation pipeline called ``name``.
 
     Args:
         name: one of :func:`available`.
         image_size: side in pixels of the square views.
         mean: per-channel mean in [0, 1] units; 3 values for RGB, 1 for grayscale (the
-            recipe then leaves out saturation, hue and grayscale conversion).
+            pipeline then leaves out saturation, hue and grayscale conversion).
         std: per-channel standard deviation in [0, 1] units, positive, as many as ``mean``.
-        num_views: number of views of the recipe.
+        num_views: number of views the pipeline returns (before ``weak_view``).
         weak_view: append one more view, fitted to size (shorter side resized, centre crop)
             and randomly flipped only, as an extra positive.
         seed: seed of the pipeline's own random stream (see :class:`Pipeline`); ``None``
@@ -178,17 +186,26 @@ def build(
         per_image_choices: choose the colour-jitter order and the AutoAugment sub-policy per
             image, as torchvision does; ``False`` chooses one per view for the whole batch
             (kornia's own behaviour), which is cheaper but less varied within a batch.
-        **recipe_options: keyword options of the recipe function, e.g. ``min_scale``.
+        **pipeline_options: keyword options of the pipeline's function, e.g. ``min_scale``.
 
     Returns:
         A :class:`Pipeline` returning ``num_views + weak_view`` views.
 
     Raises:
         ValueError: naming the bad argument and what is allowed.
+
+    Example:
+        >>> import torch
+        >>> import augmentations
+        >>> pipeline = augmentations.build("simclr", image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+        >>> images = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+        >>> view0, view1 = pipeline(images)
+        >>> view0.shape, view0.dtype
+        (torch.Size([4, 3, 32, 32]), torch.float32)
     """
-    recipe = RECIPES.get(name)
-    if recipe is None:
-        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(RECIPES)}")
+    pipeline_function = PIPELINES.get(name)
+    if pipeline_function is None:
+        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(PIPELINES)}")
     _check_int("image_size", image_size, minimum=1)
     _check_int("num_views", num_views, minimum=1)
     for flag, value in (("weak_view", weak_view), ("per_image_choices", per_image_choices)):
@@ -197,14 +214,18 @@ def build(
     if seed is not None:
         _check_int("seed", seed, minimum=0)
     mean, std = _check_stats(mean, std)
-    allowed = [p for p in inspect.signature(recipe).parameters if p not in ("view", "image_size", "channels")]
-    unknown = sorted(set(recipe_options) - set(allowed))
+    allowed = [
+        p for p in inspect.signature(pipeline_function).parameters if p not in ("view", "image_size", "channels")
+    ]
+    unknown = sorted(set(pipeline_options) - set(allowed))
     if unknown:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for recipe {name!r}; "
             f"allowed: {', '.join(allowed) if allowed else 'none'}"
         )
-    views = [recipe(i, image_size=image_size, channels=len(mean), **recipe_options) for i in range(num_views)]
+    views = [
+        pipeline_function(i, image_size=image_size, channels=len(mean), **pipeline_options) for i in range(num_views)
+    ]
     if weak_view:
         views.append(ops.sequential(ops.FitToSize(image_size), ops.horizontal_flip()))
     pipeline = Pipeline(views, image_size=image_size, mean=mean, std=std, seed=seed)
@@ -250,9 +271,24 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[flo
 
 def options(name: str) -> list[str]:
     """The keyword options :func:`build` accepts for the pipeline ``name``, beyond the image size
-    and statistics: ``num_views``, ``weak_view`` and the pipeline's own (e.g. ``min_scale``)."""
-    recipe = RECIPES.get(name)
-    if recipe is None:
-        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(RECIPES)}")
-    own = [p for p in inspect.signature(recipe).parameters if p not in ("view", "image_size", "channels")]
+    and statistics: ``weak_view`` and the pipeline's own (e.g. ``min_scale``).
+
+    Args:
+        name: one of :func:`available`.
+
+    Returns:
+        The option names, ``weak_view`` first.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+        >>> import augmentations
+        >>> augmentations.options("simclr")
+        ['weak_view', 'min_scale', 'jitter_strength']
+    """
+    pipeline_function = PIPELINES.get(name)
+    if pipeline_function is None:
+        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(PIPELINES)}")
+    own = [p for p in inspect.signature(pipeline_function).parameters if p not in ("view", "image_size", "channels")]
     return ["weak_view", *own]
