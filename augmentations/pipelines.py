@@ -205,7 +205,7 @@ def build(
     """
     pipeline_function = PIPELINES.get(name)
     if pipeline_function is None:
-        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(PIPELINES)}")
+        raise ValueError(f"unknown augmentation pipeline {name!r}; available: {', '.join(PIPELINES)}")
     _check_int("image_size", image_size, minimum=1)
     _check_int("num_views", num_views, minimum=1)
     for flag, value in (("weak_view", weak_view), ("per_image_choices", per_image_choices)):
@@ -220,7 +220,7 @@ def build(
     unknown = sorted(set(pipeline_options) - set(allowed))
     if unknown:
         raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for recipe {name!r}; "
+            f"unknown option(s) {', '.join(unknown)} for pipeline {name!r}; "
             f"allowed: {', '.join(allowed) if allowed else 'none'}"
         )
     views = [
@@ -289,6 +289,6 @@ def options(name: str) -> list[str]:
     """
     pipeline_function = PIPELINES.get(name)
     if pipeline_function is None:
-        raise ValueError(f"unknown augmentation recipe {name!r}; available: {', '.join(PIPELINES)}")
+        raise ValueError(f"unknown augmentation pipeline {name!r}; available: {', '.join(PIPELINES)}")
     own = [p for p in inspect.signature(pipeline_function).parameters if p not in ("view", "image_size", "channels")]
     return ["weak_view", *own]

@@ -221,7 +221,7 @@ def test_cuda_batch_gives_cuda_views_equal_to_the_cpu_ones():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"name": "simclrr"}, "unknown augmentation recipe 'simclrr'; available: simclr, mocov2"),
+        ({"name": "simclrr"}, "unknown augmentation pipeline 'simclrr'; available: simclr, mocov2"),
         ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
         ({"image_size": 32.0}, "image_size must be an integer >= 1, got 32.0"),
         ({"num_views": 0}, "num_views must be an integer >= 1, got 0"),
@@ -231,10 +231,10 @@ def test_cuda_batch_gives_cuda_views_equal_to_the_cpu_ones():
         ({"std": (0.2,)}, "std must have as many values as mean (3), got 1"),
         ({"weak_view": "yes"}, "weak_view must be True or False, got 'yes'"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-        ({"min_scal": 0.1}, "unknown option(s) min_scal for recipe 'simclr'; allowed: min_scale, jitter_strength"),
+        ({"min_scal": 0.1}, "unknown option(s) min_scal for pipeline 'simclr'; allowed: min_scale, jitter_strength"),
         ({"min_scale": 0}, "min_scale must be a number in (0, 1], got 0"),
         ({"name": "supcon", "policy": "mnist"}, "policy must be one of cifar10, imagenet, svhn; got 'mnist'"),
-        ({"name": "eval", "min_scale": 0.5}, "unknown option(s) min_scale for recipe 'eval'; allowed: none"),
+        ({"name": "eval", "min_scale": 0.5}, "unknown option(s) min_scale for pipeline 'eval'; allowed: none"),
     ],
 )
 def test_bad_build_arguments_are_named(arguments, message):

@@ -219,7 +219,7 @@ def test_a_recipe_with_an_augmentation_option_its_augmentation_lacks_is_refused(
     config = PretrainConfig.build(
         augmentation="mocov2", augmentation_options={"jitter_strength": 1.0}, out=str(tmp_path)
     )
-    with pytest.raises(ValueError, match="unknown option.s. jitter_strength for recipe 'mocov2'"):
+    with pytest.raises(ValueError, match="unknown option.s. jitter_strength for pipeline 'mocov2'"):
         check_run(config)
 
 

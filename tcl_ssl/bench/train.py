@@ -350,6 +350,8 @@ def rate_lightly(data: ImageData, settings: Settings, num_workers: int) -> Measu
     """Row (b): lightly's documented pipeline on ``data.train`` with ``num_workers`` DataLoader workers."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     timer = _StepTimer(settings.warmup, settings.steps)
+    if not isinstance(data.train, Split):
+        raise ValueError("lightly's pipeline row reads images held in memory (a Split), not streamed files")
     with _PeakMemory(settings.device) as memory:
         backbone, feature_dim = build_backbone("resnet18", data.channels, settings.stem)
         model = LightlySimCLR(backbone, feature_dim)

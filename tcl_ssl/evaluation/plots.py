@@ -31,9 +31,6 @@ def pyplot() -> Any:
     return plt
 
 
-_pyplot = pyplot  # the former name, still imported by tcl_ssl.experiments.plots
-
-
 def metrics_files(run_dir: Path) -> list[Path]:
     """A run's Lightning ``logs/version_N/metrics.csv`` files, oldest first (one per resume)."""
     return sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))

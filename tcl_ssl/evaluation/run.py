@@ -16,30 +16,19 @@ from typing import Any
 
 import torch
 
-from tcl_ssl.data import ImageData, load_dataset
+from tcl_ssl.data import ImageData, dataset_identity, load_dataset
 from tcl_ssl.evaluation.plots import write_run_plots
 from tcl_ssl.evaluation.suite import EvalSettings, check_protocols, evaluate_backbone
 from tcl_ssl.export import backbone_from_run
 from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint, run_dir_of, write_json
 
-__all__ = ["dataset_identity", "eval_settings", "evaluate_run", "read_features", "write_features"]
+__all__ = ["eval_settings", "evaluate_run", "read_features", "write_features"]
 
 
 def _device(accelerator: str) -> torch.device:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def dataset_identity(spec: str) -> str:
-    """What a dataset spec refers to: the resolved path of an image folder, else the lower-case
-    name (``folder:`` and ``torchvision:`` prefixes dropped, aliases mapped to class names)."""
-    from tcl_ssl.data.sources import _TORCHVISION_ALIASES
-
-    bare = spec.removeprefix("folder:").removeprefix("torchvision:")
-    if spec.startswith("folder:") or Path(bare).expanduser().is_dir():
-        return str(Path(bare).expanduser().resolve())
-    return _TORCHVISION_ALIASES.get(bare.lower(), bare).lower()
 
 
 def eval_settings(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tcl_ssl.evaluation.plots import CURVES, _pyplot
+from tcl_ssl.evaluation.plots import CURVES, pyplot
 from tcl_ssl.experiments.tables import FIGURES, GroupResult
 
 
@@ -15,7 +15,7 @@ def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return out
 
 
@@ -34,7 +34,7 @@ def plot_curves(
 ) -> Path:
     """One panel per metric: each group's mean over seeds per epoch, with a band from its lowest to
     its highest seed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for result in results:
@@ -58,7 +58,7 @@ def plot_bars(
 ) -> Path:
     """Grouped bars of each group's mean per figure, error bars one sample std over seeds, and
     the random-init backbone's test kNN top-1 as a dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(results) + 2), 3.8))
     width = 0.8 / len(figures)
     x = np.arange(len(results))
@@ -97,7 +97,7 @@ def plot_heatmap(
 ) -> Path:
     """A heat-map of ``values`` ``(len(rows), len(cols))`` (NaN: no run), each cell annotated; ``mark``
     outlines one cell (the selected one)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.8 * len(rows) + 1.8))
     image = ax.imshow(values, cmap="viridis", aspect="auto")
     for i in range(len(rows)):
@@ -127,7 +127,7 @@ def plot_line(
     xs: Sequence, means: Sequence[float], stds: Sequence[float], name: str, ylabel: str, title: str, out: Path
 ) -> Path:
     """One swept axis: the mean per value with error bars (one sample std over seeds)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     ax.errorbar(range(len(xs)), means, yerr=stds, marker="o", capsize=3)
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])

@@ -37,7 +37,9 @@ def load_run(run_dir: str | Path) -> tuple[RunRecord, RunSummary]:
     Raises:
         ValueError: if either file is missing or unreadable.
     """
-    missing = [str(Path(run_dir) / name) for name in ("config.json", "summary.json") if not (Path(run_dir) / name).is_file()]
+    missing = [
+        str(Path(run_dir) / name) for name in ("config.json", "summary.json") if not (Path(run_dir) / name).is_file()
+    ]
     if missing:
         raise ValueError(f"{run_dir} is not a finished run: missing {', '.join(missing)}")
     return read_record(run_dir), read_summary(run_dir)

@@ -97,7 +97,9 @@ class RunSummary:
             ValueError: naming ``where``, if the content lacks the figures.
         """
         if not isinstance(content, dict) or not {"val", "test", "random_init"} <= set(content):
-            raise ValueError(f"{where} was written by an older tcl-ssl or is not a summary (no val/test figures); rerun it")
+            raise ValueError(
+                f"{where} was written by an older tcl-ssl or is not a summary (no val/test figures); rerun it"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in content.items() if k in names}
         values["online_probe"] = OnlineProbe(**(content.get("online_probe") or {}))
