@@ -15,13 +15,11 @@ push of every negative (by less than ``k2`` where the negatives dominate ``D_i``
 
 :func:`gradient_coefficients` returns these coefficients for a batch (from the library's
 closed form, :func:`tcl_ssl.loss.tcl_terms`); :func:`sweep_pair_coefficient` evaluates them
-in a controlled setting, :func:`plot_gradients` draws them and :func:`main` is the
-``tcl-ssl gradients`` command.
+in a controlled setting and :func:`plot_gradients` draws them (``tcl-ssl gradients``).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,6 @@ __all__ = [
     "gradient_coefficients",
     "sweep_pair_coefficient",
     "plot_gradients",
-    "main",
 ]
 
 
@@ -334,49 +331,3 @@ def plot_gradients(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of ``tcl-ssl gradients`` (added to ``parser`` if given)."""
-    parser = parser or argparse.ArgumentParser(
-        prog="tcl-ssl gradients",
-        description="Plot TCL's pull on positives and push on negatives against their similarity.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    default = SweepSetting()
-    parser.add_argument("--out", default="docs/gradients.png", help="PNG to write")
-    parser.add_argument("--k1", type=_floats, default="0,100,1000,5000", help="k1 values (k2 = 1)")
-    parser.add_argument("--k2", type=_floats, default="1,2,4", help="k2 values")
-    parser.add_argument("--k1-for-k2", type=float, default=5000.0, help="k1 used with the k2 values")
-    parser.add_argument("--temperature", type=float, default=default.temperature)
-    parser.add_argument("--num-positives", type=int, default=default.num_positives)
-    parser.add_argument("--num-negatives", type=int, default=default.num_negatives)
-    parser.add_argument("--positive-similarity", type=float, default=default.positive_similarity)
-    parser.add_argument("--negative-similarity", type=float, default=default.negative_similarity)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``tcl-ssl gradients``: write the figure and print its path."""
-    args = build_parser().parse_args(argv)
-    setting = SweepSetting(
-        args.num_positives,
-        args.num_negatives,
-        args.positive_similarity,
-        args.negative_similarity,
-        args.temperature,
-    )
-    path = plot_gradients(args.out, args.k1, args.k2, args.k1_for_k2, setting)
-    print(f"wrote {path}  ({setting.describe()})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

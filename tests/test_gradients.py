@@ -9,10 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from tcl_ssl.bench.loss import official_formula as official_tcl_loss
+from tcl_ssl.cli import main
 from tcl_ssl.gradients import (
     SweepSetting,
     gradient_coefficients,
-    main,
     plot_gradients,
     similarity_gradient,
     sweep_pair_coefficient,
@@ -148,7 +148,7 @@ def test_plot_and_main_write_a_png(tmp_path):
     path = plot_gradients(tmp_path / "g.png", k1_values=(0.0, 5000.0), k2_values=(1.0, 2.0), points=11)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "sub" / "cli.png"
-    assert main(["--out", str(out), "--k1", "0,100", "--k2", "1,4", "--num-positives", "2"]) == 0
+    assert main(["gradients", "--out", str(out), "--k1", "0,100", "--k2", "1,4", "--num-positives", "2"]) == 0
     assert out.stat().st_size > 10_000
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tcl_ssl.data.imagenet100 import IMAGENET100_CLASSES, build_imagenet100, main
+from tcl_ssl.cli import main
+from tcl_ssl.cli.tools import imagenet100
+from tcl_ssl.data.imagenet100 import IMAGENET100_CLASSES, build_imagenet100
 
 #: ImageNet-1k classes that are not in ImageNet-100 (tench, toilet tissue, cowboy boot)
 DISTRACTORS = ("n01440764", "n15075141", "n03124043")
@@ -227,15 +229,15 @@ def test_refuses_an_out_folder_that_holds_something_else(source, tmp_path):
 
 def test_main_builds_and_prints_one_summary_line(source, tmp_path, capsys):
     out = tmp_path / "in100"
-    assert main(["--source", str(source), "--out", str(out), "--mode", "hardlink"]) == 0
+    assert main(["data", "imagenet100", "--source", str(source), "--out", str(out), "--mode", "hardlink"]) == 0
     captured = capsys.readouterr()
     assert captured.out == f"ImageNet-100: 200 train and 200 val images in {out} (hard links)\n"
     assert captured.err == ""
-    assert main(["--source", str(source), "--out", str(out), "--mode", "hardlink"]) == 0  # rerun
+    assert imagenet100(["--source", str(source), "--out", str(out), "--mode", "hardlink"]) == 0  # rerun
 
 
 def test_main_reports_bad_input_on_stderr_with_status_2(tmp_path, capsys):
-    assert main(["--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["data", "imagenet100", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("tcl-ssl: error: source ") and "is not a directory" in captured.err
@@ -243,10 +245,10 @@ def test_main_reports_bad_input_on_stderr_with_status_2(tmp_path, capsys):
 
 def test_main_parser_is_named_for_the_cli(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
+        imagenet100(["--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage: tcl-ssl data imagenet100 ")
     with pytest.raises(SystemExit) as exit_:
-        main(["--source", "s", "--out", "o", "--mode", "move"])
+        imagenet100(["--source", "s", "--out", "o", "--mode", "move"])
     assert exit_.value.code == 2
     assert "invalid choice: 'move'" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep
 
 __all__ = ["build_parser", "main"]
 
-#: sub-commands whose module's own ``main(argv)`` parses the rest of the command line
+#: sub-commands whose function (``module:function``, default ``main``) parses the rest of the command line
 FORWARDED = {
     ("bench", "loss"): (
         "tcl_ssl.bench.loss",
@@ -41,16 +41,18 @@ FORWARDED = {
         "images/s of SimCLR training: ours vs lightly's reference pipeline vs the backbone alone",
     ),
     ("data", "imagenet100"): (
-        "tcl_ssl.data.imagenet100",
+        "tcl_ssl.cli.tools:imagenet100",
         "build the 100-class ImageNet subset of CMC / solo-learn as links to an ImageNet copy",
     ),
-    ("gradients",): ("tcl_ssl.gradients", "plot the pull on positives and push on negatives vs similarity"),
+    ("gradients",): ("tcl_ssl.cli.tools:gradients", "plot the pull on positives and push on negatives vs similarity"),
 }
 
 
-def _forward(module_name: str) -> Callable[[argparse.Namespace], int]:
+def _forward(target: str) -> Callable[[argparse.Namespace], int]:
+    module_name, _, function = target.partition(":")
+
     def run(args: argparse.Namespace) -> int:
-        result: int = importlib.import_module(module_name).main(args.rest) or 0
+        result: int = getattr(importlib.import_module(module_name), function or "main")(args.rest) or 0
         return result
 
     return run

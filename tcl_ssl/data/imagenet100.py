@@ -21,11 +21,9 @@ Command line: ``tcl-ssl data imagenet100 --source DIR --out DIR [--mode symlink|
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,7 +66,7 @@ CLASSES_FILE = "classes.txt"
 #: prefix of the temporary names that entries are written under before the rename into place
 _TMP_PREFIX = ".tmp-imagenet100-"
 _SHOWN = 5  # how many missing classes or unexpected entries an error message lists
-_MODE_WORDS = {"symlink": "symlinks", "hardlink": "hard links", "copy": "copies"}
+MODE_WORDS = {"symlink": "symlinks", "hardlink": "hard links", "copy": "copies"}
 
 
 def build_imagenet100(
@@ -257,36 +255,3 @@ def _write_atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(_TMP_PREFIX + path.name)
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``tcl-ssl data imagenet100 --source DIR --out DIR [--mode symlink|hardlink|copy]``."""
-    parser = argparse.ArgumentParser(
-        prog="tcl-ssl data imagenet100",
-        description="build the 100-class ImageNet subset of CMC / solo-learn as a folder of links to an ImageNet copy",
-    )
-    parser.add_argument("--source", required=True, type=Path, help="ImageNet root with train/<wnid>/ and val/<wnid>/")
-    parser.add_argument(
-        "--out", required=True, type=Path, help="output folder (missing, empty, or an earlier build to finish)"
-    )
-    parser.add_argument(
-        "--mode", choices=MODES, default="symlink", help="symlink (default), hard link or copy each image"
-    )
-    args = parser.parse_args(argv)
-    try:
-        counts = build_imagenet100(args.source, args.out, mode=args.mode)
-    except ValueError as error:
-        print(f"tcl-ssl: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a file could not be read or written
-        print(f"tcl-ssl: error: {error}", file=sys.stderr)
-        return 1
-    print(
-        f"ImageNet-100: {counts['train']:,} train and {counts['val']:,} val images "
-        f"in {args.out} ({_MODE_WORDS[args.mode]})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
