@@ -285,3 +285,13 @@ def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, image_fold
     no_plots = argv[:-1] + [str(tmp_path / "cmp2"), "--no-plots"]
     assert main(no_plots) == 0 and not (tmp_path / "cmp2" / "plots").exists()
     assert (tmp_path / "cmp2" / "results.md").is_file()
+
+
+def test_default_methods_are_the_registry_s_for_the_setting():
+    from tcl_ssl.experiments.compare import default_methods
+    from tcl_ssl.methods import available_methods, method_class
+
+    ssl, sup = default_methods(supervised=False), default_methods(supervised=True)
+    assert ssl == [name for name in available_methods() if method_class(name).without_labels]
+    assert all(method_class(name).with_labels for name in sup) and {"tcl", "supcon", "ce"} <= set(sup)
+    assert "moco-tcl" in ssl and "moco-tcl" not in sup  # it trains with labels, but is compared without

@@ -198,20 +198,19 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
     assert "--resume keeps the run's data: val_fraction was None, got 0.2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "method,supervised",
-    [
-        ("simclr", False),
-        ("moco", False),
-        ("moco-tcl", False),
-        ("byol", False),
-        ("moco-tcl", True),
-        ("supcon", True),
-        ("ce", True),
-    ],
-)
+#: every registered method in every setting it trains in (TCL's own runs are the tests above)
+EVERY_METHOD = [
+    (name, supervised)
+    for name in available_methods()
+    if name != "tcl"
+    for supervised, trains in ((False, method_class(name).without_labels), (True, method_class(name).with_labels))
+    if trains
+]
+
+
+@pytest.mark.parametrize("method,supervised", EVERY_METHOD)
 def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, method, supervised):
-    options = {"queue_size": 256} if method.startswith("moco") else {}
+    options = {"queue_size": 256} if "queue_size" in method_class(method).options() else {}
     config = _config(tmp_path, method=method, supervised=supervised, knn_every=0, method_options=options)
     summary = pretrain(config, data=small_digits)
     saved = read_record(tmp_path / "run")
