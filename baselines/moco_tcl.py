@@ -32,7 +32,7 @@ class MoCoTCL(MoCo):
     name = "moco-tcl"
     with_labels = True
     compared_in = ("self-supervised",)
-    source = "moco's recipe; k1 chosen on validation (README)"
+    source = "moco's training defaults; k1 chosen on validation (docs/results/moco-tcl.md)"
 
     def __init__(self, *args: Any, k1: float = 1.0, k2: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

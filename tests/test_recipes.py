@@ -290,7 +290,7 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
         budget["batch_size"],
         budget["epochs"],
     ) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 256, 4)
-    if setting == "ssl":  # the choices of the search on validation (README, "The same small search for every method")
+    if setting == "ssl":  # the choices of the search on validation (docs/results/tuning-ssl.md)
         from tcl_ssl.methods import method_class
 
         chosen = {
@@ -304,7 +304,7 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
             "moco-tcl": (0.15, 0.2),
             "byol": (0.9, None),
         }
-    else:  # README, "The same small search, supervised"
+    else:  # docs/results/tuning-sup.md
         chosen = {m: (c.optim.lr, c.method.options) for m, c in configs.items()}
         assert chosen == {
             "tcl": (0.06, {"temperature": 0.1, "k1": 10.0}),

@@ -58,8 +58,8 @@ def describe_methods() -> str:
     """A Markdown table of every method: settings, options and their defaults, training
     defaults, augmentation pipeline and source.
 
-    README.md shows this table (a test keeps them equal); ``tcl-ssl pretrain --list-methods``
-    prints it.
+    The documentation's methods page shows this table (generated when the site is built);
+    ``tcl-ssl pretrain --list-methods`` prints it.
     """
     lines = [
         "| method | trains | hyper-parameters (`-o NAME=VALUE`) | optimiser, lr at 256, weight decay, warm-up epochs "

@@ -47,7 +47,7 @@ class TCL(Method):
     name = "tcl"
     with_labels = True
     defaults = TrainingDefaults(optimizer="sgd", lr=0.06, weight_decay=5e-4, warmup_epochs=1, augmentation="simclr")
-    source = "this project's sweeps (README, Choosing the defaults)"
+    source = "this project's sweeps (docs/results/choosing-defaults.md)"
     auto_options = {"temperature": "0.1", "k1": "10 (supervised 0)", "k2": "1"}
 
     @classmethod
