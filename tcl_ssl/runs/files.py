@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json", "write_text"]
+__all__ = ["read_json", "write_json", "write_text"]
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -34,6 +34,18 @@ def write_text(path: str | Path, text: str) -> Path:
         Path(partial).unlink(missing_ok=True)
         raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from None
     return path
+
+
+def read_json(path: Path) -> Any:
+    """The JSON content of the file at ``path``.
+
+    Raises:
+        ValueError: naming the file, if it is not valid JSON (a damaged or foreign file).
+    """
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the file is damaged or not tcl-ssl's") from None
 
 
 def write_json(path: str | Path, content: Any) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tcl_ssl.config import ConfigError, PretrainConfig
-from tcl_ssl.runs.files import write_json
+from tcl_ssl.runs.files import read_json, write_json
 
 __all__ = [
     "FORMAT",
@@ -172,11 +172,7 @@ def read_record(path: str | Path) -> RunRecord:
     if not file.is_file():
         raise ValueError(f"no config.json for {str(path)!r} (looked for {file})")
     try:
-        content = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file} is not valid JSON ({error}); the run's record is damaged") from None
-    try:
-        return RunRecord.from_json(content, where=str(file))
+        return RunRecord.from_json(read_json(file), where=str(file))
     except ConfigError as error:
         raise ValueError(str(error)) from None
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tcl_ssl.runs.files import write_json
+from tcl_ssl.runs.files import read_json, write_json
 
 __all__ = ["OnlineProbe", "PeakMemory", "RunSummary", "read_summary"]
 
@@ -142,8 +141,4 @@ def read_summary(run_dir: str | Path) -> RunSummary:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise ValueError(f"{run_dir} is not a finished run: missing {path}")
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
-    return RunSummary.from_json(content, where=str(path))
+    return RunSummary.from_json(read_json(path), where=str(path))
