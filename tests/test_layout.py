@@ -5,6 +5,8 @@ imports another's private name; no import cycles; function-level imports carry t
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import pkgutil
 import subprocess
 import sys
@@ -158,3 +160,19 @@ def test_function_level_imports_say_why():
             if "#" not in here and not lines[above].strip().startswith("#"):
                 offences.append(f"{path.relative_to(ROOT)}:{node.lineno}: {here.strip()}")
     assert not offences, "\n".join(offences)
+
+
+def test_every_module_and_every_public_name_is_documented():
+    """Each module has a docstring, and so has every function and class it lists in ``__all__``."""
+    missing = []
+    for module in ALL_MODULES:
+        if module.endswith("__main__"):
+            continue
+        loaded = importlib.import_module(module)
+        if not (loaded.__doc__ or "").strip():
+            missing.append(module)
+        for name in getattr(loaded, "__all__", []):
+            value = getattr(loaded, name)
+            if (inspect.isfunction(value) or inspect.isclass(value)) and not (value.__doc__ or "").strip():
+                missing.append(f"{module}.{name}")
+    assert not missing, missing
