@@ -48,6 +48,7 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
     check_protocols(config.eval.protocols)
     if trainer.logger == "tensorboard" and not tensorboard_available():
         raise ConfigError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
+    _check_devices(trainer.devices)
     if config.run.resume is not None:
         _check_checkpoint(config.run.resume)
     if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -67,6 +68,23 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
     # the data is loaded.
     construct_method(config, nn.Identity(), 8, nn.Identity(), num_classes=2)
     return config
+
+
+def _check_devices(devices: int | str | list[int]) -> None:
+    """Lightning's ``devices``: a count (-1: all), ``auto``, or device indices as a list or a
+    comma-separated text."""
+    if isinstance(devices, int) and devices >= -1:
+        return
+    if isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices):
+        return
+    if isinstance(devices, str):
+        text = devices.strip()
+        indices = [part.strip() for part in text.split(",") if part.strip()]
+        if text == "auto" or text == "-1" or (indices and all(part.isdigit() for part in indices)):
+            return
+    raise ConfigError(
+        f"devices must be a count (-1: all), auto, or device indices such as 0,1 or [0, 1], got {devices!r}"
+    )
 
 
 def _check_checkpoint(resume: str) -> None:

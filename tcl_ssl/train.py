@@ -194,7 +194,7 @@ def build_trainer(config: PretrainConfig, data: ImageData, run_dir: Path) -> tup
         logger=build_loggers(trainer_options.logger, run_dir),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=trainer_options.log_every_n_steps,
+        log_every_n_steps=trainer_options.metrics_every_n_steps,
         limit_train_batches=trainer_options.limit_train_batches,
         num_sanity_val_steps=0,
         enable_model_summary=False,

@@ -141,3 +141,10 @@ def test_an_unreadable_checkpoint_is_refused_when_the_run_is_resumed(capsys, tmp
         ["pretrain", *QUICK, "--out", str(run)],
         f"cannot resume: checkpoint {str(run / 'checkpoints' / 'last.ckpt')!r} cannot be read",
     )
+
+
+def test_devices_lightning_cannot_read_are_refused_before_any_data_is_loaded(capsys, monkeypatch):
+    import tcl_ssl.train as train
+
+    monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    _refused(capsys, ["pretrain", *QUICK, "--devices", "abc"], "devices must be a count (-1: all), auto, or device")

@@ -295,3 +295,26 @@ def test_default_methods_are_the_registry_s_for_the_setting():
     assert ssl == [name for name in available_methods() if method_class(name).without_labels]
     assert all(method_class(name).with_labels for name in sup) and {"tcl", "supcon", "ce"} <= set(sup)
     assert "moco-tcl" in ssl and "moco-tcl" not in sup  # it trains with labels, but is compared without
+
+
+def test_runs_that_read_the_same_images_load_them_once(tmp_path, monkeypatch):
+    """A train_images grid reads one folder: loaded once (pretrain takes each subset itself); a
+    run on other images loads its own."""
+    runs = plan_comparison(
+        {
+            "500": _tiny(train_images=500),
+            "600": _tiny(train_images=600),
+            "small": _tiny(train_images=500, image_size=16),
+        },
+        [0],
+        tmp_path,
+    )
+    loaded = []
+    monkeypatch.setattr(runner_module, "load_run_data", lambda config: loaded.append(config.data.image_size))
+    monkeypatch.setattr(
+        runner_module,
+        "pretrain",
+        lambda config, data=None: RunSummary("tcl", False, "mnist5k", 2, {}, {}, {}, str(config.run_dir())),
+    )
+    execute_runs(runs)
+    assert loaded == [None, 16]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tcl_ssl.cli import build_parser
-from tcl_ssl.cli.options import apply_given, given_options
+from tcl_ssl.cli.options import apply_given, given_options, option_flags
 from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.config.spec import spec_of
 from tcl_ssl.runs import RunRecord, read_record, read_summary
@@ -53,7 +53,7 @@ def test_every_option_is_declared_once_with_help_and_a_unique_key_and_flag():
         (["--knn-every", "0", "--protocols", "knn,linear-aug"], {"knn_every": 0, "protocols": ["knn", "linear-aug"]}),
         (["--devices", "2", "--precision", "bf16-mixed"], {"devices": 2, "precision": "bf16-mixed"}),
         (["--devices", "auto", "--limit-train-batches", "3"], {"devices": "auto", "limit_train_batches": 3}),
-        (["--log-every-n-steps", "1"], {"log_every_n_steps": 1}),
+        (["--metrics-every-n-steps", "1"], {"metrics_every_n_steps": 1}),
         (["--resume", "runs/a", "--out", "runs/b", "--seed", "4"], {"resume": "runs/a", "out": "runs/b", "seed": 4}),
         ([], {}),
     ],
@@ -141,3 +141,44 @@ def test_help_answers_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--batch-size BATCH_SIZE" in result.stdout and "Optimisation" in result.stdout
+
+
+def test_every_flag_and_every_unambiguous_abbreviation_of_before_still_works():
+    """The flags ``tcl-ssl pretrain`` had before the options were declared once (tests/data):
+    each is still there, and every prefix argparse accepted for one still names only that one."""
+    lines = (Path(__file__).parent / "data" / "pretrain_flags_v1.txt").read_text().splitlines()
+    old = [line for line in lines if line.startswith("--")]
+    new = [*option_flags(), "--list-methods", "--config", "--list-recipes", "--help"]
+    assert not set(old) - set(new)
+    for flag in old:
+        for end in range(3, len(flag)):
+            prefix = flag[:end]
+            if [f for f in old if f.startswith(prefix)] == [flag]:  # argparse took it for this flag before
+                assert [f for f in new if f.startswith(prefix)] == [flag], prefix
+
+
+@pytest.mark.parametrize(
+    "content, key, value",
+    [
+        ({"precision": 32}, "precision", 32),
+        ({"precision": "bf16-mixed"}, "precision", "bf16-mixed"),
+        ({"devices": [0, 1]}, "devices", [0, 1]),
+        ({"devices": "0,1"}, "devices", "0,1"),
+        ({"devices": 2}, "devices", 2),
+    ],
+)
+def test_lightning_s_spellings_of_precision_and_devices_are_accepted(content, key, value):
+    assert PretrainConfig.from_dict(content).get(key) == value
+
+
+def test_a_flat_config_json_with_a_key_of_an_early_version_still_loads():
+    content = json.loads((RESULTS / "budget" / "tcl8" / "config.json").read_text()) | {"eval_split": "val"}
+    assert RunRecord.from_json(content).config.optim.epochs == 8
+
+
+def test_the_former_module_name_of_the_run_evaluation_still_imports():
+    from tcl_ssl.evaluate import evaluate_run, read_features
+    from tcl_ssl.evaluation.run import evaluate_run as now
+    from tcl_ssl.evaluation.run import read_features as read_now
+
+    assert (evaluate_run, read_features) == (now, read_now)

@@ -380,3 +380,19 @@ def test_recipe_files_of_the_flat_format_give_the_packaged_configurations(name):
     old = load_recipe(Path(__file__).parent / "data" / "recipes_v1" / f"{name}.yaml").config(dataset=CIFAR10)
     new = load_recipe(name).config(dataset=CIFAR10)
     assert old.replace(recipe=None) == new.replace(recipe=None)
+
+
+def test_a_recipe_that_sets_what_its_parent_requires_needs_nothing_more(tmp_path):
+    (tmp_path / "mine.yaml").write_text("extends: cpu-small-ssl-tcl\ndata: {dataset: elsewhere}\n")
+    recipe = load_recipe(tmp_path / "mine.yaml")
+    assert recipe.requires == () and recipe.config().data.dataset == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("extends: 3\n", "extends must be a recipe's name or path, got 3"), ("requires: [bogus]\n", "requires unknown")],
+)
+def test_a_recipe_s_own_entries_are_checked_naming_the_file(tmp_path, content, message):
+    (tmp_path / "bad.yaml").write_text(content)
+    with pytest.raises(ValueError, match=f"recipe .*bad.yaml.*{message}"):
+        load_recipe(tmp_path / "bad.yaml")

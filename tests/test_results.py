@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 
@@ -71,3 +72,12 @@ def test_a_run_resumed_to_more_epochs_is_not_averaged_with_shorter_ones(tmp_path
     dataclasses.replace(read_summary(longer), epochs=20).write()
     rows = summarize([short, longer])
     assert [r["label"] for r in rows] == ["tcl (self-supervised), epochs=8", "tcl (self-supervised), epochs=20"]
+
+
+def test_a_summary_with_entries_of_another_version_is_read(tmp_path):
+    run = _run(tmp_path, "a", 0, 80.0)
+    content = json.loads((run / "summary.json").read_text())
+    content["online_probe"]["later_figure"] = 1.0
+    content["peak_memory"]["later_figure"] = 2.0
+    (run / "summary.json").write_text(json.dumps(content))
+    assert read_summary(run).test["knn_top1"] == 80.0

@@ -336,6 +336,9 @@ def test_cli_resume_changes_only_the_given_options_in_any_spelling(tmp_path):
         config = resumed_config(given.pop("resume"), given)
         assert (config.method.name, config.optim.batch_size, config.optim.epochs) == ("moco", 64, epochs)
         assert config.method.options == options and config.run.out == str(run)
+    # with --out, the resumed run continues there (a branch), leaving the original as it is
+    given = given_options(parser.parse_args(["pretrain", "--resume", ckpt, "--out", str(tmp_path / "branch")]))
+    assert resumed_config(given.pop("resume"), given).run.out == str(tmp_path / "branch")
 
 
 def test_export_round_trip_gives_the_checkpoint_backbones_features(tmp_path, small_digits, capsys):
@@ -439,8 +442,8 @@ def test_tensorboard_logger_writes_the_same_metrics_as_the_csv_log(tmp_path, sma
         np.testing.assert_allclose(scalars[tag], logged, rtol=1e-6)
 
 
-def test_log_every_n_steps_sets_the_per_step_rows_of_the_metrics_file(tmp_path, small_digits):
-    pretrain(_config(tmp_path, log_every_n_steps=1, knn_every=0, protocols=["knn"]), data=small_digits)
+def test_metrics_every_n_steps_sets_the_per_step_rows_of_the_metrics_file(tmp_path, small_digits):
+    pretrain(_config(tmp_path, metrics_every_n_steps=1, knn_every=0, protocols=["knn"]), data=small_digits)
     rows = list(csv.DictReader((tmp_path / "run" / "logs" / "version_0" / "metrics.csv").open()))
     assert [int(row["step"]) for row in rows if row.get("train_loss_step")] == [0, 1]  # both steps of 2
-    assert read_record(tmp_path / "run").config.trainer.log_every_n_steps == 1
+    assert read_record(tmp_path / "run").config.trainer.metrics_every_n_steps == 1

@@ -17,7 +17,15 @@ from typing import Any, Literal, get_args, get_origin
 from tcl_ssl.config import ConfigError, OptionInfo, PretrainConfig
 from tcl_ssl.config.spec import describe_type, parse_assignment, parse_text
 
-__all__ = ["add_config_options", "apply_given", "describe_options", "flags_of", "given_options", "mapping_keys"]
+__all__ = [
+    "add_config_options",
+    "apply_given",
+    "describe_options",
+    "flags_of",
+    "given_options",
+    "mapping_keys",
+    "option_flags",
+]
 
 _DEST = "option:"  # argparse destinations of options: option:<key>, option:<key>:<entry> for shortcuts
 
@@ -84,6 +92,17 @@ def _converter(info: OptionInfo) -> Any:
 def mapping_keys() -> list[str]:
     """The keys of the mapping options (``method_options``, ``augmentation_options``)."""
     return [key for key, info in PretrainConfig.options().items() if info.hint == dict[str, Any]]
+
+
+def option_flags(exclude: Collection[str] = ()) -> list[str]:
+    """Every flag :func:`add_config_options` adds (but for the options whose keys are in
+    ``exclude``), shortcut flags included."""
+    flags: list[str] = []
+    for key, info in PretrainConfig.options().items():
+        if key not in exclude:
+            flags += _flags(info)
+            flags += ["--" + entry.replace("_", "-") for entry in info.spec.shortcuts]
+    return flags
 
 
 def add_config_options(parser: argparse.ArgumentParser, exclude: Collection[str] = ()) -> None:

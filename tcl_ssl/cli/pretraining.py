@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tcl_ssl.cli.options import add_config_options, apply_given, given_options
+from tcl_ssl.cli.options import add_config_options, apply_given, given_options, mapping_keys
 from tcl_ssl.cli.report import format_summary, print_progress
 from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.config.recipes import describe_recipes, load_recipe
@@ -87,7 +87,9 @@ def add_sweep(sub: Any) -> None:
         description="Runs every cell of the grid x every seed, selects the cell with the best mean validation "
         "figure and writes results.md/csv/json and heat-maps (--no-plots: none). Axes: the method's options "
         "(k1, k2, temperature, ...), k1_rel (k1 = k1_rel * e^(1/temperature)), the augmentation's options "
-        "(weak_view, min_scale, ...) and " + ", ".join(PretrainConfig.sweep_keys()) + ". Finished runs are reused.",
+        "(weak_view, min_scale, ...) and "
+        + ", ".join(k for k in PretrainConfig.sweep_keys() if k not in mapping_keys())
+        + ". Finished runs are reused.",
     )
     p.add_argument(
         "--config",
@@ -116,7 +118,8 @@ def add_sweep(sub: Any) -> None:
 
 def resumed_config(resume: str, given: dict[str, Any]) -> PretrainConfig:
     """The configuration of the run that ``resume`` (a run directory or checkpoint) belongs to,
-    changed only by the ``given`` options; it continues in the directory the checkpoint is in.
+    changed only by the ``given`` options; it continues in the given ``out``, else in the
+    directory the checkpoint is in (wherever that directory is now).
 
     Raises:
         ConfigError: if a given option would change the run's data (its splits).
@@ -130,7 +133,7 @@ def resumed_config(resume: str, given: dict[str, Any]) -> PretrainConfig:
                 "(a new split would put validation or test images into training); start a new run instead"
             )
     config = apply_given(base, given)
-    return config.replace(resume=resume, out=str(run_dir_of(checkpoint))).checked()
+    return config.replace(resume=resume, out=given.get("out") or str(run_dir_of(checkpoint))).checked()
 
 
 def _base_config(recipe: str | None, given: dict[str, Any]) -> PretrainConfig:
@@ -215,7 +218,7 @@ def run_compare(args: argparse.Namespace) -> int:
     configs = method_configs(args, methods)
     setting = "supervised" if next(iter(configs.values())).method.supervised else "self-supervised"
     out = Path(args.out or Path("comparisons") / setting)
-    compare(
+    results = compare(
         configs,
         seeds,
         out,
@@ -223,6 +226,8 @@ def run_compare(args: argparse.Namespace) -> int:
         command=" ".join(["tcl-ssl", *args.argv]),
         plots="plots" not in given_options(args),
     )
+    if results is None:  # processes other than 0 of a multi-process job print nothing
+        return 0
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
     return 0
@@ -245,7 +250,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     plots = "plots" not in given
     base = _base_config(args.config, given).replace(plots=False)
     out = Path(args.out or Path("sweeps") / base.method.name)
-    sweep(
+    selected = sweep(
         base,
         axes,
         seeds,
@@ -255,6 +260,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         command=" ".join(["tcl-ssl", *args.argv]),
         plots=plots,
     )
+    if selected is None:  # processes other than 0 of a multi-process job print nothing
+        return 0
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
     return 0

@@ -152,10 +152,15 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> Reci
     if not isinstance(requires, list) or not all(isinstance(k, str) for k in requires):
         raise ConfigError(f"{where}: requires must be a list of option names, got {requires!r}")
     options = _flat_options({k: v for k, v in content.items() if k not in _OWN}, where)
-    required = tuple(PretrainConfig.option_info(key).key for key in requires)
+    try:
+        required = tuple(PretrainConfig.option_info(key).key for key in requires)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: requires {error}") from None
     if parent_name is None:
         return Recipe(path, options, required)
-    relative = path.parent / str(parent_name)
+    if not isinstance(parent_name, str):
+        raise ConfigError(f"{where}: extends must be a recipe's name or path, got {parent_name!r}")
+    relative = path.parent / parent_name
     parent = load_recipe(relative if relative.is_file() else parent_name, (*_chain, path))
     inherited = dict(parent.options)
     method = options.get("method")
@@ -166,7 +171,8 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> Reci
 
         accepted = method_class(method).options()
         inherited["method_options"] = {k: v for k, v in inherited["method_options"].items() if k in accepted}
-    requires_all = tuple(dict.fromkeys(parent.requires + required))
+    # what this file sets, it no longer requires from the command line
+    requires_all = tuple(key for key in dict.fromkeys(parent.requires + required) if key not in options)
     return Recipe(path, merge_options(inherited, options), requires_all)
 
 

@@ -133,9 +133,9 @@ class MethodOptions:
     )
     augmentation_options: dict[str, Any] = option(
         default_factory=dict,
-        flags=("--augmentation-option",),
+        flags=("--pipeline-option",),
         metavar="NAME=VALUE",
-        help="any option of the augmentation pipeline, e.g. --augmentation-option weak_view=true",
+        help="any option of the augmentation pipeline, e.g. --pipeline-option weak_view=true",
         shortcuts={"min_scale": Shortcut("smallest crop area fraction")},
         sweep=True,
     )
@@ -188,13 +188,15 @@ class EvalOptions:
 class TrainerOptions:
     """Trainer: devices, precision, processes, logging, checkpoints and data loading."""
 
-    precision: str | None = option(
+    precision: int | str | None = option(
         None,
         help="Lightning precision, e.g. 32-true, bf16-mixed (default: bf16-mixed on a GPU, else 32-true)",
         budget=True,
     )
     accelerator: str = option("auto", help="Lightning's: auto, cpu, gpu", budget=True)
-    devices: int | str = option("auto", help="Lightning's: a count, a list, or auto", budget=True)
+    devices: int | str | list[int] = option(
+        "auto", help="Lightning's: a count, a comma-separated list of device indices, or auto", budget=True
+    )
     num_nodes: int = option(1, minimum=1, help="machines taking part", budget=True)
     strategy: str = option("auto", help="Lightning's: auto, ddp, ddp_spawn, fsdp, ...")
     sync_batchnorm: bool = option(False, help="BatchNorm statistics over all processes (GPUs only)")
@@ -207,7 +209,7 @@ class TrainerOptions:
         help="also write last.ckpt every N optimiser steps (0: at the end of each epoch only)",
         affects_results=False,
     )
-    log_every_n_steps: int = option(
+    metrics_every_n_steps: int = option(
         10, minimum=1, help="optimiser steps between the per-step rows of metrics.csv", affects_results=False
     )
     limit_train_batches: int | float = option(

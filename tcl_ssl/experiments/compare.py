@@ -89,9 +89,10 @@ def compare(
     command: str | None = None,
     plots: bool = True,
     data: ImageData | None = None,
-) -> list[GroupResult]:
+) -> list[GroupResult] | None:
     """Run every method's configuration (``{method: config}``, equal budget) with every seed in
-    ``out``, reusing finished runs; write the results files and plots; return the results.
+    ``out``, reusing finished runs; write the results files and plots; return the results
+    (``None`` on processes other than 0 of a multi-process job, which write nothing).
 
     Args:
         configs: one configuration per table row.
@@ -106,7 +107,7 @@ def compare(
     runs = plan_comparison(configs, seeds, out)
     summaries = execute_runs(runs, progress, data)
     if not is_global_zero():  # the other processes of a DDP job: their pretrain returned no summary
-        return []
+        return None
     results = collect(runs, summaries)
     setting = "supervised" if budget["supervised"] else "self-supervised"
     header = {"kind": "compare", "command": command, "seeds": list(seeds), "budget": budget}

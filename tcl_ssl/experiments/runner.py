@@ -177,10 +177,10 @@ def execute_runs(
         config = run.config
         if states[run.run_dir] == "interrupted":
             config = config.replace(resume=str(run.run_dir))
+        # the images a run reads; train_images is not among them: pretrain takes its subset itself
+        images = {k: v for k, v in config.to_dict()["data"].items() if k != "train_images"}
         key = json.dumps(
-            config.to_dict()["data"]
-            | {"data_source": effective_data_source(config), "workers": config.trainer.workers},
-            sort_keys=True,
+            images | {"data_source": effective_data_source(config), "workers": config.trainer.workers}, sort_keys=True
         )
         if data is None and key not in datasets:
             datasets.clear()  # one dataset in memory at a time

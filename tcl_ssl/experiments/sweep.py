@@ -280,16 +280,18 @@ def sweep(
     command: str | None = None,
     plots: bool = True,
     data: ImageData | None = None,
-) -> tuple[GroupResult, list[GroupResult]]:
+) -> tuple[GroupResult, list[GroupResult]] | None:
     """Run the grid over ``axes`` from ``base`` with every seed in ``out``; write the results and
-    heat-maps; return the selected cell's result and every cell's."""
+    heat-maps; return the selected cell's result and every cell's (``None`` on processes other
+    than 0 of a multi-process job, which run the same runs and write nothing)."""
     if metric not in SELECTABLE:
         raise ValueError(f"select on a validation figure: one of {', '.join(SELECTABLE)}, got {metric!r}")
     cells, runs = plan_sweep(base, axes, seeds, out)
-    results = collect(runs, execute_runs(runs, progress, data))
+    summaries = execute_runs(runs, progress, data)
+    if not is_global_zero():
+        return None
+    results = collect(runs, summaries)
     best = select(results, metric)
-    if not is_global_zero():  # under DDP, processes other than 0 ran the same runs and write nothing
-        return best, results
     best_cell = next(cell for cell in cells if cell_label(cell) == best.group)
     resolved = base.resolved()
     fixed = {key: resolved.get(key) for key in PretrainConfig.budget_keys() if key not in axes}

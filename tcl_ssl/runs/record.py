@@ -112,8 +112,11 @@ class RunRecord:
             raise ValueError(f"{where} is not a run's config.json (a JSON object)")
         try:
             if content.get("version") is None:  # version 1: the options flat, the dataset under "data"
-                extra = {"run_dir", "method_defaults", "data", "resumes"}
-                options = {k: v for k, v in content.items() if k not in extra}
+                # keys that are no longer options (written by early versions) are left out, as before
+                known = set(PretrainConfig.options()) | {
+                    a for i in PretrainConfig.options().values() for a in i.spec.aliases
+                }
+                options = {k: v for k, v in content.items() if k in known}
                 config = PretrainConfig.from_dict(options, where)
                 dataset, run_dir = content["data"], content.get("run_dir") or content["out"]
             else:

@@ -101,8 +101,8 @@ class RunSummary:
             )
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in content.items() if k in names}
-        values["online_probe"] = OnlineProbe(**(content.get("online_probe") or {}))
-        values["peak_memory"] = PeakMemory(**(content.get("peak_memory") or {}))
+        values["online_probe"] = _known(OnlineProbe, content.get("online_probe"))
+        values["peak_memory"] = _known(PeakMemory, content.get("peak_memory"))
         try:
             return cls(**values)
         except TypeError as error:
@@ -130,6 +130,12 @@ class RunSummary:
             "peak_rss_mib": self.peak_memory.host_rss_mib,
             "peak_cuda_mib": self.peak_memory.cuda_allocated_mib,
         }
+
+
+def _known(cls: type[Any], content: Any) -> Any:
+    """``cls`` from the entries of ``content`` that are its fields (others, of other versions, left out)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (content or {}).items() if k in names})
 
 
 def read_summary(run_dir: str | Path) -> RunSummary:
