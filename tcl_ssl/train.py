@@ -7,7 +7,6 @@ directory's files are described in :mod:`tcl_ssl.runs.record`.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -39,8 +38,6 @@ __all__ = [
     "pretrain",
     "resolved_stem",
 ]
-
-log = logging.getLogger(__name__)
 
 
 def pretrain(config: PretrainConfig, data: ImageData | None = None) -> RunSummary | None:

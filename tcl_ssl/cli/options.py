@@ -21,18 +21,12 @@ __all__ = [
     "add_config_options",
     "apply_given",
     "describe_options",
-    "flags_of",
     "given_options",
     "mapping_keys",
     "option_flags",
 ]
 
 _DEST = "option:"  # argparse destinations of options: option:<key>, option:<key>:<entry> for shortcuts
-
-
-def flags_of(key: str) -> tuple[str, ...]:
-    """The command-line flags of the option called ``key`` (empty for an option without one)."""
-    return _flags(PretrainConfig.option_info(key))
 
 
 def describe_options() -> str:

@@ -17,7 +17,7 @@ import functools
 import math
 import os
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -456,8 +456,3 @@ def _index() -> dict[str, OptionInfo]:
 @functools.cache
 def _aliases() -> dict[str, str]:
     return {alias: key for key, info in _index().items() for alias in info.spec.aliases}
-
-
-def iter_options() -> Iterator[OptionInfo]:
-    """Every option, in declaration order."""
-    return iter(_index().values())
