@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
 from torchvision.io import write_png
@@ -46,10 +49,22 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _refused(capsys, argv, message, code=2):
+    """``tcl-ssl argv`` exits with ``code``, says ``message`` on stderr, and shows no traceback."""
     assert main(argv) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert message in err, err
+    return err
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` (relative path -> hex digest): compared before and
+    after a fault to show that nothing written before was damaged."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.mark.parametrize(
