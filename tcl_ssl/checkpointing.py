@@ -2,7 +2,8 @@
 a stop at the first non-finite loss.
 
 - :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file beside its destination and
-  renames it into place, so a process killed while saving leaves the previous checkpoint whole.
+  renames it into place, so a process killed while saving, or a full disk, leaves the previous
+  checkpoint whole; and verifies a checkpoint's CRCs before loading it.
 - :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every epoch and, optionally, every
   N optimiser steps.
 - :class:`ResumeState` puts the torch (CPU and CUDA), NumPy and Python random states and the
@@ -16,7 +17,6 @@ a stop at the first non-finite loss.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -26,6 +26,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, Checkpoint
+
+from tcl_ssl.safe_io import check_archive, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +46,27 @@ SCALER_PATIENCE = 20
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local saves are atomic (temporary file + ``os.replace``).
+    """``TorchCheckpointIO`` whose local saves are atomic and whose loads are checked.
 
-    Pass it to the Trainer as ``plugins=[AtomicCheckpointIO()]``. Remote paths (``scheme://``)
-    are saved by Lightning's own code.
+    Pass it to the Trainer as ``plugins=[AtomicCheckpointIO()]``. A save goes through
+    :func:`tcl_ssl.safe_io.save_torch` (temporary file + ``fsync`` + ``os.replace``: a failed or
+    killed save leaves the previous checkpoint whole, and a failure raises
+    :class:`~tcl_ssl.safe_io.WriteError` naming the file); a load first verifies the archive's
+    CRCs (:func:`tcl_ssl.safe_io.check_archive`). Remote paths (``scheme://``) are Lightning's.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        """Write ``checkpoint`` to a temporary file beside ``path``, flush it to disk, and rename
-        it to ``path``; the temporary file is removed if anything fails."""
-        target = Path(path)
+        """Write ``checkpoint`` to ``path`` atomically (:func:`tcl_ssl.safe_io.save_torch`)."""
         if "://" in str(path):  # remote file systems: Lightning's own (fsspec) path
             return super().save_checkpoint(checkpoint, path, storage_options)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        try:
-            with open(partial, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        save_torch(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's load of ``path``, after :func:`tcl_ssl.safe_io.check_archive` (a damaged
+        checkpoint raises :class:`~tcl_ssl.safe_io.DamagedFileError` naming it)."""
+        if "://" not in str(path):
+            check_archive(path)
+        return super().load_checkpoint(path, *args, **kwargs)
 
 
 class LastCheckpoint(Checkpoint):

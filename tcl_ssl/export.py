@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint
+from tcl_ssl.safe_io import DamagedFileError, check_archive, save_torch
 
 FORMAT = "tcl-ssl-backbone"
 VERSION = 1
@@ -34,7 +35,7 @@ def backbone_from_run(path: str | Path) -> tuple[nn.Module, int, RunRecord]:
             f"{record.run_dir}/config.json lacks the stem the run resolved; it was not written by pretrain"
         )
     backbone, feature_dim = build_backbone(record.config.model.backbone, record.dataset.channels, stem)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(check_archive(checkpoint), map_location="cpu", weights_only=False)["state_dict"]
     weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
     backbone.load_state_dict(weights)
     return backbone.eval(), feature_dim, record
@@ -72,6 +73,10 @@ def export_backbone(run: str | Path, out: str | Path) -> Path:
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        tcl_ssl.safe_io.WriteError: if ``out`` cannot be written (naming it, its directory and
+            why); a file that was at ``out`` is left as it was.
     """
     backbone, feature_dim, record = backbone_from_run(run)
     payload = {
@@ -87,15 +92,29 @@ def export_backbone(run: str | Path, out: str | Path) -> Path:
         "method": record.config.method.name,
         "state_dict": backbone.state_dict(),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, out)
-    return out
+    return save_torch(payload, out)  # whole or not at all: a failed write keeps the file that was there
 
 
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> PretrainedBackbone:
-    """The backbone exported by :func:`export_backbone`, ready to use (eval mode)."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    """The backbone exported by :func:`export_backbone`, ready to use (eval mode).
+
+    Raises:
+        tcl_ssl.safe_io.DamagedFileError: naming the file, if it is truncated or damaged.
+        ValueError: naming the file, if it is not a backbone exported by ``tcl-ssl export``
+            (another torch file, a text file) or has a newer format version.
+    """
+    advice = "export it again with tcl-ssl export"
+    try:
+        check_archive(path, advice=advice)
+    except DamagedFileError:
+        if _is_zip(path):
+            raise
+        raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export (not a torch file)") from None
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # whole, but not what torch.load(weights_only=True) reads
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export")
     if payload["version"] > VERSION:
@@ -103,3 +122,9 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
     resnet, feature_dim = build_backbone(payload["arch"], payload["in_channels"], payload["stem"])
     resnet.load_state_dict(payload["state_dict"])
     return PretrainedBackbone(resnet, feature_dim, payload["mean"], payload["std"], payload["image_size"]).eval()
+
+
+def _is_zip(path: str | Path) -> bool:
+    """Whether ``path`` starts like a zip archive (a torch file, perhaps cut off)."""
+    with open(path, "rb") as file:
+        return file.read(4) == b"PK\x03\x04"

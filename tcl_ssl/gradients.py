@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tcl_ssl.loss import tcl_terms, validate_hyperparameters
+from tcl_ssl.safe_io import save_figure
 
 #: the two kinds of pair a sweep varies
 PairKind = Literal["positive", "negative"]
@@ -326,8 +327,6 @@ def plot_gradients(
         fontsize=8.5,
     )
     fig.tight_layout(rect=(0, 0.02, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

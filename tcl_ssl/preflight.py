@@ -13,6 +13,7 @@ from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.evaluation.suite import check_protocols
 from tcl_ssl.methods import Method, OptimConfig, method_class
 from tcl_ssl.runs import check_writable, resolve_checkpoint
+from tcl_ssl.safe_io import DamagedFileError, check_archive
 
 __all__ = ["check_run", "construct_method", "tensorboard_available"]
 
@@ -93,8 +94,15 @@ def _check_checkpoint(resume: str) -> None:
     except ValueError as error:
         raise ConfigError(f"cannot resume: {error}") from None
     try:
+        check_archive(checkpoint)  # every entry's CRC: bytes damaged inside a tensor too
+    except DamagedFileError as error:
+        raise ConfigError(
+            f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read: it {error.problem}; "
+            "resume from an earlier checkpoint, or delete it (or give another --out) to start over"
+        ) from None
+    try:
         torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # truncated, or not a checkpoint at all
+    except Exception as error:  # whole, but not a checkpoint
         raise ConfigError(
             f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read ({str(error).splitlines()[0]}); "
             "delete it, or give another --out to start afresh"

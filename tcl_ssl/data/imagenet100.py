@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tcl_ssl.data.sources import IMAGE_EXTENSIONS
+from tcl_ssl.safe_io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,4 @@ def _in_place(src: Path, dst: Path, mode: str) -> bool:
 
 
 def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(_TMP_PREFIX + path.name)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)

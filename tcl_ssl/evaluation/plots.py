@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
+from tcl_ssl.safe_io import save_figure
+
 if TYPE_CHECKING:
     from tcl_ssl.data import ImageData
     from tcl_ssl.evaluation.suite import Evaluation
@@ -65,7 +67,7 @@ def plot_curves(metrics_csvs: list[Path], out: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out
 
@@ -92,7 +94,7 @@ def plot_embedding(
     ax.set_yticks([])
     ax.set_title(title or f"t-SNE of {len(x)} test features", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out
 
@@ -116,7 +118,7 @@ def plot_confusion(labels: Tensor, predictions: Tensor, num_classes: int, out: P
     )
     ax.set_title(title or "linear probe on test, rows normalised", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out
 

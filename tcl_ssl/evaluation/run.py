@@ -21,6 +21,7 @@ from tcl_ssl.evaluation.plots import write_run_plots
 from tcl_ssl.evaluation.suite import EvalSettings, check_protocols, evaluate_backbone
 from tcl_ssl.export import backbone_from_run
 from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint, run_dir_of, write_json
+from tcl_ssl.safe_io import save_torch
 
 __all__ = ["eval_settings", "evaluate_run", "read_features", "write_features"]
 
@@ -132,8 +133,9 @@ def _load_data(record: RunRecord, name: str, transfer: bool, data_dir: str | Non
 
 
 def write_features(path: str | Path, features: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> None:
-    """Save ``{split: {"features": (N, F) float32, "labels": (N,) int64}}`` with ``torch.save``."""
-    torch.save({name: {"features": features[name].cpu(), "labels": labels[name].cpu()} for name in features}, path)
+    """Save ``{split: {"features": (N, F) float32, "labels": (N,) int64}}`` with ``torch.save``,
+    atomically (:func:`tcl_ssl.safe_io.save_torch`)."""
+    save_torch({name: {"features": features[name].cpu(), "labels": labels[name].cpu()} for name in features}, path)
 
 
 def read_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

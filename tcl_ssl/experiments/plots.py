@@ -9,12 +9,12 @@ import numpy as np
 
 from tcl_ssl.evaluation.plots import CURVES, pyplot
 from tcl_ssl.experiments.tables import FIGURES, GroupResult
+from tcl_ssl.safe_io import save_figure
 
 
 def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     pyplot().close(fig)
     return out
 

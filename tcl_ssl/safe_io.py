@@ -1,0 +1,253 @@
+"""Files written whole, read only when whole.
+
+Every file that a user or a later run depends on (checkpoints, exported backbones, ``config.json``,
+``summary.json``, ``eval.json``, tables, plots, the image cache) is written by :func:`write_atomic`:
+into a temporary file beside its destination, flushed and ``fsync``-ed, renamed over the
+destination (``os.replace``), and the directory ``fsync``-ed. Readers see the old file or the new
+one, never a part of one; a failed write (full disk, file size limit, no permission) removes the
+temporary file, leaves the old file as it was, and raises :class:`WriteError` naming the file,
+its directory and the reason.
+
+Torch files (checkpoints, exports, the image cache) are zip archives whose every entry carries a
+CRC-32; :func:`check_archive` verifies them before a file is used, so a damaged file is refused by
+name (:class:`DamagedFileError`) instead of being loaded with wrong weights.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "DamagedFileError",
+    "WriteError",
+    "check_archive",
+    "save_figure",
+    "save_torch",
+    "write_atomic",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class WriteError(OSError):
+    """A file could not be written: ``"cannot write {path!r} in {dir!r}: {reason}"``.
+
+    The previous content of ``path``, if any, is unchanged. ``errno`` is that of the cause.
+    """
+
+    def __init__(self, path: Path, reason: str, code: int | None = None) -> None:
+        super().__init__(code if code is not None else 0, reason)
+        self.path = path
+        self.reason = reason
+        self.message = f"cannot write {path.name!r} in {str(path.parent)!r}: {reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DamagedFileError(ValueError):
+    """A file is damaged (truncated, or bytes changed since it was written):
+    ``"{path!r} {problem}; {advice}"``, naming the file and what to do."""
+
+    def __init__(self, path: Path, problem: str, advice: str) -> None:
+        super().__init__(f"{str(path)!r} {problem}; {advice}")
+        self.path = path
+        self.problem = problem
+        self.advice = advice
+
+
+def _reason(error: BaseException) -> tuple[str, int | None]:
+    """A short reason for a failed write, e.g. ``"No space left on device"``, and its errno: from
+    the first ``OSError`` in ``error``'s chain (torch wraps them in ``RuntimeError``)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            code = seen.errno
+            text = seen.strerror or (os.strerror(code) if code else str(seen))
+            if code == errno.EFBIG:
+                text += " (the file size limit, ulimit -f)"
+            return text, code
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(error).__name__}: {error}", None
+
+
+def _ignore_file_size_signal() -> None:
+    """Make writes beyond the file size limit (``ulimit -f``) fail with ``EFBIG`` instead of
+    killing the process with ``SIGXFSZ`` (its default action). Only the main thread may set it."""
+    sigxfsz = getattr(signal, "SIGXFSZ", None)
+    if sigxfsz is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(sigxfsz) == signal.SIG_DFL:
+        signal.signal(sigxfsz, signal.SIG_IGN)
+
+
+class _Sink(io.RawIOBase):
+    """The temporary file as a raw stream written with ``os.write``; keeps the first
+    ``OSError``, which a writer such as ``torch.save`` may turn into another exception."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self._fd, offset, whence)
+
+    def write(self, data: Any) -> int:
+        try:
+            return os.write(self._fd, data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def close(self) -> None:  # the descriptor is closed by write_atomic
+        super().close()
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file whole or not at all: ``write(file)`` fills a temporary file beside ``path``
+    (same directory, a unique name), which is flushed, ``fsync``-ed and renamed to ``path``; then
+    the directory is ``fsync``-ed. The new file has the permissions of the one it replaces (else
+    ``0o666`` less the umask).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        WriteError: naming the file, its directory and why (e.g. ``No space left on device``),
+            if anything fails; the temporary file is removed and the previous ``path`` kept.
+    """
+    path = Path(path)
+    _ignore_file_size_signal()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as error:
+        raise WriteError(path, *_reason(error)) from None
+    sink = _Sink(fd)
+    try:
+        try:
+            with io.BufferedWriter(sink, buffer_size=1 << 20) as file:
+                write(file)
+                file.flush()
+                os.fsync(fd)
+            try:
+                mode = path.stat().st_mode & 0o7777
+            except FileNotFoundError:
+                mode = 0o666 & ~_UMASK
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+    except BaseException as error:
+        Path(partial).unlink(missing_ok=True)
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        reason, code = _reason(sink.error or error)
+        raise WriteError(path, reason, code) from error
+    _sync_directory(path.parent)
+    return path
+
+
+def _sync_directory(directory: Path) -> None:
+    """``fsync`` a directory so that a rename in it survives a power cut (where the platform and
+    file system allow: some refuse to open or sync directories, which then only loses durability)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`write_atomic`)."""
+
+    def fill(file: IO[bytes]) -> None:
+        file.write(data)
+
+    return write_atomic(path, fill)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, content: Any) -> Path:
+    """Write ``content`` as indented JSON to ``path`` atomically (:func:`write_atomic`)."""
+    return write_text(path, json.dumps(content, indent=2))
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`write_atomic`); a zip archive whose
+    entries :func:`check_archive` can verify."""
+    import torch  # here: the JSON writers are used where torch is not imported yet
+
+    return write_atomic(path, lambda file: torch.save(obj, file))
+
+
+def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:
+    """``fig.savefig`` to ``path`` atomically (:func:`write_atomic`), in the format of the file's
+    suffix (e.g. ``.png``, ``.pdf``); ``options`` go to ``savefig`` (e.g. ``dpi``)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or None
+    return write_atomic(path, lambda file: fig.savefig(file, format=fmt, **options))
+
+
+def check_archive(
+    path: str | Path, advice: str = "resume from an earlier checkpoint or delete it to start over"
+) -> Path:
+    """Verify that the torch file at ``path`` is whole: a zip archive (the format of
+    ``torch.save``) whose every entry matches its CRC-32.
+
+    Args:
+        path: a checkpoint, an exported backbone or a cache entry.
+        advice: what to do about a damaged file, appended to the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DamagedFileError: naming the file (and the damaged entry) and ``advice``, if it is not a
+            zip archive, is truncated, or an entry's bytes differ from those written.
+        OSError: if the file cannot be read at all (missing, no permission).
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as error:
+        raise DamagedFileError(path, f"is damaged or not a torch file ({error})", advice) from None
+    if bad is not None:
+        raise DamagedFileError(
+            path, f"is damaged: its entry {bad!r} does not match the checksum it was written with", advice
+        )
+    return path
