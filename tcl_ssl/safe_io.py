@@ -87,7 +87,9 @@ def _reason(error: BaseException) -> tuple[str, int | None]:
 
 def _ignore_file_size_signal() -> None:
     """Make writes beyond the file size limit (``ulimit -f``) fail with ``EFBIG`` instead of
-    killing the process with ``SIGXFSZ`` (its default action). Only the main thread may set it."""
+    killing the process with ``SIGXFSZ`` (its default action). CPython ignores the signal at
+    startup; this covers an interpreter embedded without its signal handlers, or a library that
+    restored the default. Only the main thread may set it."""
     sigxfsz = getattr(signal, "SIGXFSZ", None)
     if sigxfsz is None or threading.current_thread() is not threading.main_thread():
         return

@@ -169,3 +169,181 @@ def test_devices_lightning_cannot_read_are_refused_before_any_data_is_loaded(cap
 
     monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
     _refused(capsys, ["pretrain", *QUICK, "--devices", "abc"], "devices must be a count (-1: all), auto, or device")
+
+
+# ---- writes ----
+# Files written whole (tcl_ssl.safe_io) and read only when whole: a full disk, the file size limit,
+# a damaged checkpoint or export, a damaged image cache.
+
+import logging as _logging  # noqa: E402
+import shutil as _shutil  # noqa: E402
+import subprocess as _subprocess  # noqa: E402
+import sys as _sys  # noqa: E402
+
+from tests.test_safe_io import damage_inside_a_tensor, full_disk  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def _trained(tmp_path_factory):
+    """A finished 1-epoch run on 20 tiny images (its own cache directory): copied by each test."""
+    root = tmp_path_factory.mktemp("trained")
+    images = _folder(root / "images", per_class=10)
+    run = root / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TCL_SSL_CACHE", str(root / "cache"))
+        argv = ["pretrain", *QUICK, "--dataset", str(images), "--image-size", "12", "--out", str(run)]
+        assert main(argv) == 0
+    return run
+
+
+def _copy_run(trained: Path, tmp_path: Path) -> Path:
+    return Path(_shutil.copytree(trained, tmp_path / "run"))
+
+
+def test_a_full_disk_while_exporting_keeps_the_backbone_that_was_there(capsys, tmp_path, monkeypatch, _trained):
+    out = tmp_path / "exports" / "backbone.pt"
+    assert main(["export", str(_trained), "--out", str(out)]) == 0
+    before = _digests(tmp_path / "exports")
+    full_disk(monkeypatch, name="backbone.pt", after=1 << 20)  # the disk fills 1 MiB into the write
+    _refused(
+        capsys,
+        ["export", str(_trained), "--out", str(out)],
+        f"cannot write 'backbone.pt' in {str(out.parent)!r}: No space left on device",
+        code=1,
+    )
+    assert _digests(tmp_path / "exports") == before  # no temporary file left either
+
+
+def test_the_file_size_limit_while_exporting_keeps_the_backbone_that_was_there(tmp_path, _trained):
+    out = tmp_path / "backbone.pt"
+    out.write_bytes(b"a good backbone, small enough")
+    before = _digests(tmp_path)
+    script = (
+        "import resource, sys\n"
+        "from tcl_ssl.cli import main\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        f"sys.exit(main(['export', {str(_trained)!r}, '--out', {str(out)!r}]))\n"
+    )
+    done = _subprocess.run([_sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr  # before: torch's RuntimeError, and the file cut at 1 MiB
+    assert f"cannot write 'backbone.pt' in {str(tmp_path)!r}: File too large" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _digests(tmp_path) == before
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(capsys, tmp_path, monkeypatch, _trained):
+    run = _copy_run(_trained, tmp_path)
+    before = _digests(run / "checkpoints") | {"summary.json": _digests(run)["summary.json"]}
+    full_disk(monkeypatch, name="last.ckpt", after=1 << 20)
+    _refused(
+        capsys,
+        ["pretrain", "--resume", str(run), "--out", str(run), "--epochs", "2"],
+        f"cannot write 'last.ckpt' in {str(run / 'checkpoints')!r}: No space left on device",
+        code=1,
+    )
+    assert _digests(run / "checkpoints") | {"summary.json": _digests(run)["summary.json"]} == before
+
+
+def test_a_full_disk_while_writing_the_summary_keeps_the_previous_summary(capsys, tmp_path, monkeypatch, _trained):
+    run = _copy_run(_trained, tmp_path)
+    before = _digests(run)["summary.json"]
+    full_disk(monkeypatch, name="summary.json")
+    _refused(
+        capsys,
+        ["pretrain", "--resume", str(run), "--out", str(run), "--epochs", "2"],
+        f"cannot write 'summary.json' in {str(run)!r}: No space left on device",
+        code=1,
+    )
+    assert _digests(run)["summary.json"] == before
+    assert not [p for p in run.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_full_disk_while_caching_images_warns_and_goes_on(caplog, tmp_path, monkeypatch):
+    root = _folder(tmp_path / "images", per_class=10)
+    cache = tmp_path / "cache"  # TCL_SSL_CACHE (the autouse fixture)
+    (cache / "keep").mkdir(parents=True)
+    (cache / "keep" / "other-entry.pt").write_bytes(b"written before")
+    before = _digests(cache)
+    full_disk(monkeypatch, name="folder-")
+    with caplog.at_level(_logging.WARNING):
+        data = load_dataset(str(root), image_size=12)
+    assert sum(data.sizes().values()) == 20
+    assert f"in {str(cache)!r}: No space left on device; going on with the images in memory" in caplog.text
+    assert _digests(cache) == before  # no entry, no temporary file
+
+
+def _cached_entry(cache: Path) -> Path:
+    (entry,) = cache.glob("folder-*.pt")
+    return entry
+
+
+@pytest.mark.parametrize("damage", ["inside a tensor", "truncated", "text"])
+def test_a_damaged_image_cache_entry_is_deleted_and_rebuilt_with_a_warning(caplog, tmp_path, damage):
+    root = _folder(tmp_path / "images", per_class=10)
+    cache = tmp_path / "cache"  # TCL_SSL_CACHE (the autouse fixture)
+    first = load_dataset(str(root), image_size=12)
+    entry = _cached_entry(cache)
+    good = entry.read_bytes()
+    if damage == "inside a tensor":
+        damage_inside_a_tensor(entry)
+    elif damage == "truncated":
+        entry.write_bytes(good[: len(good) // 2])
+    else:
+        entry.write_text("checkpoint corrupted")
+    with caplog.at_level(_logging.WARNING):
+        again = load_dataset(str(root), image_size=12)
+    assert f"the image cache file {str(entry)!r} is damaged" in caplog.text
+    assert "deleted it; decoding the images again" in caplog.text
+    assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
+    assert entry.read_bytes() == good  # rebuilt, the same bytes as first written
+
+
+def test_a_checkpoint_damaged_inside_a_tensor_is_refused_on_resume(capsys, tmp_path, _trained):
+    run = _copy_run(_trained, tmp_path)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    entry = damage_inside_a_tensor(checkpoint)
+    before = _digests(run)
+    _refused(
+        capsys,
+        ["pretrain", "--resume", str(run), "--out", str(run), "--epochs", "2"],
+        f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read: it is damaged: its entry {entry!r} "
+        "does not match the checksum it was written with; resume from an earlier checkpoint",
+    )
+    assert _digests(run) == before
+
+
+def test_a_damaged_checkpoint_is_refused_by_eval_and_export(capsys, tmp_path, _trained):
+    run = _copy_run(_trained, tmp_path)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    damage_inside_a_tensor(checkpoint)
+    before = _digests(run)
+    message = f"{str(checkpoint)!r} is damaged: its entry"
+    _refused(capsys, ["eval", str(run), "--protocols", "knn", "--no-plots"], message)
+    _refused(capsys, ["export", str(run), "--out", str(tmp_path / "backbone.pt")], message)
+    assert _digests(run) == before and not (tmp_path / "backbone.pt").exists()
+
+
+def test_load_backbone_names_a_truncated_export_or_a_text_file(tmp_path, _trained):
+    from tcl_ssl.export import export_backbone, load_backbone
+    from tcl_ssl.safe_io import DamagedFileError
+
+    good = export_backbone(_trained, tmp_path / "backbone.pt")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "backbone.txt"
+    text.write_text("resnet18 weights, honest")
+    with pytest.raises(DamagedFileError, match=f"'{cut}' is damaged or not a torch file .*; export it again"):
+        load_backbone(cut)
+    with pytest.raises(ValueError, match=f"'{text}' is not a backbone exported by tcl-ssl export"):
+        load_backbone(text)
+    assert load_backbone(good).feature_dim == 512
+
+
+def test_an_export_into_a_directory_that_cannot_be_made_is_refused(capsys, tmp_path, _trained):
+    (tmp_path / "a-file").write_text("")
+    _refused(
+        capsys,
+        ["export", str(_trained), "--out", str(tmp_path / "a-file" / "backbone.pt")],
+        f"cannot write 'backbone.pt' in {str(tmp_path / 'a-file')!r}: ",
+        code=1,
+    )

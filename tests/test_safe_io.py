@@ -150,7 +150,7 @@ def test_the_file_size_limit_is_an_error_not_a_killed_process(tmp_path):
         "    sys.exit(3)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 3, done.stderr  # without SIGXFSZ ignored: killed, -25
+    assert done.returncode == 3, done.stderr  # not killed by SIGXFSZ (-25)
     assert f"cannot write 'big.bin' in {str(tmp_path)!r}: File too large" in done.stdout
     assert target.read_bytes() == b"previous" and _partials(tmp_path) == []
 
