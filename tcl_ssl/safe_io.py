@@ -70,19 +70,24 @@ class DamagedFileError(ValueError):
         self.advice = advice
 
 
-def _reason(error: BaseException) -> tuple[str, int | None]:
-    """A short reason for a failed write, e.g. ``"No space left on device"``, and its errno: from
-    the first ``OSError`` in ``error``'s chain (torch wraps them in ``RuntimeError``)."""
+def _os_error(error: BaseException) -> OSError | None:
+    """The first ``OSError`` in ``error``'s chain (``torch.save`` wraps it in a ``RuntimeError``)."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, OSError):
-            code = seen.errno
-            text = seen.strerror or (os.strerror(code) if code else str(seen))
-            if code == errno.EFBIG:
-                text += " (the file size limit, ulimit -f)"
-            return text, code
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return f"{type(error).__name__}: {error}", None
+    return None
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    """``error`` as a :class:`WriteError` for ``path``, its reason errno's text (e.g. ``No space
+    left on device``)."""
+    code = error.errno
+    reason = error.strerror or (os.strerror(code) if code else str(error))
+    if code == errno.EFBIG:
+        reason += " (the file size limit, ulimit -f)"
+    return WriteError(path, reason, code)
 
 
 def _ignore_file_size_signal() -> None:
@@ -140,7 +145,9 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
     Raises:
         WriteError: naming the file, its directory and why (e.g. ``No space left on device``),
-            if anything fails; the temporary file is removed and the previous ``path`` kept.
+            if the file system refuses (any ``OSError``, also one that ``write`` wraps in
+            another exception). Any other exception of ``write`` is raised as it is. Either
+            way the temporary file is removed and the previous ``path`` is kept.
     """
     path = Path(path)
     _ignore_file_size_signal()
@@ -148,7 +155,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     except OSError as error:
-        raise WriteError(path, *_reason(error)) from None
+        raise _write_error(path, error) from None
     sink = _Sink(fd)
     try:
         try:
@@ -166,10 +173,10 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         os.replace(partial, path)
     except BaseException as error:
         Path(partial).unlink(missing_ok=True)
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        cause = sink.error or _os_error(error)
+        if cause is None:  # not a failed write (an object that cannot be saved, an interrupt)
             raise
-        reason, code = _reason(sink.error or error)
-        raise WriteError(path, reason, code) from error
+        raise _write_error(path, cause) from error
     _sync_directory(path.parent)
     return path
 

@@ -106,7 +106,7 @@ def test_any_failure_of_the_writer_removes_the_temporary_file(tmp_path):
         file.write(b"half")
         raise RuntimeError("the figure could not be drawn")
 
-    with pytest.raises(WriteError, match="cannot write 'x' in .*: RuntimeError: the figure could not be drawn"):
+    with pytest.raises(RuntimeError, match="the figure could not be drawn"):  # not a write error: as it is
         write_atomic(tmp_path / "x", fail)
     assert list(tmp_path.iterdir()) == []
 

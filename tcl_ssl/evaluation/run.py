@@ -21,7 +21,7 @@ from tcl_ssl.evaluation.plots import write_run_plots
 from tcl_ssl.evaluation.suite import EvalSettings, check_protocols, evaluate_backbone
 from tcl_ssl.export import backbone_from_run
 from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint, run_dir_of, write_json
-from tcl_ssl.safe_io import save_torch
+from tcl_ssl.safe_io import check_archive, save_torch
 
 __all__ = ["eval_settings", "evaluate_run", "read_features", "write_features"]
 
@@ -139,7 +139,9 @@ def write_features(path: str | Path, features: dict[str, torch.Tensor], labels: 
 
 
 def read_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The splits written by :func:`write_features`: ``{split: (features, labels)}``."""
+    """The splits written by :func:`write_features`: ``{split: (features, labels)}``; a damaged
+    file raises :class:`~tcl_ssl.safe_io.DamagedFileError` naming it."""
+    check_archive(path, advice="write it again with tcl-ssl eval --save-features")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     missing = [name for name in ("train", "val", "test") if name not in saved]
     if missing:
