@@ -347,3 +347,13 @@ def test_an_export_into_a_directory_that_cannot_be_made_is_refused(capsys, tmp_p
         f"cannot write 'backbone.pt' in {str(tmp_path / 'a-file')!r}: ",
         code=1,
     )
+
+
+def test_a_full_disk_while_writing_eval_json_keeps_the_previous_one(capsys, tmp_path, monkeypatch, _trained):
+    run = _copy_run(_trained, tmp_path)
+    argv = ["eval", str(run), "--protocols", "knn", "--no-plots"]
+    assert main(argv) == 0
+    before = _digests(run)
+    full_disk(monkeypatch, name="eval.json")
+    _refused(capsys, argv, f"cannot write 'eval.json' in {str(run)!r}: No space left on device", code=1)
+    assert _digests(run) == before
