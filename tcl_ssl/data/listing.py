@@ -12,7 +12,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tcl_ssl.data.decode import IMAGE_EXTENSIONS
@@ -36,6 +36,14 @@ def _why_not_a_file(path: Path) -> str:
     return f"not a regular file ({kind})"
 
 
+def _is(test: Callable[[], bool]) -> bool:
+    """A ``DirEntry`` test (``is_dir``/``is_file``, which follow links), false where the link is a loop."""
+    try:
+        return test()
+    except OSError:
+        return False
+
+
 def walk_images(folder: Path, _above: frozenset[tuple[int, int]] = frozenset()) -> Iterator[tuple[Path, str | None]]:
     """The image files under ``folder`` in path order, each with ``None``, or with why it cannot be
     read (dangling link, link loop, FIFO, ...). Links to folders are followed; one that leads back
@@ -53,14 +61,14 @@ def walk_images(folder: Path, _above: frozenset[tuple[int, int]] = frozenset()) 
     above = _above | {(info.st_dev, info.st_ino)}
     for entry in entries:
         path = Path(entry.path)
-        if entry.is_dir():
+        if _is(entry.is_dir):
             target = path.stat()
             if (target.st_dev, target.st_ino) in above:
                 yield path, "symbolic link loop (a link to a folder above it)"
             else:
                 yield from walk_images(path, above)
         elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-            yield path, None if entry.is_file() else _why_not_a_file(path)
+            yield path, None if _is(entry.is_file) else _why_not_a_file(path)
 
 
 def list_image_folder(
