@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_file", "decode_pixels", "fast_decodable"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_bytes", "decode_file", "decode_pixels", "fast_decodable"]
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,29 @@ def decode_pixels(data: bytes, channels: int = 3, name: str = "<bytes>") -> Tens
     return _decode_pil(data, channels, name)
 
 
+def decode_bytes(data: bytes, size: int, channels: int = 3, name: str = "<bytes>") -> Tensor:
+    """An image file's bytes as uint8 ``(channels, size, size)``: :func:`decode_pixels`, then the
+    shorter side resized to ``size`` (bilinear, antialiased) and the centre ``size x size`` cropped.
+
+    Raises:
+        ValueError: naming ``name``, when the bytes cannot be decoded.
+    """
+    from torchvision.transforms.v2 import functional as TF  # deferred: torchvision is slow to import
+
+    try:
+        image = decode_pixels(data, channels, name)
+    except Exception as error:  # PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"cannot decode image file {name!r} ({first}); remove it, or pass --skip-bad-images to leave such files out"
+        ) from error
+    if image.shape[-2:] != (size, size):
+        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+    return image
+
+
 def decode_file(path: str | bytes | Path, size: int, channels: int = 3) -> Tensor:
-    """One image file as uint8 ``(channels, size, size)``.
+    """One image file as uint8 ``(channels, size, size)`` (:func:`decode_bytes` of its contents).
 
     The first frame is converted as :func:`decode_pixels` says (like PIL's ``convert``); the
     shorter side is resized to ``size`` (bilinear, antialiased), then the centre ``size x size``
@@ -146,8 +167,6 @@ def decode_file(path: str | bytes | Path, size: int, channels: int = 3) -> Tenso
     Raises:
         ValueError: naming the file, when it cannot be read or decoded.
     """
-    from torchvision.transforms.v2 import functional as TF  # deferred: torchvision is slow to import
-
     name = os.fsdecode(path)
     try:
         with open(path, "rb") as file:
@@ -157,13 +176,4 @@ def decode_file(path: str | bytes | Path, size: int, channels: int = 3) -> Tenso
             f"cannot read image file {name!r} ({error.strerror or error}); "
             "fix its permissions or remove it, or pass --skip-bad-images to leave such files out"
         ) from error
-    try:
-        image = decode_pixels(data, channels, name)
-    except Exception as error:  # PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
-        first = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"cannot decode image file {name!r} ({first}); remove it, or pass --skip-bad-images to leave such files out"
-        ) from error
-    if image.shape[-2:] != (size, size):
-        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-    return image
+    return decode_bytes(data, size, channels, name)
