@@ -165,3 +165,16 @@ def test_common_jpeg_and_png_take_the_fast_path(tmp_path):
         "I16.png": None,  # 16 bits: PIL
         "RGB.bmp": None,
     }
+
+
+def test_bench_decode_prints_a_row_per_decoder(tmp_path, capsys):
+    from tcl_ssl.bench import decode as bench_decode
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            _image("RGB", seed=i).save(tmp_path / cls / f"{i}.jpg")
+    assert bench_decode.main(["--dataset", str(tmp_path), "--num-images", "6", "--repeats", "2"]) == 0
+    table = capsys.readouterr().out
+    for label in bench_decode.ROWS:
+        assert f"| {label} |" in table and "| 6 / 6 |" in table.split(f"| {label} |")[1].splitlines()[0]
