@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
 
 from tcl_ssl.bench.data import DEFAULT_DATASET, select_images
 from tcl_ssl.data import decode
@@ -35,14 +37,10 @@ __all__ = ["ROWS", "format_table", "main", "run"]
 
 
 def _torchvision(data: bytes) -> Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
     return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
 def _pil(data: bytes) -> Tensor:
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as image:
         return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
 
