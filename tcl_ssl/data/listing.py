@@ -113,10 +113,10 @@ def list_image_folder(
             empty.append(cls)
     if bad:
         if not skip_bad:
+            what = "1 entry" if len(bad) == 1 else f"{len(bad)} entries"
             raise ValueError(
-                f"{len(bad)} entr{'y' if len(bad) == 1 else 'ies'} under {str(root)!r} cannot be read as image "
-                f"files, e.g. {str(bad[0][0])!r} ({bad[0][1]}); remove them, or pass --skip-bad-images "
-                "to leave such files out"
+                f"{what} under {str(root)!r} cannot be read as image files, e.g. {str(bad[0][0])!r} "
+                f"({bad[0][1]}); remove them, or pass --skip-bad-images to leave such files out"
             )
         log.warning(
             "skipped %d entries under %s that cannot be read as image files, e.g. %s (%s)",
