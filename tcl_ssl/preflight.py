@@ -4,18 +4,20 @@ devices), made before any data is loaded, so that a bad value costs seconds, not
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import augmentations
 from tcl_ssl.config import ConfigError, PretrainConfig
+from tcl_ssl.data import dataset_identity
 from tcl_ssl.evaluation.suite import check_protocols
 from tcl_ssl.methods import Method, OptimConfig, method_class
 from tcl_ssl.runs import check_writable, resolve_checkpoint
 from tcl_ssl.safe_io import DamagedFileError, check_archive
 
-__all__ = ["check_run", "construct_method", "tensorboard_available"]
+__all__ = ["check_out_outside_dataset", "check_run", "construct_method", "tensorboard_available"]
 
 
 def check_run(config: PretrainConfig) -> PretrainConfig:
@@ -60,6 +62,7 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
     if trainer.sync_batchnorm and (trainer.accelerator == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the CPU)")
     check_writable(config.run_dir())
+    check_out_outside_dataset(config.run_dir(), config.data.dataset)
     unknown = sorted(set(method.options) - set(cls.options()))
     if unknown:
         allowed = ", ".join(cls.options()) or "none"
@@ -69,6 +72,25 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
     # the data is loaded.
     construct_method(config, nn.Identity(), 8, nn.Identity(), num_classes=2)
     return config
+
+
+def check_out_outside_dataset(out: Path, dataset: str) -> None:
+    """Refuse a run directory ``out`` inside the image folder ``dataset`` (or equal to it): its
+    checkpoints and plots would be written among the images, and a later listing would take
+    them for data (links resolved, so a linked path into the folder counts too).
+
+    Raises:
+        ConfigError: naming both paths.
+    """
+    identity = dataset_identity(dataset)
+    if not Path(identity).is_absolute():  # built-in or torchvision dataset: no folder
+        return
+    folder, run = Path(identity), out.expanduser().resolve()
+    if run == folder or folder in run.parents:
+        raise ConfigError(
+            f"the run directory (--out) {str(out)!r} is inside the dataset folder {str(folder)!r}: its files "
+            "would be written among the images; choose an --out outside the dataset"
+        )
 
 
 def _check_devices(devices: int | str | list[int]) -> None:

@@ -357,3 +357,170 @@ def test_a_full_disk_while_writing_eval_json_keeps_the_previous_one(capsys, tmp_
     full_disk(monkeypatch, name="eval.json")
     _refused(capsys, argv, f"cannot write 'eval.json' in {str(run)!r}: No space left on device", code=1)
     assert _digests(run) == before
+
+
+# ---- images ----
+# Image folders: every listed format decodes, every mode like PIL's convert (tests/test_decode.py
+# holds the per-mode PIL-oracle tests), and entries that cannot be images are named or skipped.
+
+
+def _pil_folder(root: Path, files: dict[str, str], seed: int = 0) -> Path:
+    """Class folders ``a`` and ``b`` with 8 random 12 px RGB PNGs each, plus ``files`` (relative
+    name -> PIL mode) written with PIL in the format of the name's extension."""
+    import numpy as np
+    from PIL import Image
+
+    _folder(root, per_class=8)
+    rng = np.random.default_rng(seed)
+    for name, mode in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if mode == "I;16":
+            image = Image.fromarray(rng.integers(0, 65536, (12, 12), dtype=np.uint16))
+        else:
+            image = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).convert(mode)
+        image.save(root / name)
+    return root
+
+
+def _all_images(data) -> torch.Tensor:
+    return torch.cat([data.train.images, data.val.images, data.test.images])
+
+
+def test_images_every_listed_extension_decodes(tmp_path):
+    from tcl_ssl.data import IMAGE_EXTENSIONS
+
+    extensions = [".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"]
+    assert sorted(IMAGE_EXTENSIONS) == sorted(extensions)
+    modes = {".pgm": "L", ".gif": "P"}
+    root = _pil_folder(tmp_path / "images", {f"c/x{ext}": modes.get(ext, "RGB") for ext in extensions})
+    data = load_dataset(str(root), image_size=12, source="memory", val_fraction=0.25, test_fraction=0.25)
+    assert sum(data.sizes().values()) == 16 + len(extensions) and data.num_classes == 3
+
+
+def test_images_sixteen_bit_pngs_are_clipped_alike_in_memory_and_streamed(tmp_path, caplog):
+    from tcl_ssl.data import batch_loader
+
+    root = _pil_folder(tmp_path / "images", {f"c/{i}.png": "I;16" for i in range(10)})
+    memory = load_dataset(str(root), image_size=12, source="memory", val_fraction=0.25, test_fraction=0.25)
+    stream = load_dataset(str(root), image_size=12, source="stream", val_fraction=0.25, test_fraction=0.25, workers=0)
+    for split in ("train", "val", "test"):
+        streamed = torch.cat(
+            [images for images, _ in batch_loader(stream.split(split), 64, shuffle=False, drop_last=False)]
+        )
+        assert streamed.dtype == torch.uint8 and torch.equal(streamed, memory.split(split).images)
+    gray = _all_images(memory)[torch.cat([memory.train.labels, memory.val.labels, memory.test.labels]) == 2]
+    assert (gray == 255).float().mean() > 0.9  # values >= 255 of 0..65535 clipped, not taken modulo 256
+
+
+def test_images_animated_gif_gives_its_first_frame(capsys, tmp_path):
+    from PIL import Image
+
+    root = _folder(tmp_path / "images", per_class=8)
+    frames = [Image.new("RGB", (12, 12), colour) for colour in ((250, 0, 0), (0, 250, 0))]
+    frames[0].save(root / "a" / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    data = load_dataset(str(root), image_size=12, source="memory", val_fraction=0.25, test_fraction=0.25)
+    assert sum(data.sizes().values()) == 17
+    red = (_all_images(data)[:, 0] > 200).flatten(1).all(1) & (_all_images(data)[:, 1] < 50).flatten(1).all(1)
+    assert int(red.sum()) == 1
+
+
+def _bad_entry(root: Path, kind: str) -> Path:
+    """A bad entry of ``kind`` in class folder ``b``; returns its path."""
+    import os
+
+    path = root / "b" / f"{kind}.png"
+    if kind == "dangling":
+        path.symlink_to(root / "b" / "gone.png")
+    elif kind == "loop":
+        path.symlink_to(path)
+    elif kind == "dirloop":
+        path.symlink_to(root / "b", target_is_directory=True)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("dangling", "dangling symbolic link to"),
+        ("loop", "symbolic link loop"),
+        ("dirloop", "symbolic link loop (a link to a folder above it)"),
+        ("fifo", "not a regular file (a FIFO)"),
+    ],
+)
+def test_images_links_and_fifos_are_named_or_skipped(capsys, caplog, tmp_path, kind, reason):
+    root = _folder(tmp_path / "images", per_class=8)
+    bad = _bad_entry(root, kind)
+    before = _digests(root)
+    argv = ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--dataset", str(root), "--image-size", "12"]
+    _refused(capsys, argv, f"1 entry under {str(root)!r} cannot be read as image files, e.g. {str(bad)!r} ({reason}")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.ckpt"))
+    data = load_dataset(str(root), image_size=12, skip_bad_images=True, val_fraction=0.25, test_fraction=0.25)
+    assert sum(data.sizes().values()) == 16
+    assert f"skipped 1 entries under {root} that cannot be read as image files, e.g. {bad}" in caplog.text
+    assert _digests(root) == before
+
+
+def test_images_an_unreadable_file_is_named_or_skipped(capsys, caplog, tmp_path, monkeypatch):
+    import builtins
+
+    from tcl_ssl.data import decode
+
+    root = _folder(tmp_path / "images", per_class=8)
+    locked = root / "a" / "2.png"
+
+    def guarded_open(path, *args, **kwargs):  # the test runs as root, for whom chmod 000 does not lock
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "open", guarded_open, raising=False)
+    argv = ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--dataset", str(root), "--image-size", "12"]
+    _refused(capsys, argv, f"cannot read image file {str(locked)!r} (Permission denied)")
+    data = load_dataset(str(root), image_size=12, skip_bad_images=True, val_fraction=0.25, test_fraction=0.25)
+    assert sum(data.sizes().values()) == 15
+    assert f"skipped 1 of 16 image files that could not be decoded, e.g. {locked}" in caplog.text
+
+
+@pytest.mark.parametrize("source", ["memory", "stream"])
+def test_images_file_and_class_names_that_are_not_utf8_are_read(tmp_path, source):
+    import os
+
+    from torchvision.io import encode_png
+
+    root = _folder(tmp_path / "images", per_class=8)
+    png = encode_png(torch.full((3, 12, 12), 7, dtype=torch.uint8)).numpy().tobytes()
+    odd_class = os.fsencode(root) + b"/caf\xe9"  # Latin-1, not UTF-8
+    os.mkdir(odd_class)
+    for i in range(8):
+        with open(odd_class + b"/\xff\xfe" + str(i).encode() + b".png", "wb") as file:
+            file.write(png)
+    data = load_dataset(str(root), image_size=12, source=source, workers=0, val_fraction=0.25, test_fraction=0.25)
+    assert sum(data.sizes().values()) == 24 and data.num_classes == 3
+    again = load_dataset(
+        str(root), image_size=12, source=source, workers=0, val_fraction=0.25, test_fraction=0.25
+    )  # cached
+    assert again.sizes() == data.sizes()
+
+
+def test_images_empty_class_folders_are_refused_by_name(capsys, tmp_path):
+    root = _folder(tmp_path / "images", per_class=8)
+    (root / "c").mkdir()
+    (root / "d").mkdir()
+    (root / "d" / "notes.txt").write_text("not an image")
+    argv = ["pretrain", *QUICK, "--out", str(tmp_path / "run"), "--dataset", str(root)]
+    _refused(capsys, argv, f"class folder(s) ['c', 'd'] of {str(root)!r} hold no image files")
+    assert not (tmp_path / "run").exists()
+
+
+def test_images_an_out_inside_the_dataset_is_refused_before_writing(capsys, tmp_path):
+    root = _folder(tmp_path / "images", per_class=8)
+    before = _digests(root)
+    for out in (root / "runs" / "one", root / "a" / "run", root):
+        _refused(
+            capsys,
+            ["pretrain", *QUICK, "--out", str(out), "--dataset", f"folder:{root}"],
+            f"the run directory (--out) {str(out)!r} is inside the dataset folder {str(root.resolve())!r}",
+        )
+    assert _digests(root) == before and not (root / "runs").exists() and not (root / "a" / "run").exists()

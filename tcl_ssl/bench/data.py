@@ -15,7 +15,7 @@ int64 labels, shuffled, whole batches only, by:
   chunks (what litdata's docs recommend for images: compressed bytes, ``Image(path=...)`` keeps
   existing JPEGs as they are, not raw pixels); ``StreamingDataset`` + ``StreamingDataLoader``
   with the same workers and batch size read them, and the workers decode each batch with our
-  decode (torchvision ``decode_image`` + the same resize / centre crop as ``decode_file``);
+  decode (:func:`~tcl_ssl.data.decode.decode_bytes`, as ``decode_file``);
 - ``litdata-canvas``: the same, the chunks holding the decoded uint8 canvas (decoded once, as
   ``memory``), so that the workers only copy bytes.
 
@@ -53,9 +53,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as TF
 
+from tcl_ssl.data.decode import decode_bytes
 from tcl_ssl.data.loaders import EpochRandomSampler, batch_loader
 from tcl_ssl.data.sources import Split, decode_file, decode_images, list_image_folder
 from tcl_ssl.data.streaming import FileSplit, usable_cpus
@@ -104,11 +103,7 @@ def select_images(root: str | Path, num_images: int) -> tuple[list[Path], list[i
 
 def _decode_encoded(data: bytes | Tensor, size: int, channels: int) -> Tensor:
     """:func:`~tcl_ssl.data.sources.decode_file` on a file's bytes instead of its path."""
-    encoded = data if isinstance(data, Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    image = decode_image(encoded, mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
-    if image.shape[-2:] != (size, size):
-        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-    return image
+    return decode_bytes(data.numpy().tobytes() if isinstance(data, Tensor) else data, size, channels)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ FORWARDED = {
         "tcl_ssl.bench.data",
         "images/s of uint8 batches from an image folder: in memory, streamed, litdata",
     ),
+    ("bench", "decode"): (
+        "tcl_ssl.bench.decode",
+        "images/s of image decoding: torchvision, PIL, ours (fast path + PIL for the rest)",
+    ),
     ("bench", "train"): (
         "tcl_ssl.bench.train",
         "images/s of SimCLR training: ours vs lightly's reference pipeline vs the backbone alone",

@@ -33,7 +33,8 @@ Every split off is stratified with a fixed seed (:data:`SPLIT_SEED`), independen
 training seed. ``image_size`` resizes the images of every source (shorter side, then centre crop).
 """
 
-from tcl_ssl.data.decode import decode_file
+from tcl_ssl.data.decode import IMAGE_EXTENSIONS, decode_file
+from tcl_ssl.data.listing import list_image_folder
 from tcl_ssl.data.loaders import (
     BatchedTensorDataset,
     EpochRandomSampler,
@@ -45,7 +46,6 @@ from tcl_ssl.data.sources import (
     BUILTIN,
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
-    IMAGE_EXTENSIONS,
     SPLIT_FOLDERS,
     ImageData,
     Split,
@@ -55,7 +55,6 @@ from tcl_ssl.data.sources import (
     decode_images,
     default_cache_dir,
     folder_layout,
-    list_image_folder,
     load_builtin,
     load_dataset,
     load_image_folder,

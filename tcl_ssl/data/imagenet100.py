@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from tcl_ssl.data.sources import IMAGE_EXTENSIONS
+from tcl_ssl.data.decode import IMAGE_EXTENSIONS
 from tcl_ssl.safe_io import write_text
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from torch import Tensor
 from tcl_ssl.data import streaming
 from tcl_ssl.data.cache import read_cache, write_cache
 from tcl_ssl.data.decode import decode_file
+from tcl_ssl.data.listing import list_image_folder
 from tcl_ssl.data.splits import stratified_split, stratified_subset
 from tcl_ssl.data.streaming import FileSplit
 
@@ -39,8 +40,6 @@ _TORCHVISION_ALIASES = {
     "svhn": "SVHN",
     "stl10": "STL10",
 }
-#: file name extensions of the images in an image folder (compared in lower case)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 #: the sub-folders of an image folder in the ImageNet layout
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -399,35 +398,6 @@ def load_torchvision(
     return assemble(name, train, val, test, image_size)
 
 
-def list_image_folder(root: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
-    """Image files under ``root/<class>/`` and their class indices (classes sorted by name, or
-    indexed as in ``classes``, which must then name every class folder)."""
-    if not root.is_dir():
-        raise ValueError(f"image folder {str(root)!r} does not exist or is not a directory")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if classes is None:
-        if len(found) < 2:
-            raise ValueError(
-                f"image folder {str(root)!r} has {len(found)} class folder(s) {found}: at least 2 are needed "
-                "(root/<class>/<image>; the labels drive the evaluation, and supervised training)"
-            )
-        classes = found
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise ValueError(f"class folders {unknown} of {str(root)!r} are not among the training classes {classes}")
-    files, labels = [], []
-    for cls in found:
-        for path in sorted((root / cls).rglob("*")):
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append(path)
-                labels.append(classes.index(cls))
-    if not files:
-        raise ValueError(
-            f"no images found in {str(root)!r}: expected root/<class>/<image> with extensions {IMAGE_EXTENSIONS}"
-        )
-    return files, labels, classes
-
-
 def decode_images(
     files: list[Path], image_size: int, channels: int = 3, skip_bad: bool = False
 ) -> tuple[Tensor, list[int]]:
@@ -475,8 +445,8 @@ def _decode_cached(
     times, the image size and ``skip_bad`` (:mod:`tcl_ssl.data.cache`: a damaged entry is
     rebuilt, an unwritable one skipped, each with a warning)."""
     key = hashlib.sha1(
-        "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode()
-        + f"|{image_size}|{skip_bad}|v2".encode()
+        "\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode("utf-8", "surrogateescape")
+        + f"|{image_size}|{skip_bad}|v3".encode()  # v3: pixels as PIL converts them
     ).hexdigest()[:16]
     cache = (cache_dir or default_cache_dir()) / f"folder-{key}.pt"
     saved = read_cache(cache, keys=("images", "kept"))
@@ -537,10 +507,11 @@ def load_image_folder(
         )
     if val_fraction is not None and {"val", "test"} <= set(layout):
         raise ValueError(f"val_fraction was given, but {str(root)!r} has its own val/ and test/ splits")
-    listed = {"all": list_image_folder(root)[:2]} if not layout else {}
+    skip = skip_bad_images
+    listed = {"all": list_image_folder(root, skip_bad=skip)[:2]} if not layout else {}
     if layout:
-        _, _, classes = list_image_folder(layout["train"])
-        listed = {name: list_image_folder(path, classes)[:2] for name, path in layout.items()}
+        _, _, classes = list_image_folder(layout["train"], skip_bad=skip)
+        listed = {name: list_image_folder(path, classes, skip)[:2] for name, path in layout.items()}
     total = sum(len(files) for files, _ in listed.values())
     stream = source == "stream" or (
         source == "auto" and streaming.decoded_bytes(total, size) > streaming.memory_budget()
