@@ -168,4 +168,4 @@ def test_devices_lightning_cannot_read_are_refused_before_any_data_is_loaded(cap
     import tcl_ssl.train as train
 
     monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    _refused(capsys, ["pretrain", *QUICK, "--devices", "abc"], "devices must be a count (-1: all), auto, or device")
+    _refused(capsys, ["pretrain", *QUICK, "--devices", "abc"], "argument --devices: devices must be a count >= 1, -1 (all), auto, or device")

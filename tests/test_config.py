@@ -89,8 +89,8 @@ def test_values_are_checked_against_their_declaration_naming_value_and_what_is_a
 
 
 def test_lossless_conversions_only():
-    config = PretrainConfig.from_dict({"lr": "1e-4", "weight_decay": 0, "limit_train_batches": 2})
-    assert config.optim.lr == 1e-4 and config.optim.weight_decay == 0.0 and isinstance(config.optim.weight_decay, float)
+    config = PretrainConfig.from_dict({"lr": 1, "weight_decay": 0, "limit_train_batches": 2})
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float) and config.optim.weight_decay == 0.0 and isinstance(config.optim.weight_decay, float)
     assert config.trainer.limit_train_batches == 2 and isinstance(config.trainer.limit_train_batches, int)
 
 
