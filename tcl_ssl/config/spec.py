@@ -188,7 +188,7 @@ def check_value(key: str, value: Any, hint: Any, spec: OptionSpec | None = None)
     if spec.choices is not None:
         items = checked if isinstance(checked, list) else [checked]
         if not items or any(item not in spec.choices for item in items):
-            what = "a non-empty comma-separated list of" if isinstance(checked, list) else "one of"
+            what = "a non-empty subset of" if isinstance(checked, list) else "one of"
             raise ConfigError(f"{key} must be {what} {', '.join(spec.choices)}; got {value!r}")
     if spec.check is not None:
         try:
