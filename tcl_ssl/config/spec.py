@@ -180,11 +180,11 @@ def check_value(key: str, value: Any, hint: Any, spec: OptionSpec | None = None)
         return checked
     if isinstance(checked, (int, float)) and not isinstance(checked, bool):
         if spec.minimum is not None and checked < spec.minimum:
-            raise ConfigError(f"{key} must be {describe_type(base)} >= {spec.minimum:g}, got {value!r}")
+            raise ConfigError(f"{key} must be {describe_type(base)} >= {_number(spec.minimum)}, got {value!r}")
         if spec.exclusive_minimum is not None and not checked > spec.exclusive_minimum:
-            raise ConfigError(f"{key} must be {describe_type(base)} > {spec.exclusive_minimum:g}, got {value!r}")
+            raise ConfigError(f"{key} must be {describe_type(base)} > {_number(spec.exclusive_minimum)}, got {value!r}")
         if spec.maximum is not None and checked > spec.maximum:
-            raise ConfigError(f"{key} must be {describe_type(base)} <= {spec.maximum:g}, got {value!r}")
+            raise ConfigError(f"{key} must be {describe_type(base)} <= {_number(spec.maximum)}, got {value!r}")
     if spec.choices is not None:
         items = checked if isinstance(checked, list) else [checked]
         if not items or any(item not in spec.choices for item in items):
@@ -196,6 +196,11 @@ def check_value(key: str, value: Any, hint: Any, spec: OptionSpec | None = None)
         except ValueError as error:
             raise ConfigError(f"{key} must be {error}; got {value!r}") from None
     return checked
+
+
+def _number(bound: float) -> str:
+    """A limit as written: ``4294967295``, not ``4.29497e+09``."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _check_type(key: str, value: Any, base: Any, hint: Any) -> Any:
