@@ -327,3 +327,120 @@ def test_door_build_takes_numpy_numbers_and_paths():
 )
 def test_door_eval_flags_are_checked_by_the_same_declarations(capsys, tmp_path, extra, message):
     _refused(capsys, ["eval", str(tmp_path / "no-run"), *extra], message)
+
+
+# -- door: the loss API --
+
+
+def _loss_cases():
+    import numpy as np
+
+    from tcl_ssl.loss import TCLLoss, tcl_loss
+    from tcl_ssl.memory_bank import LabeledMemoryBank
+    from tcl_ssl.pml import TCLPMLLoss
+
+    x, g = torch.randn(4, 8), torch.tensor([0, 1, 0, 1])
+    meta = torch.empty(4, 8, device="meta")
+    empty, no_ids = torch.empty(0, 8), torch.empty(0, dtype=torch.long)
+    return {
+        "tcl_loss empty batch": (lambda: tcl_loss(empty, no_ids), "embeddings is an empty batch (shape (0, 8))"),
+        "TCLLoss empty batch": (lambda: TCLLoss()(empty, empty), "view 0 is an empty batch (shape (0, 8))"),
+        "TCLPMLLoss empty batch": (lambda: TCLPMLLoss()(empty, no_ids), "embeddings is an empty batch"),
+        "tcl_loss zero-width": (lambda: tcl_loss(torch.empty(4, 0), g), "embeddings has zero-width embeddings"),
+        "TCLLoss zero-width": (lambda: TCLLoss()(torch.empty(4, 0), torch.empty(4, 0)), "view 0 has zero-width"),
+        "TCLPMLLoss zero-width": (lambda: TCLPMLLoss()(torch.empty(4, 0), g), "embeddings has zero-width"),
+        "tcl_loss meta": (lambda: tcl_loss(meta, g.to("meta")), "embeddings is on the meta device (no data)"),
+        "TCLLoss meta views": (lambda: TCLLoss()(meta, meta), "view 0 is on the meta device (no data)"),
+        "TCLLoss one view on meta": (lambda: TCLLoss()(x, meta), "view 1 is on the meta device"),
+        "TCLLoss labels on meta": (lambda: TCLLoss()(x, x, labels=g.to("meta")), "labels is on the meta device"),
+        "tcl_loss groups on meta": (lambda: tcl_loss(x, g.to("meta")), "groups is on the meta device"),
+        "TCLPMLLoss meta": (lambda: TCLPMLLoss()(meta, g), "embeddings is on the meta device"),
+        "TCLPMLLoss labels on meta": (lambda: TCLPMLLoss()(x, g.to("meta")), "labels is on the meta device"),
+        "TCLLoss float labels": (lambda: TCLLoss()(x, x, labels=g.float()), "labels must be an integer tensor"),
+        "TCLLoss bool labels": (lambda: TCLLoss()(x, x, labels=g.bool()), "labels must be an integer tensor"),
+        "TCLPMLLoss float labels": (lambda: TCLPMLLoss()(x, g.float() + 0.5), "labels must be an integer tensor"),
+        "TCLLoss(temperature=True)": (lambda: TCLLoss(temperature=True), "temperature must be a finite number > 0"),
+        "TCLLoss(k1=False)": (lambda: TCLLoss(k1=False), "k1 must be a finite number >= 0"),
+        "TCLLoss(k2=np.True_)": (lambda: TCLLoss(k2=np.bool_(True)), "k2 must be a finite number > 0"),
+        "TCLLoss(temperature='0.1')": (lambda: TCLLoss(temperature="0.1"), "temperature must be a finite number"),
+        "TCLLoss(temperature=None)": (lambda: TCLLoss(temperature=None), "temperature must be a finite number"),
+        "TCLLoss(k1=tensor)": (lambda: TCLLoss(k1=torch.tensor(3.0)), "k1 must be a finite number >= 0"),
+        "tcl_loss(temperature=True)": (lambda: tcl_loss(x, g, temperature=True), "temperature must be a finite"),
+        "TCLPMLLoss(temperature=True)": (lambda: TCLPMLLoss(temperature=True), "temperature must be a finite"),
+        "TCLLoss(gather_distributed='no')": (lambda: TCLLoss(gather_distributed="no"), "gather_distributed must be"),
+        "TCLLoss(check_inputs='no')": (lambda: TCLLoss(check_inputs="no"), "check_inputs must be True or False"),
+        "tcl_loss(normalize='no')": (lambda: tcl_loss(x, g, normalize="no"), "normalize must be True or False"),
+        "tcl_loss anchor_weights (3,)": (
+            lambda: tcl_loss(x, g, anchor_weights=torch.ones(3)),
+            "anchor_weights must be a floating (4,) tensor",
+        ),
+        "TCLLoss(memory_bank_size=8.0)": (lambda: TCLLoss(memory_bank_size=8.0), "memory_bank_size must be 0, an int"),
+        "TCLLoss(memory_bank_size=True)": (lambda: TCLLoss(memory_bank_size=True), "memory_bank_size must be 0"),
+        "LabeledMemoryBank(True)": (lambda: LabeledMemoryBank(True), "memory bank size must be an integer >= 1"),
+        "LabeledMemoryBank(4.5)": (lambda: LabeledMemoryBank(4.5), "memory bank size must be an integer >= 1"),
+        "LabeledMemoryBank('8')": (lambda: LabeledMemoryBank("8"), "memory bank size must be an integer >= 1"),
+        "LabeledMemoryBank(8, dim=2.0)": (lambda: LabeledMemoryBank(8, 2.0), "memory bank dim must be an integer"),
+        "bank.enqueue float labels": (
+            lambda: LabeledMemoryBank(8, 8).enqueue(x, g.float()),
+            "memory bank labels must be an integer tensor",
+        ),
+        "bank.enqueue labels (2,)": (
+            lambda: LabeledMemoryBank(8, 8).enqueue(x, g[:2]),
+            "memory bank labels must have shape (4,)",
+        ),
+        "bank.enqueue meta": (
+            lambda: LabeledMemoryBank(8, 8).enqueue(meta),
+            "memory bank embeddings is on the meta device",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_loss_cases()))
+def test_door_the_loss_api_refuses_what_it_cannot_compute_naming_argument_and_value(case):
+    call, message = _loss_cases()[case]
+    with pytest.raises(ValueError) as refused:
+        call()
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": "np.float32(0.1)"}, {"k1": "np.int64(10)"}, {"k2": "np.float64(2)"}]
+)
+def test_door_numpy_numbers_are_hyper_parameters(kwargs):
+    import numpy as np
+
+    from tcl_ssl.loss import TCLLoss
+    from tcl_ssl.pml import TCLPMLLoss
+
+    given = {key: eval(text, {"np": np}) for key, text in kwargs.items()}  # noqa: S307 - the test's own text
+    plain = {key: float(value) for key, value in given.items()}
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    torch.testing.assert_close(TCLLoss(**given)(x, y), TCLLoss(**plain)(x, y))
+    assert TCLPMLLoss(**given)(x, torch.tensor([0, 1, 0, 1])).isfinite()
+    assert TCLLoss(memory_bank_size=np.int64(8)).memory_bank.size == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (a GPU)")
+def test_door_views_and_labels_on_different_devices_are_refused():
+    from tcl_ssl.loss import TCLLoss, tcl_loss
+
+    x = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="must be on one device, got view 0 on cpu, view 1 on cuda"):
+        TCLLoss()(x, x.cuda())
+    with pytest.raises(ValueError, match="must be on one device, got views on cuda:0, labels on cpu"):
+        TCLLoss()(x.cuda(), x.cuda(), labels=torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="must be on one device, got embeddings on cuda:0, groups on cpu"):
+        tcl_loss(x.cuda(), torch.tensor([0, 1, 0, 1]))
+
+
+def test_door_a_bad_method_option_reaching_the_loss_is_refused_before_any_data(capsys, tmp_path, monkeypatch):
+    import tcl_ssl.train as train
+
+    monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    out = tmp_path / "run"
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(out), "-o", "temperature=true"],
+        "temperature must be a finite number > 0 (a Python or numpy number), got True",
+    )
+    assert not (out / "config.json").exists()
