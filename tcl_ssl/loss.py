@@ -668,10 +668,10 @@ def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
     def integer(value: Any) -> bool:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
-    if integer(size):
-        if size < 0:  # type: ignore[operator]
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        if size < 0:
             raise ValueError(f"memory_bank_size must be >= 0, got {size}")
-        return LabeledMemoryBank(int(size)) if size else None  # type: ignore[call-overload]
+        return LabeledMemoryBank(int(size)) if size else None
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(integer(v) for v in size):
         if size[0] < 0 or size[1] < 1:
             raise ValueError(f"memory_bank_size must be a (K >= 0, D >= 1) pair, got {tuple(size)}")

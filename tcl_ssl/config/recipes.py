@@ -144,7 +144,7 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> Reci
     """
     import yaml  # PyYAML is imported only when a recipe is read
 
-    from tcl_ssl.config.yaml12 import load_yaml
+    from tcl_ssl.config.yaml12 import load_yaml  # (imports PyYAML: only when a recipe is read)
 
     path = recipe_path(name_or_path).resolve()
     where = f"recipe {str(path)!r}"
