@@ -29,14 +29,22 @@ matrix products as ``z @ z.T`` forward + backward plus a few passes over ``S``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from lightly.utils import dist
 from torch import Tensor, nn
-from torch.nn import functional as F
 
+from tcl_ssl.input_checks import (
+    check_embeddings,
+    check_flag,
+    check_ids,
+    check_number,
+    check_same_device,
+    stable_normalize,
+)
 from tcl_ssl.memory_bank import LabeledMemoryBank
 
 __all__ = [
@@ -51,23 +59,25 @@ __all__ = [
 ]
 
 
-def validate_hyperparameters(temperature: float, k1: float, k2: float) -> None:
-    """Check TCL's hyper-parameters.
+def validate_hyperparameters(temperature: float, k1: float, k2: float) -> tuple[float, float, float]:
+    """Check TCL's hyper-parameters: Python or numpy numbers, never booleans or texts.
 
     Args:
         temperature: softmax temperature ``t``; must be a finite number > 0.
         k1: weight of the hard-positive term; must be a finite number >= 0.
         k2: weight of the negatives; must be a finite number > 0.
 
+    Returns:
+        ``(temperature, k1, k2)`` as floats.
+
     Raises:
-        ValueError: naming the first hyper-parameter out of range.
+        ValueError: naming the first hyper-parameter that is not allowed, its value and what is.
     """
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if not (isinstance(k1, (int, float)) and math.isfinite(k1) and k1 >= 0):
-        raise ValueError(f"k1 must be a finite number >= 0, got {k1!r}")
-    if not (isinstance(k2, (int, float)) and math.isfinite(k2) and k2 > 0):
-        raise ValueError(f"k2 must be a finite number > 0, got {k2!r}")
+    return (
+        check_number("temperature", temperature, positive=True),
+        check_number("k1", k1, minimum=0),
+        check_number("k2", k2, positive=True),
+    )
 
 
 def positive_pairs(anchor_groups: Tensor, key_groups: Tensor, self_index: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -245,22 +255,6 @@ class _TCLFunction(torch.autograd.Function):
         return grad_anchors, grad_keys, None, None, None, None, None, None, None
 
 
-def _check_embeddings(name: str, x: Tensor, check_finite: bool = True) -> None:
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d (N, D) tensor, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
-    if check_finite and not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-
-
-def _check_groups(name: str, groups: Tensor, length: int) -> None:
-    if groups.ndim != 1 or groups.numel() != length:
-        raise ValueError(f"{name} must have shape ({length},) to match the embeddings, got {tuple(groups.shape)}")
-    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got dtype {groups.dtype}")
-
-
 def _check_equal_batches(batch: int, device: torch.device) -> None:
     """Raise ``ValueError`` on every process unless all processes pass ``batch`` rows (one tiny all_gather)."""
     size = torch.tensor([batch], device=device)
@@ -330,21 +324,32 @@ def tcl_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    validate_hyperparameters(temperature, k1, k2)
-    _check_embeddings("embeddings", embeddings, check_finite)
-    _check_groups("groups", groups, embeddings.shape[0])
+    temperature, k1, k2 = validate_hyperparameters(temperature, k1, k2)
+    normalize, check_finite = check_flag("normalize", normalize), check_flag("check_finite", check_finite)
+    check_embeddings("embeddings", embeddings, check_finite)
+    check_ids("groups", groups, embeddings.shape[0])
+    if anchor_weights is not None:
+        _check_weights(anchor_weights, embeddings.shape[0])
+    check_same_device(
+        embeddings=embeddings,
+        groups=groups,
+        keys=keys,
+        key_groups=key_groups,
+        self_index=self_index,
+        anchor_weights=anchor_weights,
+    )
     if keys is None:
         if key_groups is not None or self_index is not None:
             raise ValueError("key_groups and self_index are only allowed together with keys")
     else:
-        _check_embeddings("keys", keys, check_finite)
+        check_embeddings("keys", keys, check_finite)
         if keys.shape[1] != embeddings.shape[1]:
             raise ValueError(f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}")
         if key_groups is None:
             raise ValueError("key_groups is required when keys are given")
-        _check_groups("key_groups", key_groups, keys.shape[0])
+        check_ids("key_groups", key_groups, keys.shape[0])
         if self_index is not None:
-            _check_groups("self_index", self_index, embeddings.shape[0])
+            check_ids("self_index", self_index, embeddings.shape[0])
             if self_index.numel() and int(self_index.max()) >= keys.shape[0]:
                 raise ValueError(
                     f"self_index values must be < the number of keys ({keys.shape[0]}), got max {int(self_index.max())}"
@@ -354,14 +359,14 @@ def tcl_loss(
         dtype = torch.promote_types(embeddings.dtype, torch.float32)  # float32, or float64
         anchors = embeddings.to(dtype)
         if normalize:
-            anchors = F.normalize(anchors, dim=1)
+            anchors = stable_normalize(anchors)
         groups = groups.long()
         if keys is None:
             keys_, key_groups_ = anchors, groups
             self_index = torch.arange(anchors.shape[0], device=anchors.device)
         else:
             keys_ = keys.to(dtype)
-            keys_ = F.normalize(keys_, dim=1) if normalize else keys_
+            keys_ = stable_normalize(keys_) if normalize else keys_
             assert key_groups is not None  # checked above
             key_groups_ = key_groups.long()
             self_index = None if self_index is None else self_index.long()
@@ -374,9 +379,19 @@ def tcl_loss(
             key_groups_,
             self_index,
             anchor_weights.to(dtype),
-            float(temperature),
-            float(k1),
-            float(k2),
+            temperature,
+            k1,
+            k2,
+        )
+
+
+def _check_weights(weights: Any, length: int) -> None:
+    """``anchor_weights``: a floating ``(length,)`` tensor with data."""
+    if not isinstance(weights, Tensor) or weights.is_meta:
+        raise ValueError(f"anchor_weights must be a torch.Tensor with data, got {weights!r}")
+    if weights.shape != (length,) or not weights.is_floating_point():
+        raise ValueError(
+            f"anchor_weights must be a floating ({length},) tensor, got shape {tuple(weights.shape)}, dtype {weights.dtype}"
         )
 
 
@@ -509,11 +524,9 @@ class TCLLoss(nn.Module):
         check_inputs: bool = True,
     ) -> None:
         super().__init__()
-        validate_hyperparameters(temperature, k1, k2)
-        self.check_inputs = check_inputs
-        self.temperature = float(temperature)
-        self.k1 = float(k1)
-        self.k2 = float(k2)
+        self.temperature, self.k1, self.k2 = validate_hyperparameters(temperature, k1, k2)
+        self.check_inputs = check_flag("check_inputs", check_inputs)
+        gather_distributed = check_flag("gather_distributed", gather_distributed)
         if gather_distributed and not torch.distributed.is_available():
             raise ValueError("gather_distributed=True but torch.distributed is not available")
         if anchors not in ANCHOR_MODES:
@@ -649,24 +662,27 @@ class TCLLoss(nn.Module):
 
 
 def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
-    """The bank for ``memory_bank_size``: ``0`` none, ``K`` lazy width, ``(K, D)`` fixed."""
-    if isinstance(size, bool):
-        raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair, got {size!r}")
-    if isinstance(size, int):
+    """The bank for ``memory_bank_size``: ``0`` none, ``K`` lazy width, ``(K, D)`` fixed
+    (Python or numpy integers, never booleans)."""
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         if size < 0:
             raise ValueError(f"memory_bank_size must be >= 0, got {size}")
-        return LabeledMemoryBank(size) if size else None
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return LabeledMemoryBank(int(size)) if size else None
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(integer(v) for v in size):
         if size[0] < 0 or size[1] < 1:
             raise ValueError(f"memory_bank_size must be a (K >= 0, D >= 1) pair, got {tuple(size)}")
         return LabeledMemoryBank(int(size[0]), int(size[1])) if size[0] else None
-    raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair, got {size!r}")
+    raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair of integers, got {size!r}")
 
 
 def _normalized_float(embeddings: Tensor) -> Tensor:
     """L2-normalised embeddings in float32 (float64 stays), outside autocast."""
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        return F.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
+        return stable_normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)))
 
 
 def _all_gather_no_grad(tensor: Tensor) -> list[Tensor]:
@@ -703,6 +719,8 @@ def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None, min_views: i
             raise ValueError(
                 f"all views must have the same shape; view 0 is {tuple(first.shape)}, view {v} is {tuple(out.shape)}"
             )
+        check_embeddings(f"view {v}", out, check_finite=False)  # data, rows, columns (finite: later)
+    check_same_device(**{f"view {v}": out for v, out in enumerate(views)})
     batch = first.shape[0]
     if labels is None:
         base = torch.arange(batch, device=first.device)
@@ -710,5 +728,7 @@ def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None, min_views: i
         if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.numel() != batch:
             shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
             raise ValueError(f"labels must have shape ({batch},) to match the views, got {shape}")
-        base = labels.to(first.device)
+        check_ids("labels", labels, batch)
+        check_same_device(views=first, labels=labels)
+        base = labels
     return torch.cat(views, dim=0), base.repeat(len(views))

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tcl_ssl.input_checks import check_count, check_embeddings, check_ids, check_same_device
+
 #: label stored for entries enqueued without labels (self-supervised)
 NO_LABEL = -1
 
@@ -31,7 +33,7 @@ class LabeledMemoryBank(nn.Module):
             batch.
 
     Raises:
-        ValueError: when ``size`` or ``dim`` is < 1.
+        ValueError: when ``size`` or ``dim`` is not an integer >= 1.
 
     Example:
         >>> import torch
@@ -51,8 +53,8 @@ class LabeledMemoryBank(nn.Module):
 
     def __init__(self, size: int, dim: int | None = None) -> None:
         super().__init__()
-        if size < 1 or (dim is not None and dim < 1):
-            raise ValueError(f"memory bank size and dim must be >= 1, got size={size}, dim={dim}")
+        size = check_count("memory bank size", size, minimum=1)
+        dim = None if dim is None else check_count("memory bank dim", dim, minimum=1)
         self.size = size
         self.dim = dim
         self.register_buffer("embeddings", torch.zeros(size, dim or 0))
@@ -73,8 +75,7 @@ class LabeledMemoryBank(nn.Module):
             ValueError: when ``dim`` is < 1.
         """
         if self.dim is None:
-            if dim < 1:
-                raise ValueError(f"memory bank dim must be >= 1, got {dim}")
+            dim = check_count("memory bank dim", dim, minimum=1)
             self.dim = dim
             self.embeddings = torch.zeros(self.size, dim, device=self.embeddings.device)
 
@@ -109,12 +110,18 @@ class LabeledMemoryBank(nn.Module):
             labels: ``(B,)`` integer labels; ``None`` stores :data:`NO_LABEL`.
 
         Raises:
-            ValueError: when ``embeddings`` is not ``(B, dim)``.
+            ValueError: when ``embeddings`` is not a floating ``(B, dim)`` tensor with data, or
+                ``labels`` not a ``(B,)`` integer tensor on the same device.
         """
-        if self.dim is None and embeddings.ndim == 2:
+        if isinstance(embeddings, torch.Tensor) and self.dim is None and embeddings.ndim == 2:
             self.materialize(embeddings.shape[1])
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
-            raise ValueError(f"memory bank expects (B, {self.dim}) embeddings, got {tuple(embeddings.shape)}")
+        if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+            raise ValueError(f"memory bank expects (B, {self.dim}) embeddings, got {shape}")
+        check_embeddings("memory bank embeddings", embeddings, check_finite=False)
+        if labels is not None:
+            check_ids("memory bank labels", labels, embeddings.shape[0])
+            check_same_device(embeddings=embeddings, labels=labels)
         embeddings = embeddings.detach()[-self.size :]
         count = embeddings.shape[0]
         if labels is None:

@@ -53,6 +53,7 @@ from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
+from tcl_ssl.input_checks import check_embeddings, check_ids, check_same_device
 from tcl_ssl.loss import validate_hyperparameters
 
 __all__ = ["TCLPMLLoss", "SelfSupervisedLoss", "CrossBatchMemory"]
@@ -90,12 +91,42 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
     """
 
     def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0, **kwargs: Any) -> None:
-        validate_hyperparameters(temperature, k1, k2)
+        temperature, k1, k2 = validate_hyperparameters(temperature, k1, k2)
         super().__init__(mat_based_loss=True, **kwargs)
-        self.temperature = float(temperature)
-        self.k1 = float(k1)
-        self.k2 = float(k2)
+        self.temperature = temperature
+        self.k1 = k1
+        self.k2 = k2
         self.add_to_recordable_attributes(list_of_names=["temperature", "k1", "k2"], is_stat=False)
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        indices_tuple: Any = None,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        """PML's loss call, with the inputs checked first (a batch with rows and columns, data
+        on one device, integer labels) and, for a distance that normalises, each row scaled
+        by its largest absolute value first, so that embeddings whose norm would overflow
+        give the loss of their directions.
+
+        Raises:
+            ValueError: naming the argument and what is wrong.
+        """
+        check_embeddings("embeddings", embeddings, check_finite=False)
+        if labels is not None:
+            check_ids("labels", labels, embeddings.shape[0])
+        if ref_emb is not None:
+            check_embeddings("ref_emb", ref_emb, check_finite=False)
+            if ref_labels is not None:
+                check_ids("ref_labels", ref_labels, ref_emb.shape[0])
+        check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)
+        if getattr(self.distance, "normalize_embeddings", False):
+            embeddings = _scaled(embeddings)
+            ref_emb = None if ref_emb is None else _scaled(ref_emb)
+        result: Tensor = super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        return result
 
     def _compute_loss(self, mat: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> dict[str, Any]:
         """Per-anchor TCL losses from the ``(N, M)`` distance matrix and 0/1 pair masks."""
@@ -133,6 +164,13 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
     def get_default_distance(self) -> CosineSimilarity:
         """The distance used when none is given: cosine similarity."""
         return CosineSimilarity()
+
+
+def _scaled(x: Tensor) -> Tensor:
+    """Each row divided by its largest absolute value (detached; zero rows kept): the same
+    directions, with norms PML's normaliser can compute without overflow."""
+    scale = x.detach().abs().amax(dim=1, keepdim=True)
+    return x / torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 class SelfSupervisedLoss(pml_losses.SelfSupervisedLoss):

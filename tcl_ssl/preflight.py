@@ -12,7 +12,6 @@ from torch import nn
 import augmentations
 from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.data import dataset_identity
-from tcl_ssl.evaluation.suite import check_protocols
 from tcl_ssl.methods import Method, OptimConfig, method_class
 from tcl_ssl.runs import check_writable, resolve_checkpoint
 from tcl_ssl.safe_io import DamagedFileError, check_archive
@@ -25,8 +24,8 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
 
     Raises:
         ValueError: naming the first bad option, its value and what is allowed (types and
-            ranges first, then methods, augmentations, protocols, logger, checkpoint, devices and
-            the run directory).
+            ranges, names and devices first, as declared in :mod:`tcl_ssl.config.schema`; then
+            methods, augmentations, logger, checkpoint and the run directory).
     """
     config = config.checked()
     cls = method_class(config.method.name)  # raises on unknown names
@@ -48,10 +47,8 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"augmentation_options {method.augmentation_options}: {error}") from None
-    check_protocols(config.eval.protocols)
     if trainer.logger == "tensorboard" and not tensorboard_available():
         raise ConfigError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
-    _check_devices(trainer.devices)
     if config.run.resume is not None:
         _check_checkpoint(config.run.resume)
     if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -61,8 +58,8 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
         )
     if trainer.sync_batchnorm and (trainer.accelerator == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the CPU)")
-    check_writable(config.run_dir())
     check_out_outside_dataset(config.run_dir(), config.data.dataset)
+    check_writable(config.run_dir())
     unknown = sorted(set(method.options) - set(cls.options()))
     if unknown:
         allowed = ", ".join(cls.options()) or "none"
@@ -91,23 +88,6 @@ def check_out_outside_dataset(out: Path, dataset: str) -> None:
             f"the run directory (--out) {str(out)!r} is inside the dataset folder {str(folder)!r}: its files "
             "would be written among the images; choose an --out outside the dataset"
         )
-
-
-def _check_devices(devices: int | str | list[int]) -> None:
-    """Lightning's ``devices``: a count (-1: all), ``auto``, or device indices as a list or a
-    comma-separated text."""
-    if isinstance(devices, int) and devices >= -1:
-        return
-    if isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices):
-        return
-    if isinstance(devices, str):
-        text = devices.strip()
-        indices = [part.strip() for part in text.split(",") if part.strip()]
-        if text == "auto" or text == "-1" or (indices and all(part.isdigit() for part in indices)):
-            return
-    raise ConfigError(
-        f"devices must be a count (-1: all), auto, or device indices such as 0,1 or [0, 1], got {devices!r}"
-    )
 
 
 def _check_checkpoint(resume: str) -> None:

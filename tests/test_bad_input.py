@@ -524,3 +524,280 @@ def test_images_an_out_inside_the_dataset_is_refused_before_writing(capsys, tmp_
             f"the run directory (--out) {str(out)!r} is inside the dataset folder {str(root.resolve())!r}",
         )
     assert _digests(root) == before and not (root / "runs").exists() and not (root / "a" / "run").exists()
+
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--devices", "abc"],
+        "argument --devices: devices must be a count >= 1, -1 (all), auto, or device",
+    )
+
+
+# ---- door ----
+# Every configuration value is checked at the door, by its declaration (tcl_ssl.config.schema):
+# on the command line at parse (argparse's exit 2, naming the flag), in a recipe file at load
+# (naming the file), in PretrainConfig.build()/replace() for API users; and the loss API refuses
+# what it cannot compute. Cases: /work/notes/cases-door.md.
+
+_ALLOWED_DEVICES = "a count >= 1, -1 (all), auto, or device indices such as 0,1 or [0, 1]"
+_ALLOWED_LIMIT = "a number of batches (an integer >= 1) or a fraction of the epoch in (0, 1]"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--devices", "abc"], f"argument --devices: devices must be {_ALLOWED_DEVICES}; got 'abc'"),
+        (["--devices", "0"], f"argument --devices: devices must be {_ALLOWED_DEVICES}; got 0"),
+        (["--devices", "-2"], f"argument --devices: devices must be {_ALLOWED_DEVICES}; got -2"),
+        (["--devices", "0,0"], f"argument --devices: devices must be {_ALLOWED_DEVICES}; got '0,0'"),
+        (["--precision", "17"], "argument --precision: precision must be one of 32-true, 16-mixed, bf16-mixed"),
+        (["--accelerator", "tpux"], "argument --accelerator: accelerator must be one of auto, cpu, gpu, cuda"),
+        (["--strategy", "dpp"], "argument --strategy: strategy must be one of auto, ddp, ddp_spawn"),
+        (["--protocols", "knn,nope"], "argument --protocols: protocols must be a non-empty subset of knn, linear"),
+        (["--protocols", ""], "argument --protocols: protocols must be a non-empty subset of knn, linear"),
+        (
+            ["--limit-train-batches", "0"],
+            f"argument --limit-train-batches: limit_train_batches must be {_ALLOWED_LIMIT}",
+        ),
+        (["--limit-train-batches", "1.5"], f"limit_train_batches must be {_ALLOWED_LIMIT}; got 1.5"),
+        (["--limit-train-batches", "abc"], f"limit_train_batches must be {_ALLOWED_LIMIT}; got 'abc'"),
+        (["--seed", "-1"], "argument --seed: seed must be an integer >= 0, got -1"),
+        (["--seed", str(2**32)], "argument --seed: seed must be an integer <= 4294967295, got 4294967296"),
+        (["--val-fraction", "1.0"], "argument --val-fraction: val_fraction must be a number in (0, 1); got 1.0"),
+        (["--test-fraction", "1.5"], "argument --test-fraction: test_fraction must be a number in (0, 1); got 1.5"),
+        (["--epochs", "1.5"], "argument --epochs: epochs must be an integer, got '1.5'"),
+        (["--knn-temperature", "nan"], "argument --knn-temperature: knn_temperature must be a number, got nan"),
+        (["--lr", "0"], "argument --lr: lr must be a number > 0, got 0"),
+    ],
+)
+def test_door_a_flag_value_not_allowed_is_refused_at_parse_naming_flag_value_and_what_is_allowed(
+    capsys, tmp_path, extra, message
+):
+    out = tmp_path / "run"
+    _refused(capsys, ["pretrain", *QUICK, "--out", str(out), *extra], message)
+    assert not out.exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [("1", 1), ("3", 3), ("0.25", 0.25), ("1.0", 1.0)],
+)
+def test_door_limit_train_batches_an_int_counts_batches_a_float_is_a_fraction(text, value):
+    from tcl_ssl.cli import build_parser
+    from tcl_ssl.cli.options import given_options
+
+    given = given_options(build_parser().parse_args(["pretrain", "--limit-train-batches", text]))
+    assert given == {"limit_train_batches": value} and type(given["limit_train_batches"]) is type(value)
+
+
+@pytest.mark.parametrize(
+    "yaml_text,message",
+    [
+        ('supervised: "no"\n', "supervised must be true or false, got 'no'"),
+        ("supervised: no\n", "supervised must be true or false, got 'no'"),  # YAML 1.1 read it as false
+        ("supervised: yes\n", "supervised must be true or false, got 'yes'"),  # YAML 1.1 read it as true
+        ("plots: off\n", "plots must be true or false, got 'off'"),
+        ('lr: "0.1"\n', "lr must be a number or null, got '0.1'"),
+        ('epochs: "3"\n', "epochs must be an integer, got '3'"),
+        ("optim: {lr: x}\n", "lr must be a number or null, got 'x'"),
+        ("knn_k: 3.0\n", "knn_k must be an integer, got 3.0"),
+        ("seed: 1:30\n", "seed must be an integer, got '1:30'"),  # YAML 1.1 read it as 90
+        ("devices: abc\n", f"devices must be {_ALLOWED_DEVICES}; got 'abc'"),
+        ("precision: 17\n", "precision must be one of 32-true, 16-mixed"),
+        ("protocols: [knn, nope]\n", "protocols must be a non-empty subset of knn, linear, linear-aug, retrieval"),
+        ("limit_train_batches: 5.5\n", f"limit_train_batches must be {_ALLOWED_LIMIT}; got 5.5"),
+        ("val_fraction: 1\n", "val_fraction must be a number in (0, 1); got 1"),
+    ],
+)
+def test_door_a_recipe_value_of_the_wrong_type_is_refused_at_load_naming_file_key_value(
+    capsys, tmp_path, yaml_text, message
+):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(yaml_text)
+    out = tmp_path / "run"
+    err = _refused(capsys, ["pretrain", "--config", str(recipe), "--out", str(out)], message)
+    assert f"recipe {str(recipe)!r}" in err and not out.exists()
+
+
+def test_door_a_bad_value_in_a_parent_recipe_names_the_parent_file(capsys, tmp_path):
+    (tmp_path / "parent.yaml").write_text("supervised: yes\n")
+    (tmp_path / "child.yaml").write_text("extends: parent.yaml\nepochs: 2\n")
+    err = _refused(capsys, ["pretrain", "--config", str(tmp_path / "child.yaml")], "supervised must be true or false")
+    assert f"recipe {str(tmp_path / 'parent.yaml')!r}" in err
+
+
+@pytest.mark.parametrize(
+    "yaml_text,key,value",
+    [
+        ("lr: 1e-4\n", "lr", 1e-4),  # YAML 1.1 left 1e-4 a text
+        ("epochs: 010\n", "epochs", 10),  # YAML 1.1 read it as octal 8
+        ("supervised: true\n", "supervised", True),
+        ("plots: False\n", "plots", False),
+    ],
+)
+def test_door_recipes_are_read_with_yaml_1_2_types(tmp_path, yaml_text, key, value):
+    from tcl_ssl.config.recipes import load_recipe
+
+    (tmp_path / "r.yaml").write_text(yaml_text)
+    got = load_recipe(tmp_path / "r.yaml").config().get(key)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"epochs": "3"}, "epochs must be an integer, got '3'"),
+        ({"supervised": "no"}, "supervised must be true or false, got 'no'"),
+        ({"devices": "abc"}, f"devices must be {_ALLOWED_DEVICES}; got 'abc'"),
+        ({"lr": True}, "lr must be a number or null, got True"),
+        ({"limit_train_batches": 0}, f"limit_train_batches must be {_ALLOWED_LIMIT}; got 0"),
+    ],
+)
+def test_door_build_and_replace_check_values(change, message):
+    import re
+
+    from tcl_ssl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        PretrainConfig.build(**change)
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        PretrainConfig().replace(**change)
+
+
+def test_door_build_takes_numpy_numbers_and_paths():
+    import numpy as np
+
+    config = PretrainConfig.build(seed=np.int64(3), lr=np.float32(0.5), out=Path("runs") / "a")
+    assert (config.run.seed, config.optim.lr, config.run.out) == (3, 0.5, str(Path("runs") / "a"))
+    assert type(config.run.seed) is int and type(config.optim.lr) is float
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--protocols", "nope"], "argument --protocols: protocols must be a non-empty subset of knn, linear"),
+        (["--accelerator", "tpux"], "argument --accelerator: accelerator must be one of auto, cpu, gpu"),
+        (["--knn-temperature", "-1"], "argument --knn-temperature: knn_temperature must be a number > 0, got -1"),
+        (["--knn-k", "0"], "argument --knn-k: knn_k must be an integer >= 1, got 0"),
+        (["--linear-aug-epochs", "0"], "argument --linear-aug-epochs: linear_aug_epochs must be an integer >= 1"),
+        (["--linear-aug-batch-size", "0"], "argument --linear-aug-batch-size: must be an integer >= 1, got '0'"),
+    ],
+)
+def test_door_eval_flags_are_checked_by_the_same_declarations(capsys, tmp_path, extra, message):
+    _refused(capsys, ["eval", str(tmp_path / "no-run"), *extra], message)
+
+
+# -- door: the loss API --
+
+
+def _loss_cases():
+    import numpy as np
+
+    from tcl_ssl.loss import TCLLoss, tcl_loss
+    from tcl_ssl.memory_bank import LabeledMemoryBank
+    from tcl_ssl.pml import TCLPMLLoss
+
+    x, g = torch.randn(4, 8), torch.tensor([0, 1, 0, 1])
+    meta = torch.empty(4, 8, device="meta")
+    empty, no_ids = torch.empty(0, 8), torch.empty(0, dtype=torch.long)
+    return {
+        "tcl_loss empty batch": (lambda: tcl_loss(empty, no_ids), "embeddings is an empty batch (shape (0, 8))"),
+        "TCLLoss empty batch": (lambda: TCLLoss()(empty, empty), "view 0 is an empty batch (shape (0, 8))"),
+        "TCLPMLLoss empty batch": (lambda: TCLPMLLoss()(empty, no_ids), "embeddings is an empty batch"),
+        "tcl_loss zero-width": (lambda: tcl_loss(torch.empty(4, 0), g), "embeddings has zero-width embeddings"),
+        "TCLLoss zero-width": (lambda: TCLLoss()(torch.empty(4, 0), torch.empty(4, 0)), "view 0 has zero-width"),
+        "TCLPMLLoss zero-width": (lambda: TCLPMLLoss()(torch.empty(4, 0), g), "embeddings has zero-width"),
+        "tcl_loss meta": (lambda: tcl_loss(meta, g.to("meta")), "embeddings is on the meta device (no data)"),
+        "TCLLoss meta views": (lambda: TCLLoss()(meta, meta), "view 0 is on the meta device (no data)"),
+        "TCLLoss one view on meta": (lambda: TCLLoss()(x, meta), "view 1 is on the meta device"),
+        "TCLLoss labels on meta": (lambda: TCLLoss()(x, x, labels=g.to("meta")), "labels is on the meta device"),
+        "tcl_loss groups on meta": (lambda: tcl_loss(x, g.to("meta")), "groups is on the meta device"),
+        "TCLPMLLoss meta": (lambda: TCLPMLLoss()(meta, g), "embeddings is on the meta device"),
+        "TCLPMLLoss labels on meta": (lambda: TCLPMLLoss()(x, g.to("meta")), "labels is on the meta device"),
+        "TCLLoss float labels": (lambda: TCLLoss()(x, x, labels=g.float()), "labels must be an integer tensor"),
+        "TCLLoss bool labels": (lambda: TCLLoss()(x, x, labels=g.bool()), "labels must be an integer tensor"),
+        "TCLPMLLoss float labels": (lambda: TCLPMLLoss()(x, g.float() + 0.5), "labels must be an integer tensor"),
+        "TCLLoss(temperature=True)": (lambda: TCLLoss(temperature=True), "temperature must be a finite number > 0"),
+        "TCLLoss(k1=False)": (lambda: TCLLoss(k1=False), "k1 must be a finite number >= 0"),
+        "TCLLoss(k2=np.True_)": (lambda: TCLLoss(k2=np.bool_(True)), "k2 must be a finite number > 0"),
+        "TCLLoss(temperature='0.1')": (lambda: TCLLoss(temperature="0.1"), "temperature must be a finite number"),
+        "TCLLoss(temperature=None)": (lambda: TCLLoss(temperature=None), "temperature must be a finite number"),
+        "TCLLoss(k1=tensor)": (lambda: TCLLoss(k1=torch.tensor(3.0)), "k1 must be a finite number >= 0"),
+        "tcl_loss(temperature=True)": (lambda: tcl_loss(x, g, temperature=True), "temperature must be a finite"),
+        "TCLPMLLoss(temperature=True)": (lambda: TCLPMLLoss(temperature=True), "temperature must be a finite"),
+        "TCLLoss(gather_distributed='no')": (lambda: TCLLoss(gather_distributed="no"), "gather_distributed must be"),
+        "TCLLoss(check_inputs='no')": (lambda: TCLLoss(check_inputs="no"), "check_inputs must be True or False"),
+        "tcl_loss(normalize='no')": (lambda: tcl_loss(x, g, normalize="no"), "normalize must be True or False"),
+        "tcl_loss anchor_weights (3,)": (
+            lambda: tcl_loss(x, g, anchor_weights=torch.ones(3)),
+            "anchor_weights must be a floating (4,) tensor",
+        ),
+        "TCLLoss(memory_bank_size=8.0)": (lambda: TCLLoss(memory_bank_size=8.0), "memory_bank_size must be 0, an int"),
+        "TCLLoss(memory_bank_size=True)": (lambda: TCLLoss(memory_bank_size=True), "memory_bank_size must be 0"),
+        "LabeledMemoryBank(True)": (lambda: LabeledMemoryBank(True), "memory bank size must be an integer >= 1"),
+        "LabeledMemoryBank(4.5)": (lambda: LabeledMemoryBank(4.5), "memory bank size must be an integer >= 1"),
+        "LabeledMemoryBank('8')": (lambda: LabeledMemoryBank("8"), "memory bank size must be an integer >= 1"),
+        "LabeledMemoryBank(8, dim=2.0)": (lambda: LabeledMemoryBank(8, 2.0), "memory bank dim must be an integer"),
+        "bank.enqueue float labels": (
+            lambda: LabeledMemoryBank(8, 8).enqueue(x, g.float()),
+            "memory bank labels must be an integer tensor",
+        ),
+        "bank.enqueue labels (2,)": (
+            lambda: LabeledMemoryBank(8, 8).enqueue(x, g[:2]),
+            "memory bank labels must have shape (4,)",
+        ),
+        "bank.enqueue meta": (
+            lambda: LabeledMemoryBank(8, 8).enqueue(meta),
+            "memory bank embeddings is on the meta device",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_loss_cases()))
+def test_door_the_loss_api_refuses_what_it_cannot_compute_naming_argument_and_value(case):
+    call, message = _loss_cases()[case]
+    with pytest.raises(ValueError) as refused:
+        call()
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": "np.float32(0.1)"}, {"k1": "np.int64(10)"}, {"k2": "np.float64(2)"}]
+)
+def test_door_numpy_numbers_are_hyper_parameters(kwargs):
+    import numpy as np
+
+    from tcl_ssl.loss import TCLLoss
+    from tcl_ssl.pml import TCLPMLLoss
+
+    given = {key: eval(text, {"np": np}) for key, text in kwargs.items()}  # noqa: S307 - the test's own text
+    plain = {key: float(value) for key, value in given.items()}
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    torch.testing.assert_close(TCLLoss(**given)(x, y), TCLLoss(**plain)(x, y))
+    assert TCLPMLLoss(**given)(x, torch.tensor([0, 1, 0, 1])).isfinite()
+    assert TCLLoss(memory_bank_size=np.int64(8)).memory_bank.size == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (a GPU)")
+def test_door_views_and_labels_on_different_devices_are_refused():
+    from tcl_ssl.loss import TCLLoss, tcl_loss
+
+    x = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="must be on one device, got view 0 on cpu, view 1 on cuda"):
+        TCLLoss()(x, x.cuda())
+    with pytest.raises(ValueError, match="must be on one device, got views on cuda:0, labels on cpu"):
+        TCLLoss()(x.cuda(), x.cuda(), labels=torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="must be on one device, got embeddings on cuda:0, groups on cpu"):
+        tcl_loss(x.cuda(), torch.tensor([0, 1, 0, 1]))
+
+
+def test_door_a_bad_method_option_reaching_the_loss_is_refused_before_any_data(capsys, tmp_path, monkeypatch):
+    import tcl_ssl.train as train
+
+    monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    out = tmp_path / "run"
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(out), "-o", "temperature=true"],
+        "temperature must be a finite number > 0 (a Python or numpy number), got True",
+    )
+    assert not (out / "config.json").exists()

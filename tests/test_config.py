@@ -89,8 +89,13 @@ def test_values_are_checked_against_their_declaration_naming_value_and_what_is_a
 
 
 def test_lossless_conversions_only():
-    config = PretrainConfig.from_dict({"lr": "1e-4", "weight_decay": 0, "limit_train_batches": 2})
-    assert config.optim.lr == 1e-4 and config.optim.weight_decay == 0.0 and isinstance(config.optim.weight_decay, float)
+    config = PretrainConfig.from_dict({"lr": 1, "weight_decay": 0, "limit_train_batches": 2})
+    assert (
+        config.optim.lr == 1.0
+        and isinstance(config.optim.lr, float)
+        and config.optim.weight_decay == 0.0
+        and isinstance(config.optim.weight_decay, float)
+    )
     assert config.trainer.limit_train_batches == 2 and isinstance(config.trainer.limit_train_batches, int)
 
 
@@ -182,3 +187,22 @@ def test_the_former_module_name_of_the_run_evaluation_still_imports():
     from tcl_ssl.evaluation.run import read_features as read_now
 
     assert (evaluate_run, read_features) == (now, read_now)
+
+
+def test_the_lightning_names_checked_at_the_door_are_lightnings():
+    """tcl_ssl.config.checks lists Lightning's names without importing torch; they must be the
+    installed Lightning's (its registries and precision inputs), so no valid value is refused."""
+    import typing
+
+    from lightning_fabric.plugins.precision.precision import _PRECISION_INPUT
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    from tcl_ssl.config.checks import ACCELERATORS, PRECISIONS, STRATEGIES
+
+    def values(hint):
+        return {v for arm in typing.get_args(hint) for v in (values(arm) if typing.get_args(arm) else {arm})}
+
+    assert set(PRECISIONS) == values(_PRECISION_INPUT)
+    assert set(STRATEGIES) == {"auto", *StrategyRegistry.available_strategies()}
+    assert set(ACCELERATORS) == {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}

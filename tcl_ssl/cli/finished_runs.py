@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tcl_ssl.cli.options import add_option_flag
 from tcl_ssl.cli.report import format_metrics
 
 __all__ = ["add_eval", "add_export", "add_summarize"]
@@ -27,14 +28,15 @@ def add_eval(sub: Any) -> None:
         "<run>/eval.json (one entry per dataset) and the pictures to <run>/plots/.",
     )
     p.add_argument("run", help="run directory or checkpoint (.ckpt) of any method")
-    p.add_argument("--protocols", default="knn,linear", help=_PROTOCOLS_HELP)
-    p.add_argument("--dataset", default=None, help="evaluate on another dataset (default: the run's)")
-    p.add_argument("--data-dir", default=None, help="where torchvision datasets are stored")
-    p.add_argument("--knn-k", type=int, default=None, help="(default: the run's, 200 unless changed)")
-    p.add_argument("--knn-temperature", type=float, default=None, help="(default: the run's, 0.1 unless changed)")
-    p.add_argument("--linear-aug-epochs", type=int, default=90, help="epochs of the linear-aug protocol")
-    p.add_argument("--linear-aug-batch-size", type=int, default=256)
-    p.add_argument("--accelerator", default="auto")
+    # the options eval shares with pretrain are typed and checked by their declarations
+    add_option_flag(p, "protocols", "knn,linear", _PROTOCOLS_HELP)  # argparse converts a text default
+    add_option_flag(p, "dataset", None, "evaluate on another dataset (default: the run's)")
+    add_option_flag(p, "data_dir", None, "where torchvision datasets are stored")
+    add_option_flag(p, "knn_k", None, "(default: the run's, 200 unless changed)")
+    add_option_flag(p, "knn_temperature", None, "(default: the run's, 0.1 unless changed)")
+    add_option_flag(p, "linear_aug_epochs", 90, "epochs of the linear-aug protocol")
+    p.add_argument("--linear-aug-batch-size", type=_positive_int, default=256)
+    add_option_flag(p, "accelerator", "auto")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
         "--save-features",
@@ -43,6 +45,17 @@ def add_eval(sub: Any) -> None:
         help="also save the backbone's features and labels of each split (torch.save)",
     )
     p.set_defaults(func=run_eval)
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 from the command line."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -56,7 +69,7 @@ def run_eval(args: argparse.Namespace) -> int:
         linear_aug_epochs=args.linear_aug_epochs,
         linear_aug_batch_size=args.linear_aug_batch_size,
     )
-    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    protocols = args.protocols
     entry = evaluate_run(
         args.run,
         protocols,

@@ -19,6 +19,7 @@ from tcl_ssl.config.spec import describe_type, parse_assignment, parse_text
 
 __all__ = [
     "add_config_options",
+    "add_option_flag",
     "apply_given",
     "describe_options",
     "given_options",
@@ -81,6 +82,25 @@ def _converter(info: OptionInfo) -> Any:
 
     convert.__name__ = describe_type(info.hint)
     return convert
+
+
+def add_option_flag(
+    parser: argparse.ArgumentParser | Any, key: str, default: Any = None, help: str | None = None
+) -> None:
+    """Add the flag of the option called ``key`` to a command that shares it (``tcl-ssl eval``),
+    typed and checked as the option's declaration says, with this command's ``default``
+    (converted to ``args.<dest>`` as given) and ``help`` (default: the declaration's)."""
+    info = PretrainConfig.option_info(key)
+    choices = _choices(info.hint)
+    parser.add_argument(
+        *_flags(info),
+        dest=key,
+        type=_converter(info),
+        choices=choices,
+        default=default,
+        metavar=info.spec.metavar or (None if choices else key.upper()),
+        help=help or info.spec.help,
+    )
 
 
 def mapping_keys() -> list[str]:

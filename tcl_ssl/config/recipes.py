@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tcl_ssl.config.schema import PretrainConfig
-from tcl_ssl.config.spec import ConfigError
+from tcl_ssl.config.spec import ConfigError, check_value
 
 __all__ = ["RECIPE_DIR", "Recipe", "available", "describe_recipes", "load_recipe", "recipe_path"]
 
@@ -99,8 +99,11 @@ def merge_options(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
 
 
 def _flat_options(content: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """A recipe's mapping with groups flattened to keys and older names mapped to keys; values
-    are left unchecked (an extending file may complete them)."""
+    """A recipe's mapping with groups flattened to keys and older names mapped to keys, each
+    value checked against its option's declaration (so that a bad value names this file).
+
+    Raises:
+        ConfigError: naming ``where``, the option, the value and what is allowed."""
     flat: dict[str, Any] = {}
     for name, value in content.items():
         if name in PretrainConfig.GROUPS and isinstance(value, Mapping):
@@ -125,7 +128,11 @@ def _flat_options(content: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key in ("out", "resume", "recipe"):
         if key in flat:
             raise ConfigError(f"{where} sets {key!r}, which belongs to a run, not a recipe")
-    return flat
+    options = PretrainConfig.options()
+    try:
+        return {key: check_value(key, value, options[key].hint, options[key].spec) for key, value in flat.items()}
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> Recipe:
@@ -137,12 +144,14 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> Reci
     """
     import yaml  # PyYAML is imported only when a recipe is read
 
+    from tcl_ssl.config.yaml12 import load_yaml  # (imports PyYAML: only when a recipe is read)
+
     path = recipe_path(name_or_path).resolve()
     where = f"recipe {str(path)!r}"
     if path in _chain:
         raise ConfigError(f"{where} extends itself through {' -> '.join(map(str, _chain))}")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = load_yaml(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{where} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(content, dict):
@@ -178,10 +187,10 @@ def load_recipe(name_or_path: str | Path, _chain: tuple[Path, ...] = ()) -> Reci
 
 def describe_recipes() -> str:
     """One line per packaged recipe: its name and description."""
-    import yaml  # PyYAML is imported only when recipes are read
+    from tcl_ssl.config.yaml12 import load_yaml  # PyYAML is imported only when recipes are read
 
     lines = []
     for name in available():
-        description = (yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
+        description = (load_yaml((RECIPE_DIR / f"{name}.yaml").read_text()) or {}).get("description", "")
         lines.append(f"{name}: {' '.join(str(description).split())}")
     return "\n".join(lines)

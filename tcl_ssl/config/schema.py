@@ -23,6 +23,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from tcl_ssl.config.checks import (
+    ACCELERATORS,
+    PROTOCOLS,
+    STRATEGIES,
+    check_devices,
+    check_limit_batches,
+    check_precision,
+    parse_limit_batches,
+)
 from tcl_ssl.config.spec import ConfigError, OptionSpec, Shortcut, check_value, option, spec_of
 
 __all__ = [
@@ -42,13 +51,11 @@ __all__ = [
 RUN_DIR_ENV = "TCL_SSL_RUN_DIR"
 
 
-def _fraction_or_count(text: str) -> float | int:
-    """Lightning's ``limit_train_batches``: a fraction of the batches, or a count above 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"limit_train_batches must be a fraction or a count, got {text!r}") from None
-    return int(value) if value > 1 else value
+def _below_one(fraction: float) -> float:
+    """A fraction of a split: below 1, so that something is left."""
+    if fraction >= 1:
+        raise ValueError("a number in (0, 1)")
+    return fraction
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,14 @@ class DataOptions:
     val_fraction: float | None = option(
         None,
         exclusive_minimum=0,
+        check=_below_one,
         help="fraction of train held out for validation (default 0.1), where validation is split off train",
         budget=True,
     )
     test_fraction: float | None = option(
         None,
         exclusive_minimum=0,
+        check=_below_one,
         help="fraction held out for test from a single image folder (default 0.2)",
         budget=True,
     )
@@ -174,6 +183,7 @@ class EvalOptions:
     protocols: list[str] = option(
         default_factory=lambda: ["knn", "linear"],
         aliases=("eval_protocols",),
+        choices=PROTOCOLS,
         help="evaluations after training, comma-separated: knn, linear, linear-aug, retrieval",
         budget=True,
     )
@@ -190,15 +200,19 @@ class TrainerOptions:
 
     precision: int | str | None = option(
         None,
+        check=check_precision,
         help="Lightning precision, e.g. 32-true, bf16-mixed (default: bf16-mixed on a GPU, else 32-true)",
         budget=True,
     )
-    accelerator: str = option("auto", help="Lightning's: auto, cpu, gpu", budget=True)
+    accelerator: str = option("auto", choices=ACCELERATORS, help="Lightning's: auto, cpu, gpu", budget=True)
     devices: int | str | list[int] = option(
-        "auto", help="Lightning's: a count, a comma-separated list of device indices, or auto", budget=True
+        "auto",
+        check=check_devices,
+        help="Lightning's: a count, a comma-separated list of device indices, or auto",
+        budget=True,
     )
     num_nodes: int = option(1, minimum=1, help="machines taking part", budget=True)
-    strategy: str = option("auto", help="Lightning's: auto, ddp, ddp_spawn, fsdp, ...")
+    strategy: str = option("auto", choices=STRATEGIES, help="Lightning's: auto, ddp, ddp_spawn, fsdp, ...")
     sync_batchnorm: bool = option(False, help="BatchNorm statistics over all processes (GPUs only)")
     logger: Literal["csv", "tensorboard"] = option(
         "csv", help="csv, or tensorboard as well (needs the tensorboard package)", affects_results=False
@@ -213,7 +227,12 @@ class TrainerOptions:
         10, minimum=1, help="optimiser steps between the per-step rows of metrics.csv", affects_results=False
     )
     limit_train_batches: int | float = option(
-        1.0, parse=_fraction_or_count, hidden=True, help="Lightning's limit_train_batches (tests)", budget=True
+        1.0,
+        parse=parse_limit_batches,
+        check=check_limit_batches,
+        hidden=True,
+        help="batches per epoch: an integer >= 1, or a fraction of the epoch in (0, 1] (tests)",
+        budget=True,
     )
     data_source: Literal["auto", "memory", "stream"] = option(
         "auto",
@@ -233,7 +252,9 @@ class TrainerOptions:
 class RunOptions:
     """Run: seed and directories."""
 
-    seed: int = option(0, help="random seed of the weights, the data order and the augmentation")
+    seed: int = option(
+        0, minimum=0, maximum=2**32 - 1, help="random seed of the weights, the data order and the augmentation"
+    )
     out: str | None = option(None, help="run directory (default runs/<timestamp>-<method>)", affects_results=False)
     resume: str | None = option(
         None,
@@ -323,15 +344,24 @@ class PretrainConfig:
 
     @classmethod
     def build(cls, **by_key: Any) -> PretrainConfig:
-        """A configuration with the options given by flat key (``epochs=3``) and defaults elsewhere."""
+        """A configuration with the options given by flat key (``epochs=3``) and defaults elsewhere.
+
+        Raises:
+            ConfigError: for an unknown key, or a value its declaration does not allow."""
         return cls().replace(**by_key)
 
     def replace(self, **by_key: Any) -> PretrainConfig:
-        """This configuration with the options given by flat key (or older name) changed, unchecked."""
+        """This configuration with the options given by flat key (or older name) changed, each
+        new value checked against its declaration (numbers converted where that is lossless).
+
+        Raises:
+            ConfigError: for an unknown key, or a value its declaration does not allow (naming
+                the option, the value and what is allowed).
+        """
         changes: dict[str, dict[str, Any]] = {}
         for key, value in by_key.items():
             info = self.option_info(key)
-            changes.setdefault(info.group, {})[info.name] = value
+            changes.setdefault(info.group, {})[info.name] = check_value(info.key, value, info.hint, info.spec)
         groups = {name: dataclasses.replace(getattr(self, name), **fields) for name, fields in changes.items()}
         return dataclasses.replace(self, **groups)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -62,6 +64,11 @@ class OptionSpec:
         aliases: older keys that recipe files and ``config.json`` may still use.
         minimum: the smallest allowed number (inclusive), if any.
         exclusive_minimum: numbers must be greater than this, if set.
+        maximum: the largest allowed number (inclusive), if any.
+        choices: the allowed texts (for a list option: of each item), if limited.
+        check: called with the value once its type is right; returns it (normalised where
+            needed) or raises ``ValueError`` saying what is allowed (the option's name and the
+            value are added to the message).
         budget: part of a comparison's budget: every method of ``tcl-ssl compare`` must share it.
         sweep: ``tcl-ssl sweep --grid`` may vary it.
         affects_results: whether it can change a run's figures; a finished run is reused for a
@@ -78,6 +85,9 @@ class OptionSpec:
     aliases: tuple[str, ...] = ()
     minimum: float | None = None
     exclusive_minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], Any] | None = None
     budget: bool = False
     sweep: bool = False
     affects_results: bool = True
@@ -151,9 +161,11 @@ def describe_type(hint: Any) -> str:
 
 
 def check_value(key: str, value: Any, hint: Any, spec: OptionSpec | None = None) -> Any:
-    """``value`` checked against the type ``hint`` and the limits of ``spec``, converted where
-    that is lossless (an integer for a number; a text that reads as a number for a number, as
-    YAML leaves ``1e-4``; a tuple for a list).
+    """``value`` checked against the type ``hint`` and the limits of ``spec`` (minimum,
+    maximum, choices, check), converted where that is lossless (an integer for a number; a
+    tuple for a list; a path for a text). A text is never read as a number or a boolean here:
+    the command line converts its texts first (:func:`parse_text`), and recipe files are read
+    with YAML 1.2's types.
 
     Raises:
         ConfigError: naming ``key``, the value and what is allowed.
@@ -164,12 +176,31 @@ def check_value(key: str, value: Any, hint: Any, spec: OptionSpec | None = None)
             return None
         raise ConfigError(f"{key} must be {describe_type(hint)}, got None")
     checked = _check_type(key, value, base, hint)
-    if spec is not None and isinstance(checked, (int, float)) and not isinstance(checked, bool):
+    if spec is None:
+        return checked
+    if isinstance(checked, (int, float)) and not isinstance(checked, bool):
         if spec.minimum is not None and checked < spec.minimum:
-            raise ConfigError(f"{key} must be {describe_type(base)} >= {spec.minimum:g}, got {value!r}")
+            raise ConfigError(f"{key} must be {describe_type(base)} >= {_number(spec.minimum)}, got {value!r}")
         if spec.exclusive_minimum is not None and not checked > spec.exclusive_minimum:
-            raise ConfigError(f"{key} must be {describe_type(base)} > {spec.exclusive_minimum:g}, got {value!r}")
+            raise ConfigError(f"{key} must be {describe_type(base)} > {_number(spec.exclusive_minimum)}, got {value!r}")
+        if spec.maximum is not None and checked > spec.maximum:
+            raise ConfigError(f"{key} must be {describe_type(base)} <= {_number(spec.maximum)}, got {value!r}")
+    if spec.choices is not None:
+        items = checked if isinstance(checked, list) else [checked]
+        if not items or any(item not in spec.choices for item in items):
+            what = "a non-empty subset of" if isinstance(checked, list) else "one of"
+            raise ConfigError(f"{key} must be {what} {', '.join(spec.choices)}; got {value!r}")
+    if spec.check is not None:
+        try:
+            checked = spec.check(checked)
+        except ValueError as error:
+            raise ConfigError(f"{key} must be {error}; got {value!r}") from None
     return checked
+
+
+def _number(bound: float) -> str:
+    """A limit as written: ``4294967295``, not ``4.29497e+09``."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _check_type(key: str, value: Any, base: Any, hint: Any) -> Any:
@@ -201,20 +232,17 @@ def _check_type(key: str, value: Any, base: Any, hint: Any) -> Any:
         if not isinstance(value, bool):
             refuse()
         return value
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if base is int:  # numpy's integers too; never a boolean
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             refuse()
-        return value
+        return int(value)
     if base is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                refuse()
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             refuse()
         return float(value)
     if base is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
         if not isinstance(value, str):
             refuse()
         return value
@@ -223,13 +251,23 @@ def _check_type(key: str, value: Any, base: Any, hint: Any) -> Any:
 
 def parse_text(key: str, text: str, hint: Any, spec: OptionSpec | None = None) -> Any:
     """A command-line text converted to the option's type (``spec.parse`` where given; a
-    comma-separated list for a list; an integer where an ``int | str`` option's text is one).
+    comma-separated list for a list; an integer where an ``int | str`` option's text is one)
+    and checked as :func:`check_value` checks it.
 
     Raises:
-        ConfigError: naming the option and the text.
+        ConfigError: naming the option, the text and what is allowed.
     """
+    return check_value(key, _convert_text(key, text, hint, spec), hint, spec)
+
+
+def _convert_text(key: str, text: str, hint: Any, spec: OptionSpec | None) -> Any:
     if spec is not None and spec.parse is not None:
-        return spec.parse(text)
+        try:
+            return spec.parse(text)
+        except ConfigError:
+            raise
+        except ValueError as error:
+            raise ConfigError(f"{key} must be {error}; got {text!r}") from None
     base, _ = _strip_optional(hint)
     origin = get_origin(base)
     if origin is list:

@@ -20,13 +20,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import augmentations
+from tcl_ssl.config.checks import PROTOCOLS  # the protocols evaluate_backbone runs, declared once
 from tcl_ssl.data import ImageData
 from tcl_ssl.evaluation.features import gather_features
 from tcl_ssl.evaluation.knn import knn_accuracy, topk_accuracy
 from tcl_ssl.evaluation.linear import probe_predictions, select_linear_probe
 
-#: the protocols :func:`evaluate_backbone` runs, by the names ``tcl-ssl eval --protocols`` takes
-PROTOCOLS = ("knn", "linear", "linear-aug", "retrieval")
 #: the splits whose images are the queries (the train split is the bank or training set)
 QUERY_SPLITS = ("val", "test")
 
