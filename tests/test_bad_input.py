@@ -169,3 +169,164 @@ def test_devices_lightning_cannot_read_are_refused_before_any_data_is_loaded(cap
 
     monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
     _refused(capsys, ["pretrain", *QUICK, "--devices", "abc"], "devices must be a count (-1: all), auto, or device")
+
+
+# ---- runs ----
+# Run directories that cannot be confused (issue 19, items 3 and 5; data-loss cases (b) and (c)).
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+RUN_QUICK = [*QUICK, "--accelerator", "cpu", "--image-size", "12"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished TCL run of one step on 16 generated 12 px images (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("finished")
+    images = _folder(root / "images")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TCL_SSL_CACHE", str(root / "cache"))
+        assert main(["pretrain", *RUN_QUICK, "--dataset", str(images), "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def _fake_run(run: Path, checkpoint: bool = True, **options) -> Path:
+    """A run directory with a config.json of ``options`` (and an unreadable last.ckpt): enough for
+    the checks made before a checkpoint is read."""
+    if checkpoint:
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"not read before the refusal")
+    dataset = DatasetInfo(train=3600, val=400, test=1000, classes=10, channels=1, image_size=28, mean=[0.1], std=[0.3])
+    config = PretrainConfig.build(out=str(run), stem="imagenet", precision="32-true", **options).resolved()
+    RunRecord(config, run, dataset).write()
+    return run
+
+
+def test_a_run_directory_is_the_one_read_not_the_one_written_in_it(tmp_path):
+    from tcl_ssl.runs import read_record
+
+    _fake_run(tmp_path / "original", checkpoint=False)
+    (tmp_path / "original").rename(tmp_path / "moved")
+    assert read_record(tmp_path / "moved").run_dir == tmp_path / "moved"
+    assert read_record(tmp_path / "moved" / "config.json").run_dir == tmp_path / "moved"
+
+
+def test_a_copied_run_resumed_writes_only_in_the_copy(capsys, tmp_path, finished_run):
+    from tcl_ssl.runs import read_record, read_summary
+
+    copy = _copy_run(finished_run, tmp_path / "copy")
+    before = _digests(finished_run)
+    assert main(["pretrain", "--resume", str(copy), "--epochs", "2"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert _digests(finished_run) == before  # the original is untouched
+    assert read_record(copy).resumes[-1]["changed"] == {"epochs": {"was": 1, "now": 2}}
+    assert json.loads((copy / "config.json").read_text())["run_dir"] == str(copy)
+    assert read_summary(copy).epochs == 2 and (copy / "logs" / "version_1" / "metrics.csv").is_file()
+
+
+def test_a_copied_run_resumed_through_the_library_continues_in_the_copy(tmp_path, finished_run, monkeypatch):
+    from tcl_ssl.runs import read_record, read_summary
+    from tcl_ssl.train import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    copy = _copy_run(finished_run, tmp_path / "copy")
+    before = _digests(finished_run)
+    assert read_record(copy).config.run.out == str(copy)  # not the original's, written in the file
+    summary = pretrain(read_record(copy).config.replace(resume=str(copy), out=None, epochs=2))
+    assert summary is not None and Path(summary.run_dir).resolve() == copy
+    assert read_summary(copy).epochs == 2 and _digests(finished_run) == before
+    assert not (tmp_path / "runs").exists()  # no new directory beside it
+
+
+def test_a_finished_runs_out_reused_with_another_method_is_refused(capsys, tmp_path, finished_run):
+    """Issue 19, data loss (b): the run's config.json was rewritten with the other method."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    before = _digests(run)
+    _refused(
+        capsys,
+        ["pretrain", *RUN_QUICK, "--out", str(run), "--method", "simclr"],
+        f"{run} holds a run of another configuration (method: 'tcl' there, 'simclr' given): a resume keeps the run's "
+        "data, backbone, stem, method and supervised; start a new run (without --resume) with another --out, "
+        f"or delete {run}",
+    )
+    assert _digests(run) == before
+    assert main(["export", str(run), "--out", str(tmp_path / "backbone.pt")]) == 0
+    assert torch.load(tmp_path / "backbone.pt", weights_only=True)["method"] == "tcl"
+
+
+@pytest.mark.parametrize(
+    "given,message",
+    [
+        (["--backbone", "resnet34"], "backbone: 'resnet18' there, 'resnet34' given"),
+        (["--stem", "small"], "stem: 'imagenet' there, 'small' given"),
+        (["--supervised"], "supervised: False there, True given"),
+        (["--dataset", "cifar10"], "dataset: 'mnist5k' there, 'cifar10' given"),
+    ],
+)
+def test_a_resume_that_changes_what_the_run_is_is_refused(capsys, tmp_path, given, message):
+    run = _fake_run(tmp_path / "run")
+    before = _digests(run)
+    _refused(capsys, ["pretrain", "--resume", str(run), *given], message)
+    _refused(capsys, ["pretrain", "--out", str(run), *given], message)
+    assert _digests(run) == before
+
+
+def test_a_new_run_in_a_directory_of_another_configuration_is_refused(capsys, tmp_path):
+    run = _fake_run(tmp_path / "run", checkpoint=False, method="simclr")
+    before = _digests(run)
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(run)],
+        f"{run} holds a run of another configuration (method: 'simclr' there, 'tcl' planned",
+    )
+    assert _digests(run) == before
+
+
+def test_a_resume_into_an_out_that_holds_another_run_is_refused(capsys, tmp_path, finished_run):
+    other = _fake_run(tmp_path / "other", method="simclr")
+    before = _digests(other)
+    _refused(
+        capsys,
+        ["pretrain", "--resume", str(finished_run), "--out", str(other)],
+        f"{other} already holds a run, and resuming {finished_run} there would overwrite it",
+    )
+    assert _digests(other) == before
+
+
+def test_a_new_library_run_over_a_checkpoint_is_refused(tmp_path):
+    from tcl_ssl.train import pretrain
+
+    run = _fake_run(tmp_path / "run")
+    before = _digests(run)
+    with pytest.raises(ValueError, match="holds a checkpoint .* that a new run would overwrite; resume it"):
+        pretrain(PretrainConfig.build(out=str(run), stem="imagenet", precision="32-true"))
+    assert _digests(run) == before
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda c: "", "config.json is not valid JSON"),
+        (lambda c: "{}", "config.json is not a run's config.json"),
+        (lambda c: json.dumps(c | {"config": "x"}), "config.json is not a run's config.json: its 'config' must be"),
+        (lambda c: json.dumps(c | {"dataset": []}), "config.json is not a run's config.json: its 'dataset' must be"),
+        (
+            lambda c: json.dumps(c | {"dataset": c["dataset"] | {"channels": "three"}}),
+            "dataset.channels must be an integer >= 0, got 'three'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_an_empty_or_malformed_config_json_is_named(capsys, tmp_path, finished_run, change, message, command):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "config.json").write_text(change(json.loads((run / "config.json").read_text())))
+    before = _digests(run)
+    argv = ["eval", str(run), "--no-plots"] if command == "eval" else ["export", str(run), "--out", str(tmp_path / "b")]
+    err = _refused(capsys, argv, message)
+    assert str(run / "config.json") in err
+    assert _digests(run) == before and not (tmp_path / "b").exists()

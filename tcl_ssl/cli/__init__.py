@@ -19,7 +19,10 @@ from typing import Any
 from tcl_ssl.cli.finished_runs import add_eval, add_export, add_summarize
 from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CHILD_TIMEOUT", "build_parser", "main"]
+
+#: seconds the launching process waits, once done, for the DDP processes it started to end
+CHILD_TIMEOUT = 120.0
 
 #: sub-commands whose function (``module:function``, default ``main``) parses the rest of the command line
 FORWARDED = {
@@ -93,7 +96,27 @@ def _message(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``tcl-ssl`` command line; the exit status (0 done, 1 failed, 2 bad input)."""
+    """Run the ``tcl-ssl`` command line; the exit status (0 done, 1 failed, 2 bad input).
+
+    A process that launched others (``--strategy ddp``: ranks > 0 rerun this command line) waits
+    for them before it exits and fails, naming the rank, if one of them failed."""
+    return _end_children(_command(argv))
+
+
+def _end_children(status: int) -> int:
+    """``status``, or 1 if a process that this one launched failed or did not end, each named on
+    stderr. Waits up to :data:`CHILD_TIMEOUT` seconds (5 after a failure here, when the others
+    may wait for this one forever)."""
+    from tcl_ssl.processes import wait_for_children
+
+    problems = wait_for_children(CHILD_TIMEOUT if status == 0 else 5)
+    for problem in problems:
+        print(f"tcl-ssl: error: {problem}", file=sys.stderr)
+    return 1 if problems and status == 0 else status
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    """The command's exit status, its errors reported as a message (no traceback)."""
     parser = build_parser()
     arguments = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(arguments)

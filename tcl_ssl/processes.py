@@ -1,0 +1,72 @@
+"""The processes of a multi-process (DDP) run: which one this is, and the launcher's wait for the others.
+
+Lightning starts the processes of ``--strategy ddp`` by running the same command line again
+with ``LOCAL_RANK`` set (:class:`lightning_fabric.strategies.launchers.subprocess_script._SubprocessScriptLauncher`);
+process 0 is the one the user started. Lightning watches those child processes only while
+process 0 still runs, so one that fails after process 0 is done would go unnoticed:
+:func:`adopt_children` remembers them and :func:`wait_for_children`, called by the command line
+before it exits, waits for each and names any that failed. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Any
+
+__all__ = ["adopt_children", "is_process_zero", "process_rank", "wait_for_children"]
+
+#: the environment variables Lightning reads a process's rank from, in its order
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+#: the child processes this process started, by local rank
+_children: dict[int, subprocess.Popen[Any]] = {}
+
+
+def process_rank() -> int:
+    """This process's rank as the launcher set it in the environment (0 when none is set)."""
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def is_process_zero() -> bool:
+    """Whether this is process 0 of a multi-process run, or the only process: the one that prints and writes."""
+    return process_rank() == 0
+
+
+def adopt_children(trainer: Any) -> None:
+    """Remember the processes that ``trainer``'s launcher started (none unless this process
+    launched ``--strategy ddp`` children), so that :func:`wait_for_children` can wait for them."""
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    for rank, process in enumerate(getattr(launcher, "procs", None) or [], start=1):
+        _children.setdefault(rank, process)
+
+
+def wait_for_children(timeout: float) -> list[str]:
+    """Wait up to ``timeout`` seconds in all for the remembered child processes to end.
+
+    Returns:
+        One line per child that failed (its local rank, pid and exit code) or was still running
+        at the deadline (it is then killed); empty when every child ended with exit code 0.
+    """
+    deadline = time.monotonic() + timeout
+    problems = []
+    for rank, process in sorted(_children.items()):
+        try:
+            code = process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            problems.append(
+                f"the process of rank {rank} (pid {process.pid}) was still running {timeout:.0f} s after "
+                "process 0 ended, and was stopped"
+            )
+            continue
+        if code != 0:
+            problems.append(f"the process of rank {rank} (pid {process.pid}) failed with exit code {code}")
+    _children.clear()
+    return problems
