@@ -308,6 +308,51 @@ def test_a_new_library_run_over_a_checkpoint_is_refused(tmp_path):
     assert _digests(run) == before
 
 
+def test_eval_never_merges_figures_of_different_weights(capsys, tmp_path, finished_run):
+    """Issue 19, silently wrong: eval.json keyed by the checkpoint's path merged the kNN figures of
+    the weights before a resume with the linear figures of the weights after it."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0
+    assert main(["pretrain", "--resume", str(run), "--epochs", "2"]) == 0
+    assert main(["eval", str(run), "--protocols", "linear", "--no-plots"]) == 0
+    entries = json.loads((run / "eval.json").read_text())["entries"]
+    first, second = entries.values()
+    assert first["weights_sha256"] != second["weights_sha256"] and first["step"] < second["step"]
+    assert (first["protocols"], sorted(first["test"])) == (["knn"], ["knn_top1", "knn_top5"])
+    assert (second["protocols"], sorted(second["test"])) == (["linear"], ["linear_top1", "linear_top5"])
+    assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0  # the same weights: one entry
+    entries = json.loads((run / "eval.json").read_text())["entries"]
+    assert len(entries) == 2 and entries[f"{second['dataset']}@{second['weights_sha256'][:16]}"]["protocols"] == [
+        "linear",
+        "knn",
+    ]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_eval_keeps_the_entries_of_an_eval_json_of_version_1_apart(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    dataset = json.loads((run / "config.json").read_text())["config"]["data"]["dataset"]
+    old = {"dataset": dataset, "checkpoint": "x", "protocols": ["knn"], "val": {}, "test": {"knn_top1": 1.0}}
+    (run / "eval.json").write_text(json.dumps({dataset: old}))
+    assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0
+    entries = json.loads((run / "eval.json").read_text())["entries"]
+    assert entries[f"{dataset}@unknown-weights"]["test"] == {"knn_top1": 1.0} and len(entries) == 2
+
+
+@pytest.mark.parametrize("content", ["", '{"format": "tcl-ssl-eval", "version": 2, "entries": [1]}', "[]"])
+def test_a_damaged_eval_json_is_named_before_any_work(capsys, tmp_path, finished_run, content):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "eval.json").write_text(content)
+    before = _digests(run)
+    err = _refused(
+        capsys,
+        ["eval", str(run), "--protocols", "knn", "--no-plots"],
+        "move it away or delete it, and tcl-ssl eval writes a new one",
+    )
+    assert str(run / "eval.json") in err
+    assert _digests(run) == before
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
