@@ -18,6 +18,7 @@ from typing import Any
 
 from tcl_ssl.cli.finished_runs import add_eval, add_export, add_summarize
 from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep
+from tcl_ssl.processes import wait_for_children
 
 __all__ = ["CHILD_TIMEOUT", "build_parser", "main"]
 
@@ -107,8 +108,6 @@ def _end_children(status: int) -> int:
     """``status``, or 1 if a process that this one launched failed or did not end, each named on
     stderr. Waits up to :data:`CHILD_TIMEOUT` seconds (5 after a failure here, when the others
     may wait for this one forever)."""
-    from tcl_ssl.processes import wait_for_children
-
     problems = wait_for_children(CHILD_TIMEOUT if status == 0 else 5)
     for problem in problems:
         print(f"tcl-ssl: error: {problem}", file=sys.stderr)

@@ -8,7 +8,7 @@ Layout of a run directory (written by :func:`tcl_ssl.train.pretrain`)::
     <run>/logs/version_N/metrics.csv
     <run>/summary.json       the final figures (see tcl_ssl.runs.summary)
     <run>/plots/             curves.png, tsne.png, confusion.png
-    <run>/eval.json          written by ``tcl-ssl eval``
+    <run>/eval.json          written by ``tcl-ssl eval`` (see tcl_ssl.evaluation.eval_file)
 
 ``config.json`` files written before the configuration was grouped (flat option names, the
 dataset under ``data``) are read as well. The ``run_dir`` written in the file is informative
