@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["adopt_children", "is_process_zero", "process_rank", "wait_for_children"]
+__all__ = ["ChildEnd", "adopt_children", "is_process_zero", "process_rank", "wait_for_children"]
 
 #: the environment variables Lightning reads a process's rank from, in its order
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
@@ -46,27 +47,41 @@ def adopt_children(trainer: Any) -> None:
         _children.setdefault(rank, process)
 
 
-def wait_for_children(timeout: float) -> list[str]:
+@dataclass(frozen=True)
+class ChildEnd:
+    """How a child process ended: its local rank, pid and exit code (``None``: still running at
+    the deadline, and killed)."""
+
+    rank: int
+    pid: int
+    code: int | None
+
+    def describe(self) -> str:
+        """One line naming the process and how it ended."""
+        if self.code is None:
+            return (
+                f"the process of rank {self.rank} (pid {self.pid}) was still running after process 0, and was stopped"
+            )
+        return f"the process of rank {self.rank} (pid {self.pid}) failed with exit code {self.code}"
+
+
+def wait_for_children(timeout: float) -> list[ChildEnd]:
     """Wait up to ``timeout`` seconds in all for the remembered child processes to end.
 
     Returns:
-        One line per child that failed (its local rank, pid and exit code) or was still running
-        at the deadline (it is then killed); empty when every child ended with exit code 0.
+        The children that failed (non-zero exit code) or were still running at the deadline
+        (they are then killed); empty when every child ended with exit code 0.
     """
     deadline = time.monotonic() + timeout
-    problems = []
+    ends = []
     for rank, process in sorted(_children.items()):
         try:
-            code = process.wait(max(0.0, deadline - time.monotonic()))
+            code: int | None = process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            problems.append(
-                f"the process of rank {rank} (pid {process.pid}) was still running {timeout:.0f} s after "
-                "process 0 ended, and was stopped"
-            )
-            continue
+            code = None
         if code != 0:
-            problems.append(f"the process of rank {rank} (pid {process.pid}) failed with exit code {code}")
+            ends.append(ChildEnd(rank, process.pid, code))
     _children.clear()
-    return problems
+    return ends

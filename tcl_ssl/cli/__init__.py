@@ -100,18 +100,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tcl-ssl`` command line; the exit status (0 done, 1 failed, 2 bad input).
 
     A process that launched others (``--strategy ddp``: ranks > 0 rerun this command line) waits
-    for them before it exits and fails, naming the rank, if one of them failed."""
-    return _end_children(_command(argv))
+    for them before it exits and fails, naming the rank, if one of them failed; an error here
+    caused by a failed rank (a collective whose peer is gone) is reported as that rank's."""
+    try:
+        status = _command(argv)
+    except Exception as error:
+        ends = wait_for_children(5)
+        if not any(end.code is not None for end in ends):
+            raise  # this process's own failure
+        for end in ends:
+            print(f"tcl-ssl: error: {end.describe()}", file=sys.stderr)
+        print(f"tcl-ssl: error: process 0 stopped with it: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
+    return _end_children(status)
 
 
 def _end_children(status: int) -> int:
     """``status``, or 1 if a process that this one launched failed or did not end, each named on
     stderr. Waits up to :data:`CHILD_TIMEOUT` seconds (5 after a failure here, when the others
     may wait for this one forever)."""
-    problems = wait_for_children(CHILD_TIMEOUT if status == 0 else 5)
-    for problem in problems:
-        print(f"tcl-ssl: error: {problem}", file=sys.stderr)
-    return 1 if problems and status == 0 else status
+    ends = wait_for_children(CHILD_TIMEOUT if status == 0 else 5)
+    for end in ends:
+        print(f"tcl-ssl: error: {end.describe()}", file=sys.stderr)
+    return 1 if ends and status == 0 else status
 
 
 def _command(argv: Sequence[str] | None) -> int:
