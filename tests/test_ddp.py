@@ -104,7 +104,7 @@ def test_pretrain_under_ddp_evaluates_on_all_processes(tmp_path):
     assert "val_knn_top1" in metrics.splitlines()[0]
 
 
-def _ddp_pretrain(tmp_path: Path, devices: int, name: str, extra_path: Path | None = None):
+def _ddp_pretrain(tmp_path: Path, devices: int, name: str, extra_path: Path | None = None, extra=()):
     """The README's ``tcl-ssl pretrain --accelerator cpu --devices N --strategy ddp`` (the console
     script, as a user runs it) on 2 x 8 generated 12 px images: one training step."""
     images = tmp_path / "images"
@@ -124,7 +124,7 @@ def _ddp_pretrain(tmp_path: Path, devices: int, name: str, extra_path: Path | No
     argv += ["--dataset", str(images), "--image-size", "12", "--epochs", "1", "--batch-size", "4"]
     argv += ["--limit-train-batches", "1", "--knn-every", "0", "--no-plots", "--protocols", "knn", "--knn-k", "3"]
     return subprocess.run(
-        [*command, *argv, "--out", str(tmp_path / name)],
+        [*command, *argv, *extra, "--out", str(tmp_path / name)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -156,3 +156,16 @@ def test_a_rank_that_fails_after_rank_0_is_done_fails_the_command_by_name(tmp_pa
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert re.search(r"tcl-ssl: error: the process of rank 1 \(pid \d+\) failed with exit code 3", result.stderr)
+
+
+@pytest.mark.ddp
+def test_a_ddp_resume_into_a_new_out_is_checked_by_process_0_alone(tmp_path):
+    """The other processes rerun ``--resume RUN --out BRANCH`` when process 0 has begun writing
+    BRANCH: they must not refuse it as a directory that holds a run."""
+    assert _ddp_pretrain(tmp_path, 2, "run").returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    result = _ddp_pretrain(tmp_path, 2, "branch", extra=["--resume", str(tmp_path / "run"), "--epochs", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and result.stdout.count("run directory:") == 1
+    assert json.loads((tmp_path / "branch" / "summary.json").read_text())["epochs"] == 2
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before

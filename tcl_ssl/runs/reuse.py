@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tcl_ssl.config import ConfigError, PretrainConfig
+from tcl_ssl.processes import is_process_zero
 from tcl_ssl.runs.record import RunRecord, read_record, resolve_checkpoint, run_dir_of
 
 __all__ = ["RESUME_KEEPS", "changed_options", "check_reuse", "check_resume", "describe_changes", "holds_run"]
@@ -90,9 +91,14 @@ def check_reuse(config: PretrainConfig) -> None:
     """Refuse, before anything is written, a run that would overwrite a run of another
     configuration (see the module's rules). ``config`` is checked (:func:`tcl_ssl.preflight.check_run`).
 
+    Only process 0 decides: it checks before it starts the other processes of a multi-process
+    run, which then find the files it has begun to write.
+
     Raises:
         ConfigError: naming the directory, each option that differs and what to do.
     """
+    if not is_process_zero():
+        return
     target = config.run_dir()
     if config.run.resume is not None:
         source = run_dir_of(resolve_checkpoint(config.run.resume))
