@@ -18,7 +18,7 @@ from typing import Any
 
 from tcl_ssl.cli.finished_runs import add_eval, add_export, add_summarize
 from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep
-from tcl_ssl.processes import wait_for_children
+from tcl_ssl.processes import end_process_group, wait_for_children
 
 __all__ = ["CHILD_TIMEOUT", "build_parser", "main"]
 
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     caused by a failed rank (a collective whose peer is gone) is reported as that rank's."""
     try:
         status = _command(argv)
+        end_process_group()
     except Exception as error:
         ends = wait_for_children(5)
         if not any(end.code is not None for end in ends):
