@@ -28,7 +28,18 @@ from tcl_ssl.evaluation.suite import split_features
 from tcl_ssl.methods import Method, method_class
 from tcl_ssl.monitoring import ThroughputMeter, ValidationMonitor, online_probe_top1, peak_memory, reset_peak_memory
 from tcl_ssl.preflight import check_run, construct_method
-from tcl_ssl.runs import DatasetInfo, OnlineProbe, PeakMemory, RunRecord, RunSummary, read_record, resolve_checkpoint
+from tcl_ssl.processes import adopt_children
+from tcl_ssl.runs import (
+    DatasetInfo,
+    OnlineProbe,
+    PeakMemory,
+    RunRecord,
+    RunSummary,
+    read_record,
+    resolve_checkpoint,
+    run_dir_of,
+)
+from tcl_ssl.runs.reuse import check_reuse
 
 __all__ = [
     "build_method",
@@ -92,10 +103,19 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> RunSummar
 
 
 def prepare(config: PretrainConfig) -> PretrainConfig:
-    """``config`` checked and resolved, with ``resume`` pointing at the checkpoint file."""
+    """``config`` checked and resolved, with ``resume`` pointing at the checkpoint file; a resume
+    without ``out`` continues in the checkpoint's run directory, wherever that is now.
+
+    Raises:
+        ValueError: for a bad configuration, or a run directory that holds a run this one may not
+            overwrite (:func:`tcl_ssl.runs.reuse.check_reuse`), before anything is written.
+    """
+    if config.run.resume is not None and config.run.out is None:
+        config = config.replace(out=str(run_dir_of(resolve_checkpoint(config.run.resume))))
     config = check_run(config)
     if config.run.resume is not None:
         config = config.replace(resume=str(resolve_checkpoint(config.run.resume)))
+    check_reuse(config)
     return config
 
 
@@ -257,7 +277,10 @@ def fit(
     loader = batch_loader(data.train, config.optim.batch_size, shuffle=True, drop_last=True, seed=config.run.seed)
     reset_peak_memory()
     start = time.perf_counter()
-    trainer.fit(method, train_dataloaders=loader, ckpt_path=config.run.resume)
+    try:
+        trainer.fit(method, train_dataloaders=loader, ckpt_path=config.run.resume)
+    finally:
+        adopt_children(trainer)  # the command line waits for them before it exits
     seconds = time.perf_counter() - start
     return Training(seconds, throughput.images_per_second(), peak_memory(trainer.strategy.root_device))
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from tcl_ssl.cli import main
 from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import load_dataset
 from tcl_ssl.runs import DatasetInfo, RunRecord
+from tests.test_safe_io import damage_inside_a_tensor, full_disk
 
 QUICK = [
     "--epochs",
@@ -179,13 +185,6 @@ def test_devices_lightning_cannot_read_are_refused_before_any_data_is_loaded(cap
 # Files written whole (tcl_ssl.safe_io) and read only when whole: a full disk, the file size limit,
 # a damaged checkpoint or export, a damaged image cache.
 
-import logging as _logging  # noqa: E402
-import shutil as _shutil  # noqa: E402
-import subprocess as _subprocess  # noqa: E402
-import sys as _sys  # noqa: E402
-
-from tests.test_safe_io import damage_inside_a_tensor, full_disk  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def _trained(tmp_path_factory):
@@ -201,7 +200,7 @@ def _trained(tmp_path_factory):
 
 
 def _copy_run(trained: Path, tmp_path: Path) -> Path:
-    return Path(_shutil.copytree(trained, tmp_path / "run"))
+    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 def test_a_full_disk_while_exporting_keeps_the_backbone_that_was_there(capsys, tmp_path, monkeypatch, _trained):
@@ -228,7 +227,7 @@ def test_the_file_size_limit_while_exporting_keeps_the_backbone_that_was_there(t
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
         f"sys.exit(main(['export', {str(_trained)!r}, '--out', {str(out)!r}]))\n"
     )
-    done = _subprocess.run([_sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr  # before: torch's RuntimeError, and the file cut at 1 MiB
     assert f"cannot write 'backbone.pt' in {str(tmp_path)!r}: File too large" in done.stderr
     assert "Traceback" not in done.stderr
@@ -269,7 +268,7 @@ def test_a_full_disk_while_caching_images_warns_and_goes_on(caplog, tmp_path, mo
     (cache / "keep" / "other-entry.pt").write_bytes(b"written before")
     before = _digests(cache)
     full_disk(monkeypatch, name="folder-")
-    with caplog.at_level(_logging.WARNING):
+    with caplog.at_level(logging.WARNING):
         data = load_dataset(str(root), image_size=12)
     assert sum(data.sizes().values()) == 20
     assert f"in {str(cache)!r}: No space left on device; going on with the images in memory" in caplog.text
@@ -294,7 +293,7 @@ def test_a_damaged_image_cache_entry_is_deleted_and_rebuilt_with_a_warning(caplo
         entry.write_bytes(good[: len(good) // 2])
     else:
         entry.write_text("checkpoint corrupted")
-    with caplog.at_level(_logging.WARNING):
+    with caplog.at_level(logging.WARNING):
         again = load_dataset(str(root), image_size=12)
     assert f"the image cache file {str(entry)!r} is damaged" in caplog.text
     assert "deleted it; decoding the images again" in caplog.text
@@ -534,7 +533,7 @@ def test_images_an_out_inside_the_dataset_is_refused_before_writing(capsys, tmp_
 # Every configuration value is checked at the door, by its declaration (tcl_ssl.config.schema):
 # on the command line at parse (argparse's exit 2, naming the flag), in a recipe file at load
 # (naming the file), in PretrainConfig.build()/replace() for API users; and the loss API refuses
-# what it cannot compute. Cases: /work/notes/cases-door.md.
+# what it cannot compute.
 
 _ALLOWED_DEVICES = "a count >= 1, -1 (all), auto, or device indices such as 0,1 or [0, 1]"
 _ALLOWED_LIMIT = "a number of batches (an integer >= 1) or a fraction of the epoch in (0, 1]"
@@ -799,3 +798,207 @@ def test_door_a_bad_method_option_reaching_the_loss_is_refused_before_any_data(c
         "temperature must be a finite number > 0 (a Python or numpy number), got True",
     )
     assert not (out / "config.json").exists()
+
+
+# ---- runs ----
+# Run directories that cannot be confused (issue 19, items 3 and 5; data-loss cases (b) and (c)).
+
+RUN_QUICK = [*QUICK, "--accelerator", "cpu", "--image-size", "12"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished TCL run of one step on 16 generated 12 px images (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("finished")
+    images = _folder(root / "images")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TCL_SSL_CACHE", str(root / "cache"))
+        assert main(["pretrain", *RUN_QUICK, "--dataset", str(images), "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def _fake_run(run: Path, checkpoint: bool = True, **options) -> Path:
+    """A run directory with a config.json of ``options`` (and an unreadable last.ckpt): enough for
+    the checks made before a checkpoint is read."""
+    if checkpoint:
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"not read before the refusal")
+    dataset = DatasetInfo(train=3600, val=400, test=1000, classes=10, channels=1, image_size=28, mean=[0.1], std=[0.3])
+    config = PretrainConfig.build(out=str(run), stem="imagenet", precision="32-true", **options).resolved()
+    RunRecord(config, run, dataset).write()
+    return run
+
+
+def test_a_run_directory_is_the_one_read_not_the_one_written_in_it(tmp_path):
+    from tcl_ssl.runs import read_record
+
+    _fake_run(tmp_path / "original", checkpoint=False)
+    (tmp_path / "original").rename(tmp_path / "moved")
+    assert read_record(tmp_path / "moved").run_dir == tmp_path / "moved"
+    assert read_record(tmp_path / "moved" / "config.json").run_dir == tmp_path / "moved"
+
+
+def test_a_copied_run_resumed_writes_only_in_the_copy(capsys, tmp_path, finished_run):
+    from tcl_ssl.runs import read_record, read_summary
+
+    copy = _copy_run(finished_run, tmp_path / "copy")
+    before = _digests(finished_run)
+    assert main(["pretrain", "--resume", str(copy), "--epochs", "2"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert _digests(finished_run) == before  # the original is untouched
+    assert read_record(copy).resumes[-1]["changed"] == {"epochs": {"was": 1, "now": 2}}
+    assert json.loads((copy / "config.json").read_text())["run_dir"] == str(copy)
+    assert read_summary(copy).epochs == 2 and (copy / "logs" / "version_1" / "metrics.csv").is_file()
+
+
+def test_a_copied_run_resumed_through_the_library_continues_in_the_copy(tmp_path, finished_run, monkeypatch):
+    from tcl_ssl.runs import read_record, read_summary
+    from tcl_ssl.train import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    copy = _copy_run(finished_run, tmp_path / "copy")
+    before = _digests(finished_run)
+    assert read_record(copy).config.run.out == str(copy)  # not the original's, written in the file
+    summary = pretrain(read_record(copy).config.replace(resume=str(copy), out=None, epochs=2))
+    assert summary is not None and Path(summary.run_dir).resolve() == copy
+    assert read_summary(copy).epochs == 2 and _digests(finished_run) == before
+    assert not (tmp_path / "runs").exists()  # no new directory beside it
+
+
+def test_a_finished_runs_out_reused_with_another_method_is_refused(capsys, tmp_path, finished_run):
+    """Issue 19, data loss (b): the run's config.json was rewritten with the other method."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    before = _digests(run)
+    _refused(
+        capsys,
+        ["pretrain", *RUN_QUICK, "--out", str(run), "--method", "simclr"],
+        f"{run} holds a run of another configuration (method: 'tcl' there, 'simclr' given): a resume keeps the run's "
+        "data, backbone, stem, method and supervised; start a new run (without --resume) with another --out, "
+        f"or delete {run}",
+    )
+    assert _digests(run) == before
+    assert main(["export", str(run), "--out", str(tmp_path / "backbone.pt")]) == 0
+    assert torch.load(tmp_path / "backbone.pt", weights_only=True)["method"] == "tcl"
+
+
+@pytest.mark.parametrize(
+    "given,message",
+    [
+        (["--backbone", "resnet34"], "backbone: 'resnet18' there, 'resnet34' given"),
+        (["--stem", "small"], "stem: 'imagenet' there, 'small' given"),
+        (["--supervised"], "supervised: False there, True given"),
+        (["--dataset", "cifar10"], "dataset: 'mnist5k' there, 'cifar10' given"),
+    ],
+)
+def test_a_resume_that_changes_what_the_run_is_is_refused(capsys, tmp_path, given, message):
+    run = _fake_run(tmp_path / "run")
+    before = _digests(run)
+    _refused(capsys, ["pretrain", "--resume", str(run), *given], message)
+    _refused(capsys, ["pretrain", "--out", str(run), *given], message)
+    assert _digests(run) == before
+
+
+def test_a_new_run_in_a_directory_of_another_configuration_is_refused(capsys, tmp_path):
+    run = _fake_run(tmp_path / "run", checkpoint=False, method="simclr")
+    before = _digests(run)
+    _refused(
+        capsys,
+        ["pretrain", *QUICK, "--out", str(run)],
+        f"{run} holds a run of another configuration (method: 'simclr' there, 'tcl' planned",
+    )
+    assert _digests(run) == before
+
+
+def test_a_resume_into_an_out_that_holds_another_run_is_refused(capsys, tmp_path, finished_run):
+    other = _fake_run(tmp_path / "other", method="simclr")
+    before = _digests(other)
+    _refused(
+        capsys,
+        ["pretrain", "--resume", str(finished_run), "--out", str(other)],
+        f"{other} already holds a run, and resuming {finished_run} there would overwrite it",
+    )
+    assert _digests(other) == before
+
+
+def test_a_new_library_run_over_a_checkpoint_is_refused(tmp_path):
+    from tcl_ssl.train import pretrain
+
+    run = _fake_run(tmp_path / "run")
+    before = _digests(run)
+    with pytest.raises(ValueError, match="holds a checkpoint .* that a new run would overwrite; resume it"):
+        pretrain(PretrainConfig.build(out=str(run), stem="imagenet", precision="32-true"))
+    assert _digests(run) == before
+
+
+def test_eval_never_merges_figures_of_different_weights(capsys, tmp_path, finished_run):
+    """Issue 19, silently wrong: eval.json keyed by the checkpoint's path merged the kNN figures of
+    the weights before a resume with the linear figures of the weights after it."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0
+    assert main(["pretrain", "--resume", str(run), "--epochs", "2"]) == 0
+    assert main(["eval", str(run), "--protocols", "linear", "--no-plots"]) == 0
+    entries = json.loads((run / "eval.json").read_text())["entries"]
+    first, second = entries.values()
+    assert first["weights_sha256"] != second["weights_sha256"] and first["step"] < second["step"]
+    assert (first["protocols"], sorted(first["test"])) == (["knn"], ["knn_top1", "knn_top5"])
+    assert (second["protocols"], sorted(second["test"])) == (["linear"], ["linear_top1", "linear_top5"])
+    assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0  # the same weights: one entry
+    entries = json.loads((run / "eval.json").read_text())["entries"]
+    assert len(entries) == 2 and entries[f"{second['dataset']}@{second['weights_sha256'][:16]}"]["protocols"] == [
+        "linear",
+        "knn",
+    ]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_eval_keeps_the_entries_of_an_eval_json_of_version_1_apart(tmp_path, finished_run):
+    run = _copy_run(finished_run, tmp_path / "run")
+    dataset = json.loads((run / "config.json").read_text())["config"]["data"]["dataset"]
+    old = {"dataset": dataset, "checkpoint": "x", "protocols": ["knn"], "val": {}, "test": {"knn_top1": 1.0}}
+    (run / "eval.json").write_text(json.dumps({dataset: old}))
+    assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0
+    entries = json.loads((run / "eval.json").read_text())["entries"]
+    assert entries[f"{dataset}@unknown-weights"]["test"] == {"knn_top1": 1.0} and len(entries) == 2
+
+
+@pytest.mark.parametrize("content", ["", '{"format": "tcl-ssl-eval", "version": 2, "entries": [1]}', "[]"])
+def test_a_damaged_eval_json_is_named_before_any_work(capsys, tmp_path, finished_run, content):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "eval.json").write_text(content)
+    before = _digests(run)
+    err = _refused(
+        capsys,
+        ["eval", str(run), "--protocols", "knn", "--no-plots"],
+        "move it away or delete it, and tcl-ssl eval writes a new one",
+    )
+    assert str(run / "eval.json") in err
+    assert _digests(run) == before
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda c: "", "config.json is not valid JSON"),
+        (lambda c: "{}", "config.json is not a run's config.json"),
+        (lambda c: json.dumps(c | {"config": "x"}), "config.json is not a run's config.json: its 'config' must be"),
+        (lambda c: json.dumps(c | {"dataset": []}), "config.json is not a run's config.json: its 'dataset' must be"),
+        (
+            lambda c: json.dumps(c | {"dataset": c["dataset"] | {"channels": "three"}}),
+            "dataset.channels must be an integer >= 0, got 'three'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_an_empty_or_malformed_config_json_is_named(capsys, tmp_path, finished_run, change, message, command):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "config.json").write_text(change(json.loads((run / "config.json").read_text())))
+    before = _digests(run)
+    argv = ["eval", str(run), "--no-plots"] if command == "eval" else ["export", str(run), "--out", str(tmp_path / "b")]
+    err = _refused(capsys, argv, message)
+    assert str(run / "config.json") in err
+    assert _digests(run) == before and not (tmp_path / "b").exists()

@@ -141,7 +141,8 @@ def test_cli_pretrains_on_an_image_folder_and_prints_a_summary(tmp_path, capsys,
         == 0
     )
     assert main(["eval", str(tmp_path / "run"), "--protocols", "linear", "--no-plots"]) == 0
-    entry = json.loads((tmp_path / "run" / "eval.json").read_text())[str(tmp_path / "images")]
+    (entry,) = json.loads((tmp_path / "run" / "eval.json").read_text())["entries"].values()
+    assert entry["dataset"] == str(tmp_path / "images") and entry["step"] > 0
     assert entry["splits"] == {"train": 48, "val": 16, "test": 16} and entry["protocols"] == ["knn", "linear"]
     assert entry["test"]["knn_top1"] == pytest.approx(summary.test["knn_top1"])  # the run's k (5)
     assert entry["test"]["linear_top1"] == pytest.approx(summary.test["linear_top1"])
@@ -195,7 +196,7 @@ def test_cli_resume_keeps_the_saved_configuration_and_run_directory(tmp_path, ca
     assert (run / "logs" / "version_1" / "metrics.csv").is_file()  # the first run's logs are kept
     capsys.readouterr()
     assert main(["pretrain", "--resume", str(run / "checkpoints" / "last.ckpt"), "--val-fraction", "0.2"]) == 2
-    assert "--resume keeps the run's data: val_fraction was None, got 0.2" in capsys.readouterr().err
+    assert "holds a run of another configuration (val_fraction: None there, 0.2 given)" in capsys.readouterr().err
 
 
 #: every registered method in every setting it trains in (TCL's own runs are the tests above)
@@ -230,7 +231,9 @@ def test_every_method_pretrains_through_the_recipe(tmp_path, small_digits, metho
     assert entry["test"]["linear_top1"] == pytest.approx(summary.test["linear_top1"])
     assert all(0.0 < entry["test"][name] <= 100.0 for name in ("precision_at_1", "r_precision", "map_at_r"))
     assert entry["test"]["precision_at_1"] > 10.0  # above chance (10 classes)
-    assert json.loads((tmp_path / "run" / "eval.json").read_text())["mnist5k"] == entry
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["entries"] == {
+        f"mnist5k@{entry['weights_sha256'][:16]}": entry
+    }
 
 
 def test_recipe_fields_resolve_to_the_method_defaults_unless_given():
@@ -398,8 +401,8 @@ def test_eval_transfers_a_backbone_to_another_dataset(tmp_path, small_digits, mo
     )
     out = capsys.readouterr().out
     assert "| knn_top1 |" in out and "| linear_top1 |" in out
-    entries = json.loads((tmp_path / "run" / "eval.json").read_text())
-    entry = entries[str(tmp_path / "images")]
+    entries = json.loads((tmp_path / "run" / "eval.json").read_text())["entries"]
+    (entry,) = (e for e in entries.values() if e["dataset"] == str(tmp_path / "images"))
     assert entry["splits"] == {"train": 43, "val": 5, "test": 12}
     assert entry["test"]["knn_top1"] == 100.0  # brightness alone separates the two classes
     with pytest.raises(SystemExit) as refused:  # refused by the parser, as pretrain's --protocols

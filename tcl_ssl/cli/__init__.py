@@ -18,8 +18,12 @@ from typing import Any
 
 from tcl_ssl.cli.finished_runs import add_eval, add_export, add_summarize
 from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep
+from tcl_ssl.processes import end_process_group, wait_for_children
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CHILD_TIMEOUT", "build_parser", "main"]
+
+#: seconds the launching process waits, once done, for the DDP processes it started to end
+CHILD_TIMEOUT = 120.0
 
 #: sub-commands whose function (``module:function``, default ``main``) parses the rest of the command line
 FORWARDED = {
@@ -97,7 +101,37 @@ def _message(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``tcl-ssl`` command line; the exit status (0 done, 1 failed, 2 bad input)."""
+    """Run the ``tcl-ssl`` command line; the exit status (0 done, 1 failed, 2 bad input).
+
+    A process that launched others (``--strategy ddp``: ranks > 0 rerun this command line) waits
+    for them before it exits and fails, naming the rank, if one of them failed; an error here
+    caused by a failed rank (a collective whose peer is gone) is reported as that rank's."""
+    try:
+        status = _command(argv)
+        end_process_group()
+    except Exception as error:
+        ends = wait_for_children(5)
+        if not any(end.code is not None for end in ends):
+            raise  # this process's own failure
+        for end in ends:
+            print(f"tcl-ssl: error: {end.describe()}", file=sys.stderr)
+        print(f"tcl-ssl: error: process 0 stopped with it: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
+    return _end_children(status)
+
+
+def _end_children(status: int) -> int:
+    """``status``, or 1 if a process that this one launched failed or did not end, each named on
+    stderr. Waits up to :data:`CHILD_TIMEOUT` seconds (5 after a failure here, when the others
+    may wait for this one forever)."""
+    ends = wait_for_children(CHILD_TIMEOUT if status == 0 else 5)
+    for end in ends:
+        print(f"tcl-ssl: error: {end.describe()}", file=sys.stderr)
+    return 1 if ends and status == 0 else status
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    """The command's exit status, its errors reported as a message (no traceback)."""
     parser = build_parser()
     arguments = sys.argv[1:] if argv is None else list(argv)
     args, rest = parser.parse_known_args(arguments)

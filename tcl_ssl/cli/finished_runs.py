@@ -25,7 +25,7 @@ def add_eval(sub: Any) -> None:
         description="Rebuilds the backbone of any method's run from its config.json and checkpoint, loads the "
         "run's dataset (or, with --dataset, another one, resized to the run's image size: transfer), runs the "
         "chosen protocols on the validation and test splits, prints a table and adds the result to "
-        "<run>/eval.json (one entry per dataset) and the pictures to <run>/plots/.",
+        "<run>/eval.json (one entry per weights and dataset) and the pictures to <run>/plots/.",
     )
     p.add_argument("run", help="run directory or checkpoint (.ckpt) of any method")
     # the options eval shares with pretrain are typed and checked by their declarations

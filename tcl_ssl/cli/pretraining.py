@@ -16,7 +16,9 @@ from tcl_ssl.cli.options import add_config_options, apply_given, given_options, 
 from tcl_ssl.cli.report import format_summary, print_progress
 from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.config.recipes import describe_recipes, load_recipe
+from tcl_ssl.processes import is_process_zero
 from tcl_ssl.runs import read_record, resolve_checkpoint, run_dir_of
+from tcl_ssl.runs.reuse import check_resume
 
 __all__ = ["add_compare", "add_pretrain", "add_sweep", "method_configs", "resumed_config"]
 
@@ -122,17 +124,13 @@ def resumed_config(resume: str, given: dict[str, Any]) -> PretrainConfig:
     directory the checkpoint is in (wherever that directory is now).
 
     Raises:
-        ConfigError: if a given option would change the run's data (its splits).
+        ConfigError: if a given option would change what the run is (its data, backbone, stem,
+            method or supervised: :data:`tcl_ssl.runs.reuse.RESUME_KEEPS`).
     """
     checkpoint = resolve_checkpoint(resume)
-    base = read_record(checkpoint).config
-    for key in PretrainConfig.group_keys("data"):
-        if key in given and given[key] != base.get(key):
-            raise ConfigError(
-                f"--resume keeps the run's data: {key} was {base.get(key)!r}, got {given[key]!r} "
-                "(a new split would put validation or test images into training); start a new run instead"
-            )
-    config = apply_given(base, given)
+    held = read_record(checkpoint)
+    config = apply_given(held.config, given)
+    check_resume(held, config, held.run_dir)
     return config.replace(resume=resume, out=given.get("out") or str(run_dir_of(checkpoint))).checked()
 
 
@@ -155,13 +153,15 @@ def run_pretrain(args: argparse.Namespace) -> int:
         return 0
     given = given_options(args)
     resume, out = given.pop("resume", None), given.get("out")
-    if resume is None and out is not None and (Path(out) / "checkpoints" / "last.ckpt").is_file():
+    found = resume is None and out is not None and (Path(out) / "checkpoints" / "last.ckpt").is_file()
+    if found:
         resume = out
+    config = resumed_config(resume, given) if resume else _base_config(args.config, given)
+    if found and is_process_zero():
         print(
             f"tcl-ssl: {out} holds a run: resuming it from its last checkpoint (give another --out to start afresh)",
             file=sys.stderr,
         )
-    config = resumed_config(resume, given) if resume else _base_config(args.config, given)
     from tcl_ssl.train import pretrain  # torch is imported when a command runs, not for --help
 
     summary = pretrain(config)

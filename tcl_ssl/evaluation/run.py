@@ -3,12 +3,12 @@
 :func:`evaluate_run` rebuilds the backbone of any method's run from its ``config.json`` and checkpoint, loads the
 run's dataset (or, with ``--dataset``, another one, resized to the run's image size: transfer),
 runs the chosen protocols on the validation and test splits, and adds the result
-to ``<run>/eval.json`` (one entry per dataset) and the pictures to ``<run>/plots/``.
+to ``<run>/eval.json`` (one entry per weights and dataset, see :mod:`tcl_ssl.evaluation.eval_file`)
+and the pictures to ``<run>/plots/``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from tcl_ssl.data import ImageData, dataset_identity, load_dataset
+from tcl_ssl.evaluation.eval_file import add_entry, entry_key, read_eval_file, weights_digest
 from tcl_ssl.evaluation.plots import write_run_plots
 from tcl_ssl.evaluation.suite import EvalSettings, check_protocols, evaluate_backbone
 from tcl_ssl.export import backbone_from_run
@@ -58,16 +59,25 @@ def evaluate_run(
     save_features: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the backbone of ``run`` (directory or checkpoint) and return the entry written to
-    ``eval.json``: ``dataset``, ``checkpoint``, ``protocols``, ``val``, ``test``, ... .
+    ``eval.json``: ``dataset``, ``weights_sha256``, ``step``, ``checkpoint``, ``protocols``, ``val``, ``test``, ... .
 
     ``dataset`` (default: the run's) that names the run's own dataset, in any spelling, is loaded
     with the run's splits; another one (transfer) with its default splits, resized to the run's
     image size. ``save_features`` writes the backbone's features and labels of each split there
-    (:func:`write_features`). An earlier entry for the same dataset and checkpoint keeps the
-    figures of the protocols not run again."""
+    (:func:`write_features`). An earlier entry for the same dataset and weights (SHA-256 of the
+    backbone's state) keeps the figures of the protocols not run again; figures of other weights
+    are never merged.
+
+    Raises:
+        ValueError: naming the file, for a damaged ``config.json`` or ``eval.json`` (before any work).
+    """
     protocols = check_protocols(list(protocols))
     checkpoint = resolve_checkpoint(run)
+    run_dir = run_dir_of(checkpoint)
+    eval_path = run_dir / "eval.json"
+    read_eval_file(eval_path)  # a damaged eval.json is named before the work, not after
     backbone, feature_dim, record = backbone_from_run(checkpoint)
+    weights = weights_digest(backbone)
     own = record.config.data
     transfer = dataset is not None and dataset_identity(dataset) != dataset_identity(own.dataset)
     name = dataset if transfer and dataset is not None else own.dataset
@@ -82,6 +92,8 @@ def evaluate_run(
     evaluation = evaluate_backbone(backbone.to(device), feature_dim, data, protocols, settings, device, accelerator)
     entry = {
         "dataset": name,
+        "weights_sha256": weights,
+        "step": _global_step(checkpoint),
         "checkpoint": str(checkpoint),
         "method": record.config.method.name,
         "protocols": list(protocols),
@@ -94,25 +106,24 @@ def evaluate_run(
     if save_features is not None:
         labels = {split: data.split(split).labels for split in evaluation.raw_features}
         write_features(save_features, evaluation.raw_features, labels)
-    run_dir = run_dir_of(checkpoint)
-    path = run_dir / "eval.json"
-    entries = json.loads(path.read_text()) if path.is_file() else {}
-    previous = entries.get(name)
-    if previous is not None and previous.get("checkpoint") == entry["checkpoint"]:
-        # the same backbone evaluated again: keep the protocols that did not run this time
-        for split in ("val", "test"):
-            entry[split] = previous.get(split, {}) | entry[split]
-        entry["protocols"] = list(dict.fromkeys(previous.get("protocols", []) + entry["protocols"]))
-        if entry["linear_weight_decay"] is None:
-            entry["linear_weight_decay"] = previous.get("linear_weight_decay")
-    entries[name] = entry
-    write_json(path, entries)
+    content = add_entry(read_eval_file(eval_path), entry)
+    write_json(eval_path, content)
+    entry = content["entries"][entry_key(name, weights)]
     if plots:
         suffix = "" if not transfer else "-" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
         curves = sorted(run_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
         title = f"{record.config.method.name} on {name}"
         write_run_plots(run_dir / f"plots{suffix}", evaluation, data, [] if transfer else curves, title=title)
     return entry
+
+
+def _global_step(checkpoint: Path) -> int | None:
+    """The optimiser steps the checkpoint's weights were trained for (``None`` if it does not say)."""
+    try:
+        step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # not readable with weights_only: the step is informative only
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _load_data(record: RunRecord, name: str, transfer: bool, data_dir: str | None) -> ImageData:

@@ -17,6 +17,7 @@ from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import ImageData
 from tcl_ssl.preflight import check_run
 from tcl_ssl.runs import RunSummary, read_record, read_summary
+from tcl_ssl.runs.reuse import changed_options, describe_changes
 from tcl_ssl.train import effective_data_source, load_run_data, pretrain
 
 __all__ = [
@@ -106,10 +107,6 @@ def parse_list(text: str, kind: Callable[[str], Any] = str, what: str = "list") 
     return values
 
 
-def _as_json(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def run_state(run: PlannedRun) -> RunState:
     """``finished`` (summary.json written), ``interrupted`` (a checkpoint to resume) or ``new``.
 
@@ -120,19 +117,11 @@ def run_state(run: PlannedRun) -> RunState:
     run_dir = run.run_dir
     if not (run_dir / "config.json").is_file():
         return "new"
-    held = read_record(run_dir)
-    # precision and stem, where unset, are chosen when the run starts (by the device): the run's stand
-    planned = run.config.resolved().replace(
-        precision=run.config.trainer.precision or held.config.trainer.precision,
-        stem=run.config.model.stem or held.config.model.stem,
-    )
-    held_values, planned_values = _as_json(held.config.flat()), _as_json(planned.flat())
-    compared = [key for key, info in PretrainConfig.options().items() if info.spec.affects_results]
-    changed = [key for key in compared if held_values[key] != planned_values[key]]
+    changed = changed_options(read_record(run_dir).config, run.config)
     if changed:
-        details = ", ".join(f"{k}: {held_values[k]!r} there, {planned_values[k]!r} planned" for k in changed)
         raise ValueError(
-            f"{run_dir} holds a run of another configuration ({details}); give another --out, or remove it"
+            f"{run_dir} holds a run of another configuration ({describe_changes(changed)}); "
+            "give another --out, or remove it"
         )
     if (run_dir / "summary.json").is_file():
         return "finished"

@@ -8,10 +8,12 @@ Layout of a run directory (written by :func:`tcl_ssl.train.pretrain`)::
     <run>/logs/version_N/metrics.csv
     <run>/summary.json       the final figures (see tcl_ssl.runs.summary)
     <run>/plots/             curves.png, tsne.png, confusion.png
-    <run>/eval.json          written by ``tcl-ssl eval``
+    <run>/eval.json          written by ``tcl-ssl eval`` (see tcl_ssl.evaluation.eval_file)
 
 ``config.json`` files written before the configuration was grouped (flat option names, the
-dataset under ``data``) are read as well.
+dataset under ``data``) are read as well. The ``run_dir`` written in the file is informative
+only: a run directory may be copied or renamed, so :func:`read_record` returns the directory
+it actually read, and every later write goes there.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class RunRecord:
     Attributes:
         config: the configuration, resolved (method defaults filled in, precision and stem as
             the run chose them).
-        run_dir: the run directory.
+        run_dir: the run directory (as read: the directory the file is in, not the one written in
+            it; the configuration's ``out`` is set to it as well).
         dataset: the dataset as loaded.
         method_defaults: every option of the method with its default value.
         resumes: one entry per resume: ``at`` (ISO time), ``checkpoint``, and ``changed``
@@ -110,6 +113,9 @@ class RunRecord:
         """
         if not isinstance(content, dict):
             raise ValueError(f"{where} is not a run's config.json (a JSON object)")
+        for key in ("config", "dataset") if content.get("version") is not None else ("data",):
+            if key in content and not isinstance(content[key], dict):
+                raise ValueError(f"{where} is not a run's config.json: its {key!r} must be a JSON object")
         try:
             if content.get("version") is None:  # version 1: the options flat, the dataset under "data"
                 # keys that are no longer options (written by early versions) are left out, as before
@@ -125,11 +131,11 @@ class RunRecord:
             return cls(
                 config=config,
                 run_dir=Path(run_dir),
-                dataset=DatasetInfo(**dataset),
+                dataset=_dataset_info(dataset, where),
                 method_defaults=dict(content.get("method_defaults") or {}),
                 resumes=list(content.get("resumes") or []),
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{where} is not a run's config.json ({type(error).__name__}: {error})") from None
 
     def write(self, path: Path | None = None) -> Path:
@@ -151,6 +157,29 @@ class RunRecord:
         entry = {"at": datetime.now().isoformat(timespec="seconds"), "checkpoint": checkpoint, "changed": changed}
         history = [] if previous is None else previous.resumes
         return dataclasses.replace(self, resumes=[*history, entry])
+
+
+def _dataset_info(content: dict[str, Any], where: str) -> DatasetInfo:
+    """The ``dataset`` entry of ``config.json``, every field of the type :class:`DatasetInfo` declares.
+
+    Raises:
+        ValueError: naming ``where``, the field, its value and the type it must have.
+    """
+    info = DatasetInfo(**content)
+    for item in dataclasses.fields(DatasetInfo):
+        value = getattr(info, item.name)
+        if item.name in ("mean", "std"):
+            good = isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            )
+            kind = "a list of numbers"
+        elif item.name == "streamed":
+            good, kind = isinstance(value, bool), "true or false"
+        else:
+            good, kind = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "an integer >= 0"
+        if not good:
+            raise ValueError(f"{where} is not a run's config.json: dataset.{item.name} must be {kind}, got {value!r}")
+    return info
 
 
 def _json(values: dict[str, Any]) -> dict[str, Any]:
@@ -175,9 +204,11 @@ def read_record(path: str | Path) -> RunRecord:
     if not file.is_file():
         raise ValueError(f"no config.json for {str(path)!r} (looked for {file})")
     try:
-        return RunRecord.from_json(read_json(file), where=str(file))
+        record = RunRecord.from_json(read_json(file), where=str(file))
     except ConfigError as error:
         raise ValueError(str(error)) from None
+    # the directory read, not the one written in the file: the run may have been copied or moved
+    return dataclasses.replace(record, run_dir=file.parent, config=record.config.replace(out=str(file.parent)))
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:

@@ -63,7 +63,7 @@ class RunSummary:
         peak_memory: peak memory while training.
         final_train_loss: the last epoch's mean training loss.
         metrics_csv: the last metrics file written.
-        run_dir: the run directory.
+        run_dir: the run directory (as read: the directory the file is in).
     """
 
     method: str
@@ -147,4 +147,6 @@ def read_summary(run_dir: str | Path) -> RunSummary:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise ValueError(f"{run_dir} is not a finished run: missing {path}")
-    return RunSummary.from_json(read_json(path), where=str(path))
+    summary = RunSummary.from_json(read_json(path), where=str(path))
+    # the directory read, not the one written in the file: the run may have been copied or moved
+    return dataclasses.replace(summary, run_dir=str(run_dir))
