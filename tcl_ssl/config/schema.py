@@ -5,9 +5,10 @@
 :class:`TrainerOptions`, :class:`RunOptions`). Each field is declared with
 :func:`~tcl_ssl.config.spec.option`: its type, default, help, flat key, command-line flags, older
 names and its role (part of a comparison's budget; sweepable). The command line, recipe files,
-``config.json``, validation, ``--resume`` (which keeps the ``data`` group), ``tcl-ssl compare``
-(which holds the budget equal) and ``tcl-ssl sweep`` (which varies the sweepable options) all
-derive from these declarations. Nothing here imports torch.
+``config.json``, validation, ``--resume`` (which keeps the data group, backbone, stem, method and
+``supervised``: :data:`tcl_ssl.runs.reuse.RESUME_KEEPS`), ``tcl-ssl compare`` (which holds the
+budget equal) and ``tcl-ssl sweep`` (which varies the sweepable options) all derive from these
+declarations. Nothing here imports torch.
 """
 
 from __future__ import annotations
