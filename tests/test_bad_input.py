@@ -817,7 +817,8 @@ def finished_run(tmp_path_factory):
     return root / "run"
 
 
-def _copy_run(run: Path, to: Path) -> Path:
+def _copy_run_as(run: Path, to: Path) -> Path:
+    """A copy of the run directory ``run`` at ``to``."""
     shutil.copytree(run, to)
     return to
 
@@ -846,7 +847,7 @@ def test_a_run_directory_is_the_one_read_not_the_one_written_in_it(tmp_path):
 def test_a_copied_run_resumed_writes_only_in_the_copy(capsys, tmp_path, finished_run):
     from tcl_ssl.runs import read_record, read_summary
 
-    copy = _copy_run(finished_run, tmp_path / "copy")
+    copy = _copy_run_as(finished_run, tmp_path / "copy")
     before = _digests(finished_run)
     assert main(["pretrain", "--resume", str(copy), "--epochs", "2"]) == 0
     assert "Traceback" not in capsys.readouterr().err
@@ -861,7 +862,7 @@ def test_a_copied_run_resumed_through_the_library_continues_in_the_copy(tmp_path
     from tcl_ssl.train import pretrain
 
     monkeypatch.chdir(tmp_path)
-    copy = _copy_run(finished_run, tmp_path / "copy")
+    copy = _copy_run_as(finished_run, tmp_path / "copy")
     before = _digests(finished_run)
     assert read_record(copy).config.run.out == str(copy)  # not the original's, written in the file
     summary = pretrain(read_record(copy).config.replace(resume=str(copy), out=None, epochs=2))
@@ -872,7 +873,7 @@ def test_a_copied_run_resumed_through_the_library_continues_in_the_copy(tmp_path
 
 def test_a_finished_runs_out_reused_with_another_method_is_refused(capsys, tmp_path, finished_run):
     """Issue 19, data loss (b): the run's config.json was rewritten with the other method."""
-    run = _copy_run(finished_run, tmp_path / "run")
+    run = _copy_run_as(finished_run, tmp_path / "run")
     before = _digests(run)
     _refused(
         capsys,
@@ -938,7 +939,7 @@ def test_a_new_library_run_over_a_checkpoint_is_refused(tmp_path):
 def test_eval_never_merges_figures_of_different_weights(capsys, tmp_path, finished_run):
     """Issue 19, silently wrong: eval.json keyed by the checkpoint's path merged the kNN figures of
     the weights before a resume with the linear figures of the weights after it."""
-    run = _copy_run(finished_run, tmp_path / "run")
+    run = _copy_run_as(finished_run, tmp_path / "run")
     assert main(["eval", str(run), "--protocols", "knn", "--no-plots"]) == 0
     assert main(["pretrain", "--resume", str(run), "--epochs", "2"]) == 0
     assert main(["eval", str(run), "--protocols", "linear", "--no-plots"]) == 0
@@ -957,7 +958,7 @@ def test_eval_never_merges_figures_of_different_weights(capsys, tmp_path, finish
 
 
 def test_eval_keeps_the_entries_of_an_eval_json_of_version_1_apart(tmp_path, finished_run):
-    run = _copy_run(finished_run, tmp_path / "run")
+    run = _copy_run_as(finished_run, tmp_path / "run")
     dataset = json.loads((run / "config.json").read_text())["config"]["data"]["dataset"]
     old = {"dataset": dataset, "checkpoint": "x", "protocols": ["knn"], "val": {}, "test": {"knn_top1": 1.0}}
     (run / "eval.json").write_text(json.dumps({dataset: old}))
@@ -968,7 +969,7 @@ def test_eval_keeps_the_entries_of_an_eval_json_of_version_1_apart(tmp_path, fin
 
 @pytest.mark.parametrize("content", ["", '{"format": "tcl-ssl-eval", "version": 2, "entries": [1]}', "[]"])
 def test_a_damaged_eval_json_is_named_before_any_work(capsys, tmp_path, finished_run, content):
-    run = _copy_run(finished_run, tmp_path / "run")
+    run = _copy_run_as(finished_run, tmp_path / "run")
     (run / "eval.json").write_text(content)
     before = _digests(run)
     err = _refused(
@@ -995,7 +996,7 @@ def test_a_damaged_eval_json_is_named_before_any_work(capsys, tmp_path, finished
 )
 @pytest.mark.parametrize("command", ["eval", "export"])
 def test_an_empty_or_malformed_config_json_is_named(capsys, tmp_path, finished_run, change, message, command):
-    run = _copy_run(finished_run, tmp_path / "run")
+    run = _copy_run_as(finished_run, tmp_path / "run")
     (run / "config.json").write_text(change(json.loads((run / "config.json").read_text())))
     before = _digests(run)
     argv = ["eval", str(run), "--no-plots"] if command == "eval" else ["export", str(run), "--out", str(tmp_path / "b")]
