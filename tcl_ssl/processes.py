@@ -17,27 +17,33 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChildEnd", "adopt_children", "end_process_group", "is_process_zero", "process_rank", "wait_for_children"]
+__all__ = ["ChildEnd", "adopt_children", "end_process_group", "is_process_zero", "wait_for_children"]
 
-#: the environment variables Lightning reads a process's rank from, in its order
-_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+#: the environment variables that hold a process's global rank, as launchers set them
+_GLOBAL_RANK_VARIABLES = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
 #: the child processes this process started, by local rank
 _children: dict[int, subprocess.Popen[Any]] = {}
 
 
-def process_rank() -> int:
-    """This process's rank as the launcher set it in the environment (0 when none is set)."""
-    for name in _RANK_VARIABLES:
-        value = os.environ.get(name)
-        if value is not None and value.strip().isdigit():
-            return int(value)
-    return 0
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def is_process_zero() -> bool:
-    """Whether this is process 0 of a multi-process run, or the only process: the one that prints and writes."""
-    return process_rank() == 0
+    """Whether this is process 0 of a multi-process run, or the only process: the one that
+    prints and writes. The global rank where the launcher sets one (``RANK``, SLURM, JSM);
+    otherwise local rank 0 (``LOCAL_RANK``) on node 0 (``NODE_RANK``/``GROUP_RANK``), as
+    Lightning starts the processes of each node."""
+    for name in _GLOBAL_RANK_VARIABLES:
+        rank = _env_int(name)
+        if rank is not None:
+            return rank == 0
+    node = _env_int("NODE_RANK")
+    if node is None:
+        node = _env_int("GROUP_RANK")
+    return (_env_int("LOCAL_RANK") or 0) == 0 and (node or 0) == 0
 
 
 def end_process_group() -> None:

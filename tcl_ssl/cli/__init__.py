@@ -108,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     caused by a failed rank (a collective whose peer is gone) is reported as that rank's."""
     try:
         status = _command(argv)
-        end_process_group()
     except Exception as error:
         ends = wait_for_children(5)
         if not any(end.code is not None for end in ends):
@@ -117,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tcl-ssl: error: {end.describe()}", file=sys.stderr)
         print(f"tcl-ssl: error: process 0 stopped with it: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
         return 1
+    finally:
+        try:
+            end_process_group()
+        except Exception:  # a group whose peers are gone: nothing left to end cleanly
+            pass
     return _end_children(status)
 
 

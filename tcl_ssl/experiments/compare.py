@@ -26,9 +26,10 @@ from typing import Any
 
 from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import ImageData
-from tcl_ssl.experiments.runner import PlannedRun, Progress, execute_runs, is_global_zero, slug
+from tcl_ssl.experiments.runner import PlannedRun, Progress, execute_runs, slug
 from tcl_ssl.experiments.tables import GroupResult, collect, write_results
 from tcl_ssl.methods import available_methods, method_class
+from tcl_ssl.processes import is_process_zero
 
 __all__ = ["check_budget", "compare", "default_methods", "plan_comparison"]
 
@@ -106,7 +107,7 @@ def compare(
     budget = check_budget({group: config.resolved() for group, config in configs.items()})
     runs = plan_comparison(configs, seeds, out)
     summaries = execute_runs(runs, progress, data)
-    if not is_global_zero():  # the other processes of a DDP job: their pretrain returned no summary
+    if not is_process_zero():  # the other processes of a DDP job: their pretrain returned no summary
         return None
     results = collect(runs, summaries)
     setting = "supervised" if budget["supervised"] else "self-supervised"

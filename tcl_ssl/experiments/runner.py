@@ -11,20 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_fabric.utilities.rank_zero import rank_zero_only
-
 from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import ImageData
 from tcl_ssl.preflight import check_run
+from tcl_ssl.processes import is_process_zero
 from tcl_ssl.runs import RunSummary, read_record, read_summary
-from tcl_ssl.runs.reuse import changed_options, describe_changes
+from tcl_ssl.runs.reuse import check_same_configuration
 from tcl_ssl.train import effective_data_source, load_run_data, pretrain
 
 __all__ = [
     "PlannedRun",
     "Progress",
     "execute_runs",
-    "is_global_zero",
     "parse_list",
     "run_state",
     "slug",
@@ -74,13 +72,6 @@ class Progress:
     summary: RunSummary | None = None
 
 
-def is_global_zero() -> bool:
-    """Whether this is process 0 of a multi-process (DDP) job, or the only process. Under DDP
-    every process runs the same sequence of runs (each pretrain is a collective); only process 0
-    reports progress and writes the results."""
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
 def slug(text: str) -> str:
     """``text`` as a directory name: letters, digits, ``.``, ``-`` and ``_`` (others become ``_``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
@@ -117,12 +108,7 @@ def run_state(run: PlannedRun) -> RunState:
     run_dir = run.run_dir
     if not (run_dir / "config.json").is_file():
         return "new"
-    changed = changed_options(read_record(run_dir).config, run.config)
-    if changed:
-        raise ValueError(
-            f"{run_dir} holds a run of another configuration ({describe_changes(changed)}); "
-            "give another --out, or remove it"
-        )
+    check_same_configuration(run_dir, read_record(run_dir).config, run.config)
     if (run_dir / "summary.json").is_file():
         return "finished"
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -152,7 +138,7 @@ def execute_runs(
         later = runs[index:] if state != "running" else runs[index - 1 :]
         remaining = sum(states[r.run_dir] != "finished" for r in later)
         left = sum(durations) / len(durations) * remaining if durations else None
-        if progress is not None and is_global_zero():
+        if progress is not None and is_process_zero():
             progress(Progress(index, len(runs), run, state, time.perf_counter() - began, left, seconds, summary))
 
     for index, run in enumerate(runs, start=1):

@@ -31,9 +31,10 @@ import numpy as np
 import augmentations
 from tcl_ssl.config import PretrainConfig
 from tcl_ssl.data import ImageData
-from tcl_ssl.experiments.runner import PlannedRun, Progress, execute_runs, is_global_zero, slug
+from tcl_ssl.experiments.runner import PlannedRun, Progress, execute_runs, slug
 from tcl_ssl.experiments.tables import FIGURES, GroupResult, collect, format_results, format_spread, write_results
 from tcl_ssl.methods import method_class
+from tcl_ssl.processes import is_process_zero
 
 __all__ = ["SELECTABLE", "cell_config", "parse_axis", "plan_sweep", "select", "sweep"]
 
@@ -288,7 +289,7 @@ def sweep(
         raise ValueError(f"select on a validation figure: one of {', '.join(SELECTABLE)}, got {metric!r}")
     cells, runs = plan_sweep(base, axes, seeds, out)
     summaries = execute_runs(runs, progress, data)
-    if not is_global_zero():
+    if not is_process_zero():
         return None
     results = collect(runs, summaries)
     best = select(results, metric)

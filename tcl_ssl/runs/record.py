@@ -33,6 +33,7 @@ __all__ = [
     "FORMAT",
     "DatasetInfo",
     "RunRecord",
+    "as_json",
     "check_writable",
     "read_record",
     "resolve_checkpoint",
@@ -151,8 +152,8 @@ class RunRecord:
             skip = {"resume", "out"}
             changed = {
                 key: {"was": before.get(key), "now": value}
-                for key, value in _json(now).items()
-                if key not in skip and _json(before).get(key) != value
+                for key, value in as_json(now).items()
+                if key not in skip and as_json(before).get(key) != value
             }
         entry = {"at": datetime.now().isoformat(timespec="seconds"), "checkpoint": checkpoint, "changed": changed}
         history = [] if previous is None else previous.resumes
@@ -182,7 +183,9 @@ def _dataset_info(content: dict[str, Any], where: str) -> DatasetInfo:
     return info
 
 
-def _json(values: dict[str, Any]) -> dict[str, Any]:
+def as_json(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as JSON reads them back (tuples become lists, keys texts): for comparing a
+    configuration with one read from ``config.json``."""
     result: dict[str, Any] = json.loads(json.dumps(values))
     return result
 

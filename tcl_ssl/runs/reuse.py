@@ -15,24 +15,26 @@ Rules (docs/pretraining.md, "Run directories"):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.processes import is_process_zero
-from tcl_ssl.runs.record import RunRecord, read_record, resolve_checkpoint, run_dir_of
+from tcl_ssl.runs.record import RunRecord, as_json, read_record, resolve_checkpoint, run_dir_of
 
-__all__ = ["RESUME_KEEPS", "changed_options", "check_reuse", "check_resume", "describe_changes", "holds_run"]
+__all__ = [
+    "RESUME_KEEPS",
+    "changed_options",
+    "check_resume",
+    "check_reuse",
+    "check_same_configuration",
+    "describe_changes",
+    "holds_run",
+]
 
 #: the options a resumed run keeps: its data, its network and what it learns from
 RESUME_KEEPS: tuple[str, ...] = (*PretrainConfig.group_keys("data"), "backbone", "stem", "method", "supervised")
-
-
-def _as_json(values: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(json.dumps(values))
-    return result
 
 
 def changed_options(
@@ -53,7 +55,7 @@ def changed_options(
     )
     if keys is None:
         keys = [key for key, info in PretrainConfig.options().items() if info.spec.affects_results]
-    before, after = _as_json(held.flat()), _as_json(planned.flat())
+    before, after = as_json(held.flat()), as_json(planned.flat())
     return {key: (before[key], after[key]) for key in keys if before[key] != after[key]}
 
 
@@ -69,6 +71,21 @@ def holds_run(directory: Path) -> bool:
 
 def _record(directory: Path) -> RunRecord | None:
     return read_record(directory) if (directory / "config.json").is_file() else None
+
+
+def check_same_configuration(directory: Path, held: PretrainConfig, planned: PretrainConfig) -> None:
+    """Refuse a new run in ``directory``, which holds the run ``held``, unless ``planned`` has
+    the same configuration (every option that can change the figures equal).
+
+    Raises:
+        ConfigError: naming the directory, each option that differs and what to do.
+    """
+    changed = changed_options(held, planned)
+    if changed:
+        raise ConfigError(
+            f"{directory} holds a run of another configuration ({describe_changes(changed)}); "
+            f"give another --out, or delete {directory}"
+        )
 
 
 def check_resume(held: RunRecord, planned: PretrainConfig, where: Path) -> None:
@@ -113,12 +130,7 @@ def check_reuse(config: PretrainConfig) -> None:
         return
     held = _record(target)
     if held is not None:
-        changed = changed_options(held.config, config)
-        if changed:
-            raise ConfigError(
-                f"{target} holds a run of another configuration ({describe_changes(changed)}); "
-                f"give another --out, or delete {target}"
-            )
+        check_same_configuration(target, held.config, config)
     if (target / "checkpoints" / "last.ckpt").is_file():
         raise ConfigError(
             f"{target} holds a checkpoint (checkpoints/last.ckpt) that a new run would overwrite; resume it "
