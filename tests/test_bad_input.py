@@ -362,7 +362,6 @@ def test_a_full_disk_while_writing_eval_json_keeps_the_previous_one(capsys, tmp_
     assert _digests(run) == before
 
 
-
 @pytest.mark.parametrize("command", ["resume", "eval", "export"])
 def test_a_torch_file_that_is_not_a_checkpoint_is_refused_by_name(capsys, tmp_path, _trained, command):
     run = _copy_run(_trained, tmp_path)
@@ -384,6 +383,7 @@ def test_a_torch_file_that_is_not_a_checkpoint_is_refused_by_name(capsys, tmp_pa
     err = _refused(capsys, argv, message)
     assert advice in err and (command == "resume") == ("earlier checkpoint" in err)
     assert _digests(run) == before and not (tmp_path / "backbone.pt").exists()
+
 
 # ---- images ----
 # Image folders: every listed format decodes, every mode like PIL's convert (tests/test_decode.py
