@@ -1,9 +1,12 @@
 """Losing nothing: atomic checkpoints every epoch and every N steps, the random state in them, and
 a stop at the first non-finite loss.
 
+- :func:`read_checkpoint` reads a checkpoint of ``tcl-ssl pretrain`` after checking it: the
+  archive's CRCs, and the keys every such checkpoint holds; the one reader of a checkpoint for a
+  resume's preflight check, ``eval`` and ``export``.
 - :class:`AtomicCheckpointIO` writes a checkpoint to a temporary file beside its destination and
   renames it into place, so a process killed while saving, or a full disk, leaves the previous
-  checkpoint whole; and verifies a checkpoint's CRCs before loading it.
+  checkpoint whole; and checks a checkpoint before Lightning loads it (as :func:`read_checkpoint`).
 - :class:`LastCheckpoint` writes ``last.ckpt`` at the end of every epoch and, optionally, every
   N optimiser steps.
 - :class:`ResumeState` puts the torch (CPU and CUDA), NumPy and Python random states and the
@@ -17,6 +20,7 @@ a stop at the first non-finite loss.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,7 +31,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, Checkpoint
 
-from tcl_ssl.safe_io import check_archive, save_torch
+from tcl_ssl.safe_io import DamagedFileError, check_archive, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,78 @@ class _Stateful(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
 
 
+#: the keys of every checkpoint that ``tcl-ssl pretrain`` writes (Lightning's)
+CHECKPOINT_KEYS = ("state_dict", "pytorch-lightning_version", "global_step")
+
+#: what to do about a checkpoint that cannot be resumed from
+RESUME_ADVICE = "resume from an earlier checkpoint, or delete it (or give another --out) to start over"
+
+#: what to do about a run's checkpoint that ``eval`` or ``export`` cannot read
+RUN_ADVICE = (
+    "the run's checkpoint is damaged: resume the run (tcl-ssl pretrain --resume RUN) to write it again, "
+    "or pretrain it again"
+)
+
+#: checkpoints whose archive :func:`read_checkpoint` verified in this process: resolved path ->
+#: (device, inode, size, modification time in ns) when verified
+_verified: dict[Path, tuple[int, int, int, int]] = {}
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int, int, int]]:
+    stat = path.stat()
+    return path.resolve(), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def read_checkpoint(path: str | Path, advice: str = RESUME_ADVICE) -> dict[str, Any]:
+    """The checkpoint of ``tcl-ssl pretrain`` at ``path`` (tensors on the CPU, memory-mapped),
+    after checking that it is whole (:func:`tcl_ssl.safe_io.check_archive`) and that it is one:
+    a dictionary with :data:`CHECKPOINT_KEYS`. Read with ``torch.load(weights_only=True)``: a
+    checkpoint holds tensors, numbers, strings and containers only (see :class:`ResumeState`).
+
+    Args:
+        path: the checkpoint file.
+        advice: what the user should do about a file that is refused, appended to the message.
+
+    Raises:
+        DamagedFileError: naming the file, what is wrong with it (damaged; not a checkpoint
+            written by tcl-ssl pretrain, with the keys it lacks) and ``advice``.
+        OSError: if the file cannot be read at all (missing, no permission).
+    """
+    path = check_archive(path, advice)
+    key, identity = _identity(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # whole, but not what weights_only reads (an arbitrary pickle)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DamagedFileError(path, f"is not a checkpoint written by tcl-ssl pretrain ({first})", advice) from None
+    _check_keys(path, checkpoint, advice)
+    _verified[key] = identity
+    return checkpoint
+
+
+def _check_keys(path: Path, checkpoint: Any, advice: str) -> None:
+    """Raise :class:`DamagedFileError` unless ``checkpoint`` is a dict with :data:`CHECKPOINT_KEYS`."""
+    if not isinstance(checkpoint, dict):
+        raise DamagedFileError(
+            path, f"is not a checkpoint written by tcl-ssl pretrain (it holds a {type(checkpoint).__name__})", advice
+        )
+    missing = [name for name in CHECKPOINT_KEYS if name not in checkpoint]
+    if missing:
+        raise DamagedFileError(
+            path, f"is not a checkpoint written by tcl-ssl pretrain (it lacks {', '.join(map(repr, missing))})", advice
+        )
+
+
+def _verified_unchanged(path: Path) -> bool:
+    """Whether :func:`read_checkpoint` verified ``path`` in this process and it has not changed
+    since (same file, size and modification time)."""
+    try:
+        key, identity = _identity(path)
+    except OSError:
+        return False
+    return _verified.get(key) == identity
+
+
 #: how many consecutive non-finite losses a float16 GradScaler may skip before the run stops
 SCALER_PATIENCE = 20
 
@@ -52,7 +128,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     :func:`tcl_ssl.safe_io.save_torch` (temporary file + ``fsync`` + ``os.replace``: a failed or
     killed save leaves the previous checkpoint whole, and a failure raises
     :class:`~tcl_ssl.safe_io.WriteError` naming the file); a load first verifies the archive's
-    CRCs (:func:`tcl_ssl.safe_io.check_archive`). Remote paths (``scheme://``) are Lightning's.
+    CRCs (:func:`tcl_ssl.safe_io.check_archive`), unless :func:`read_checkpoint` verified the same
+    unchanged file in this process (the resume's preflight check), and then refuses a file that
+    is not a checkpoint of ``tcl-ssl pretrain`` (:data:`CHECKPOINT_KEYS`), both by name, as a
+    :class:`~tcl_ssl.safe_io.DamagedFileError`. Remote paths (``scheme://``) are Lightning's.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -62,11 +141,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_torch(checkpoint, path)
 
     def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> Any:
-        """Lightning's load of ``path``, after :func:`tcl_ssl.safe_io.check_archive` (a damaged
-        checkpoint raises :class:`~tcl_ssl.safe_io.DamagedFileError` naming it)."""
-        if "://" not in str(path):
-            check_archive(path)
-        return super().load_checkpoint(path, *args, **kwargs)
+        """Lightning's load of ``path``, checked (see the class): a damaged file, or one that is
+        not a checkpoint, raises :class:`~tcl_ssl.safe_io.DamagedFileError` naming it."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, *args, **kwargs)
+        path = Path(os.fspath(path))
+        if not _verified_unchanged(path):
+            check_archive(path, RESUME_ADVICE)
+        checkpoint = super().load_checkpoint(path, *args, **kwargs)
+        _check_keys(path, checkpoint, RESUME_ADVICE)
+        return checkpoint
 
 
 class LastCheckpoint(Checkpoint):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from tcl_ssl.backbones import build_backbone
+from tcl_ssl.checkpointing import RUN_ADVICE, read_checkpoint
 from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint
 from tcl_ssl.safe_io import DamagedFileError, check_archive, save_torch
 
@@ -23,10 +25,29 @@ FORMAT = "tcl-ssl-backbone"
 VERSION = 1
 
 
-def backbone_from_run(path: str | Path) -> tuple[nn.Module, int, RunRecord]:
-    """The backbone of a run (directory or checkpoint) with its trained weights, in eval mode;
-    its feature width; and the run's record. Works for every method (each keeps its online
-    network's trunk as ``backbone``)."""
+class RunBackbone(NamedTuple):
+    """A run's trained backbone (:func:`backbone_from_run`)."""
+
+    backbone: nn.Module
+    """the trunk with its trained weights, in eval mode"""
+    feature_dim: int
+    """its feature width"""
+    record: RunRecord
+    """the run's record (``config.json``)"""
+    global_step: int
+    """the optimiser steps its weights were trained for (the checkpoint's ``global_step``)"""
+
+
+def backbone_from_run(path: str | Path) -> RunBackbone:
+    """The backbone of a run (directory or checkpoint) with its trained weights, its feature
+    width, the run's record and the checkpoint's step. Works for every method (each keeps its
+    online network's trunk as ``backbone``).
+
+    Raises:
+        tcl_ssl.safe_io.DamagedFileError: naming the checkpoint, if it is damaged or not a
+            checkpoint written by ``tcl-ssl pretrain`` (:func:`tcl_ssl.checkpointing.read_checkpoint`).
+        ValueError: naming the file, for a run directory without a checkpoint or a bad ``config.json``.
+    """
     checkpoint = resolve_checkpoint(path)
     record = read_record(checkpoint)
     stem = record.config.model.stem
@@ -35,10 +56,11 @@ def backbone_from_run(path: str | Path) -> tuple[nn.Module, int, RunRecord]:
             f"{record.run_dir}/config.json lacks the stem the run resolved; it was not written by pretrain"
         )
     backbone, feature_dim = build_backbone(record.config.model.backbone, record.dataset.channels, stem)
-    state = torch.load(check_archive(checkpoint), map_location="cpu", weights_only=False)["state_dict"]
+    content = read_checkpoint(checkpoint, RUN_ADVICE)
+    state = content["state_dict"]
     weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
     backbone.load_state_dict(weights)
-    return backbone.eval(), feature_dim, record
+    return RunBackbone(backbone.eval(), feature_dim, record, int(content["global_step"]))
 
 
 class PretrainedBackbone(nn.Module):
@@ -78,7 +100,7 @@ def export_backbone(run: str | Path, out: str | Path) -> Path:
         tcl_ssl.safe_io.WriteError: if ``out`` cannot be written (naming it, its directory and
             why); a file that was at ``out`` is left as it was.
     """
-    backbone, feature_dim, record = backbone_from_run(run)
+    backbone, feature_dim, record, _ = backbone_from_run(run)
     payload = {
         "format": FORMAT,
         "version": VERSION,

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 import augmentations
+from tcl_ssl.checkpointing import RESUME_ADVICE, read_checkpoint
 from tcl_ssl.config import ConfigError, PretrainConfig
 from tcl_ssl.data import dataset_identity
 from tcl_ssl.methods import Method, OptimConfig, method_class
 from tcl_ssl.runs import check_writable, resolve_checkpoint
-from tcl_ssl.safe_io import DamagedFileError, check_archive
+from tcl_ssl.safe_io import DamagedFileError
 
 __all__ = ["check_out_outside_dataset", "check_run", "construct_method", "tensorboard_available"]
 
@@ -91,23 +92,17 @@ def check_out_outside_dataset(out: Path, dataset: str) -> None:
 
 
 def _check_checkpoint(resume: str) -> None:
+    """Refuse a ``resume`` that names no checkpoint, or one that :func:`read_checkpoint` refuses
+    (damaged, or not a checkpoint of ``tcl-ssl pretrain``)."""
     try:
         checkpoint = resolve_checkpoint(resume)
     except ValueError as error:
         raise ConfigError(f"cannot resume: {error}") from None
     try:
-        check_archive(checkpoint)  # every entry's CRC: bytes damaged inside a tensor too
+        read_checkpoint(checkpoint, RESUME_ADVICE)  # every entry's CRC (bytes damaged inside a tensor too), its keys
     except DamagedFileError as error:
         raise ConfigError(
-            f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read: it {error.problem}; "
-            "resume from an earlier checkpoint, or delete it (or give another --out) to start over"
-        ) from None
-    try:
-        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # whole, but not a checkpoint
-        raise ConfigError(
-            f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read ({str(error).splitlines()[0]}); "
-            "delete it, or give another --out to start afresh"
+            f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read: it {error.problem}; {error.advice}"
         ) from None
 
 

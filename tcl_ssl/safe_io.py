@@ -19,6 +19,7 @@ import errno
 import io
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -31,6 +32,7 @@ __all__ = [
     "DamagedFileError",
     "WriteError",
     "check_archive",
+    "is_partial",
     "save_figure",
     "save_torch",
     "write_atomic",
@@ -41,6 +43,11 @@ __all__ = [
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+_PARTIAL_SUFFIX = ".partial"
+#: the name of :func:`write_atomic`'s temporary file for a file NAME: ``.NAME.`` + the 8 random
+#: characters of :func:`tempfile.mkstemp` (lower-case letters, digits, ``_``) + ``.partial``
+_PARTIAL = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_PARTIAL_SUFFIX), re.DOTALL)
 
 
 class WriteError(OSError):
@@ -134,6 +141,13 @@ class _Sink(io.RawIOBase):
         super().close()
 
 
+def is_partial(name: str) -> bool:
+    """Whether the file name ``name`` (no directory) is that of a temporary file of
+    :func:`write_atomic` (``.classes.txt.k3j_9xq2.partial``): one a killed process left behind,
+    which nothing reads and which may be deleted."""
+    return _PARTIAL.fullmatch(name) is not None
+
+
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file whole or not at all: ``write(file)`` fills a temporary file beside ``path``
     (same directory, a unique name), which is flushed, ``fsync``-ed and renamed to ``path``; then
@@ -153,7 +167,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     _ignore_file_size_signal()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL_SUFFIX)
     except OSError as error:
         raise _write_error(path, error) from None
     sink = _Sink(fd)

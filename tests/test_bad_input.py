@@ -362,6 +362,29 @@ def test_a_full_disk_while_writing_eval_json_keeps_the_previous_one(capsys, tmp_
     assert _digests(run) == before
 
 
+@pytest.mark.parametrize("command", ["resume", "eval", "export"])
+def test_a_torch_file_that_is_not_a_checkpoint_is_refused_by_name(capsys, tmp_path, _trained, command):
+    run = _copy_run(_trained, tmp_path)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    torch.save({"foo": 1}, checkpoint)  # whole, but not Lightning's (before: KeyError 'state_dict' or Lightning's)
+    before = _digests(run)
+    argv = {
+        "resume": ["pretrain", "--resume", str(run), "--out", str(run), "--epochs", "2"],
+        "eval": ["eval", str(run), "--protocols", "knn", "--no-plots"],
+        "export": ["export", str(run), "--out", str(tmp_path / "backbone.pt")],
+    }[command]
+    problem = "is not a checkpoint written by tcl-ssl pretrain (it lacks 'state_dict', 'pytorch-lightning_version', "
+    if command == "resume":
+        message = f"cannot resume: checkpoint {str(checkpoint)!r} cannot be read: it {problem}"
+        advice = "; resume from an earlier checkpoint, or delete it (or give another --out) to start over"
+    else:
+        message = f"{str(checkpoint)!r} {problem}"
+        advice = "; the run's checkpoint is damaged: resume the run (tcl-ssl pretrain --resume RUN)"
+    err = _refused(capsys, argv, message)
+    assert advice in err and (command == "resume") == ("earlier checkpoint" in err)
+    assert _digests(run) == before and not (tmp_path / "backbone.pt").exists()
+
+
 # ---- images ----
 # Image folders: every listed format decodes, every mode like PIL's convert (tests/test_decode.py
 # holds the per-mode PIL-oracle tests), and entries that cannot be images are named or skipped.

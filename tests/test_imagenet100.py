@@ -119,6 +119,22 @@ def test_rerun_is_idempotent_and_repairs_an_interrupted_build(source, tmp_path):
     assert {path: os.lstat(out / path).st_ino for path in untouched} == untouched
 
 
+@pytest.mark.parametrize("built", [False, True], ids=["first build", "rerun"])
+def test_a_build_killed_while_writing_the_class_list_is_rerun(source, tmp_path, built):
+    import tempfile
+
+    out = tmp_path / "imagenet100"
+    if built:
+        assert build_imagenet100(source, out) == TOTAL
+    out.mkdir(exist_ok=True)
+    # what a process killed inside safe_io.write_text leaves (before: every rerun refused the folder)
+    fd, leftover = tempfile.mkstemp(dir=out, prefix=".classes.txt.", suffix=".partial")
+    os.close(fd)
+    assert build_imagenet100(source, out) == TOTAL
+    assert sorted(os.listdir(out)) == ["classes.txt", "train", "val"]  # the leftover removed
+    assert (out / "classes.txt").read_text().split() == list(IMAGENET100_CLASSES)
+
+
 def test_rerun_in_another_mode_replaces_the_entries(source, tmp_path):
     out = tmp_path / "imagenet100"
     build_imagenet100(source, out, mode="symlink")

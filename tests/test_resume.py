@@ -170,6 +170,25 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left behind
 
 
+def test_a_resume_checks_the_archive_once_and_lightning_alone_checks_it_too(tmp_path, monkeypatch):
+    import tcl_ssl.checkpointing as checkpointing
+    from tcl_ssl.safe_io import DamagedFileError
+
+    checks = []
+    real = checkpointing.check_archive
+    monkeypatch.setattr(checkpointing, "check_archive", lambda *a, **k: checks.append(a[0]) or real(*a, **k))
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {}, "pytorch-lightning_version": "2", "global_step": 3}, path)
+    assert checkpointing.read_checkpoint(path)["global_step"] == 3  # the preflight check
+    assert io.load_checkpoint(path)["global_step"] == 3 and len(checks) == 1  # not checked again
+    io.save_checkpoint({"state_dict": {}, "pytorch-lightning_version": "2", "global_step": 4}, path)
+    assert io.load_checkpoint(path)["global_step"] == 4 and len(checks) == 2  # a changed file is
+    torch.save({"foo": 1}, path)
+    with pytest.raises(DamagedFileError, match="is not a checkpoint written by tcl-ssl pretrain"):
+        io.load_checkpoint(path)  # a library user's Trainer(plugins=[AtomicCheckpointIO()]), ckpt_path
+
+
 def test_a_float16_overflow_in_the_projections_is_skipped_by_the_grad_scaler(small_digits, monkeypatch):
     """TCL under 16-mixed with a GradScaler (on the CPU here, built by hand: Lightning turns CPU
     16-mixed into bf16-mixed): an inf in one step's projections gives a NaN loss, the scaler skips

@@ -18,6 +18,7 @@ from tcl_ssl.safe_io import (
     DamagedFileError,
     WriteError,
     check_archive,
+    is_partial,
     save_torch,
     write_atomic,
     write_bytes,
@@ -109,6 +110,21 @@ def test_any_failure_of_the_writer_removes_the_temporary_file(tmp_path):
     with pytest.raises(RuntimeError, match="the figure could not be drawn"):  # not a write error: as it is
         write_atomic(tmp_path / "x", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_is_partial_knows_the_temporary_names_write_atomic_makes(tmp_path):
+    seen = []
+
+    def peek(file):  # the temporary file is the only entry while it is written
+        seen.extend(p.name for p in tmp_path.iterdir())
+        file.write(b"x")
+
+    for name in ("classes.txt", "last.ckpt", ".hidden", "a.partial"):
+        write_atomic(tmp_path / name, peek)
+        assert is_partial(seen[-1]), seen[-1]
+        (tmp_path / name).unlink()
+    for name in ("classes.txt", "x.partial", ".x.partial", ".classes.txt.abc.partial", ".tmp-imagenet100-a.JPEG"):
+        assert not is_partial(name), name
 
 
 def test_a_directory_that_cannot_be_made_is_named(tmp_path):

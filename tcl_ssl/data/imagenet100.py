@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tcl_ssl.data.decode import IMAGE_EXTENSIONS
-from tcl_ssl.safe_io import write_text
+from tcl_ssl.safe_io import is_partial, write_text
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ def build_imagenet100(
     _check_out(out, source, classes, images, mode)
 
     out.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(out):  # the class list's temporary file, from a build killed while writing it
+        if _temporary(name):
+            (out / name).unlink()
     _write_atomic_text(out / CLASSES_FILE, "".join(f"{wnid}\n" for wnid in classes))
     counts = {}
     for split in SPLITS:
@@ -104,8 +107,9 @@ def build_imagenet100(
         for wnid in classes:
             folder = out / split / wnid
             folder.mkdir(parents=True, exist_ok=True)
-            for leftover in folder.glob(f"{_TMP_PREFIX}*"):  # from an interrupted build
-                leftover.unlink()
+            for name in os.listdir(folder):  # from an interrupted build
+                if _temporary(name):
+                    (folder / name).unlink()
             for name in images[split][wnid]:
                 if _place(source / split / wnid / name, folder / name, mode):
                     written += 1
@@ -114,6 +118,12 @@ def build_imagenet100(
         counts[split] = written + kept
         log.info("ImageNet-100 %s: %d images written, %d already in place", split, written, kept)
     return counts
+
+
+def _temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of an interrupted build: an image being placed
+    (:data:`_TMP_PREFIX`) or the class list being written (:func:`tcl_ssl.safe_io.is_partial`)."""
+    return name.startswith(_TMP_PREFIX) or is_partial(name)
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
@@ -192,7 +202,7 @@ def _check_out(
                 f"mode 'hardlink' needs out {str(out)!r} on the same file system as source {str(source)!r}; "
                 f"use mode 'symlink' or 'copy'"
             )
-    if not out.is_dir() or all(name.startswith(_TMP_PREFIX) for name in os.listdir(out)):
+    if not out.is_dir() or all(_temporary(name) for name in os.listdir(out)):
         return  # missing, empty, or holding only a temporary file of an interrupted build
     refuse = f"out {str(out)!r} is not empty and does not hold this ImageNet-100 subset"
     classes_file = out / CLASSES_FILE
@@ -208,9 +218,7 @@ def _check_out(
     for folder, names in expected.items():
         if folder.is_dir():
             unexpected += [
-                folder / name
-                for name in sorted(os.listdir(folder))
-                if name not in names and not name.startswith(_TMP_PREFIX)
+                folder / name for name in sorted(os.listdir(folder)) if name not in names and not _temporary(name)
             ]
         elif folder.exists() or os.path.islink(folder):
             unexpected.append(folder)

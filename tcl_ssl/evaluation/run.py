@@ -76,7 +76,7 @@ def evaluate_run(
     run_dir = run_dir_of(checkpoint)
     eval_path = run_dir / "eval.json"
     read_eval_file(eval_path)  # a damaged eval.json is named before the work, not after
-    backbone, feature_dim, record = backbone_from_run(checkpoint)
+    backbone, feature_dim, record, step = backbone_from_run(checkpoint)
     weights = weights_digest(backbone)
     own = record.config.data
     transfer = dataset is not None and dataset_identity(dataset) != dataset_identity(own.dataset)
@@ -93,7 +93,7 @@ def evaluate_run(
     entry = {
         "dataset": name,
         "weights_sha256": weights,
-        "step": _global_step(checkpoint),
+        "step": step,
         "checkpoint": str(checkpoint),
         "method": record.config.method.name,
         "protocols": list(protocols),
@@ -115,15 +115,6 @@ def evaluate_run(
         title = f"{record.config.method.name} on {name}"
         write_run_plots(run_dir / f"plots{suffix}", evaluation, data, [] if transfer else curves, title=title)
     return entry
-
-
-def _global_step(checkpoint: Path) -> int | None:
-    """The optimiser steps the checkpoint's weights were trained for (``None`` if it does not say)."""
-    try:
-        step = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-    except Exception:  # not readable with weights_only: the step is informative only
-        return None
-    return step if isinstance(step, int) else None
 
 
 def _load_data(record: RunRecord, name: str, transfer: bool, data_dir: str | None) -> ImageData:
