@@ -746,6 +746,34 @@ def _loss_cases():
             lambda: LabeledMemoryBank(8, 8).enqueue(meta),
             "memory bank embeddings is on the meta device",
         ),
+        "tcl_loss list keys": (
+            lambda: tcl_loss(x, g, keys=[[1.0] * 8], key_groups=g),
+            "keys must be a torch.Tensor or None, got list",
+        ),
+        "tcl_loss list key_groups": (
+            lambda: tcl_loss(x, g, keys=x, key_groups=[0, 1, 0, 1]),
+            "key_groups must be a torch.Tensor or None, got list",
+        ),
+        "tcl_loss list self_index": (
+            lambda: tcl_loss(x, g, keys=x, key_groups=g, self_index=[0, 1, 2, 3]),
+            "self_index must be a torch.Tensor or None, got list",
+        ),
+        "TCLPMLLoss list ref_labels": (
+            lambda: TCLPMLLoss()(x, g, ref_labels=[0, 1]),
+            "ref_labels must be a torch.Tensor or None, got list",
+        ),
+        "TCLLoss list labels": (
+            lambda: TCLLoss()(x, x, labels=[0, 1, 0, 1]),
+            "labels must be a torch.Tensor, got list",
+        ),
+        "TCLLoss(memory_bank_size=-1)": (
+            lambda: TCLLoss(memory_bank_size=-1),
+            "memory_bank_size must be 0, an int K >= 0 or a (K >= 0, D >= 1) pair of integers, got -1",
+        ),
+        "TCLLoss(memory_bank_size=(5, 0))": (
+            lambda: TCLLoss(memory_bank_size=(5, 0)),
+            "memory_bank_size must be 0, an int K >= 0 or a (K >= 0, D >= 1) pair of integers, got (5, 0)",
+        ),
     }
 
 
