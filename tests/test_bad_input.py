@@ -676,7 +676,14 @@ def test_door_build_takes_numpy_numbers_and_paths():
         (["--knn-temperature", "-1"], "argument --knn-temperature: knn_temperature must be a number > 0, got -1"),
         (["--knn-k", "0"], "argument --knn-k: knn_k must be an integer >= 1, got 0"),
         (["--linear-aug-epochs", "0"], "argument --linear-aug-epochs: linear_aug_epochs must be an integer >= 1"),
-        (["--linear-aug-batch-size", "0"], "argument --linear-aug-batch-size: must be an integer >= 1, got '0'"),
+        (
+            ["--linear-aug-batch-size", "0"],
+            "argument --linear-aug-batch-size: linear_aug_batch_size must be an integer >= 1, got 0",
+        ),
+        (
+            ["--linear-aug-batch-size", "x"],
+            "argument --linear-aug-batch-size: linear_aug_batch_size must be an integer, got 'x'",
+        ),
     ],
 )
 def test_door_eval_flags_are_checked_by_the_same_declarations(capsys, tmp_path, extra, message):
