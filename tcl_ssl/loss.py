@@ -664,9 +664,8 @@ class TCLLoss(nn.Module):
 def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
     """The bank for ``memory_bank_size``: ``0`` none, ``K`` lazy width, ``(K, D)`` fixed
     (Python or numpy integers, never booleans)."""
-    pair = isinstance(size, (tuple, list)) and len(size) == 2
     try:
-        if pair:
+        if isinstance(size, (tuple, list)) and len(size) == 2:
             slots, width = check_count("K", size[0]), check_count("D", size[1], minimum=1)
         else:
             slots, width = check_count("K", size), None
