@@ -25,6 +25,7 @@ __all__ = [
     "check_ids",
     "check_number",
     "check_same_device",
+    "scaled",
     "stable_normalize",
 ]
 
@@ -94,38 +95,51 @@ def check_embeddings(name: str, x: Any, check_finite: bool = True) -> None:
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
 
 
-def check_ids(name: str, ids: Any, length: int) -> None:
-    """``ids`` is a ``(length,)`` integer tensor with data (labels, group ids, indices).
+def check_ids(name: str, ids: Any, length: int, match: str = "the embeddings") -> None:
+    """``ids`` is a ``(length,)`` integer tensor with data (labels, group ids, indices);
+    ``match`` names what ``length`` comes from, for the message.
 
     Raises:
         ValueError: naming ``name`` and what is wrong.
     """
     _check_data(name, ids)
     if ids.ndim != 1 or ids.numel() != length:
-        raise ValueError(f"{name} must have shape ({length},) to match the embeddings, got {tuple(ids.shape)}")
+        raise ValueError(f"{name} must have shape ({length},) to match {match}, got {tuple(ids.shape)}")
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
 
 
-def check_same_device(**tensors: Tensor | None) -> None:
-    """Every given tensor is on one device.
+def check_same_device(**tensors: Any) -> None:
+    """Every given value is ``None`` or a tensor, and the tensors are on one device.
 
     Raises:
-        ValueError: naming the tensors and their devices.
+        ValueError: naming an argument that is not a tensor and its type, or the tensors
+            and their devices.
     """
-    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    devices = {}
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+        devices[name] = t.device
     if len(set(devices.values())) > 1:
         where = ", ".join(f"{name} on {device}" for name, device in devices.items())
         raise ValueError(f"the inputs must be on one device, got {where}")
 
 
-def stable_normalize(x: Tensor) -> Tensor:
-    """Rows of ``x`` (``(N, D)``, floating) scaled to unit L2 norm without overflow or
-    underflow: each row is first divided by its largest absolute value (detached, so the
-    gradient is that of ``F.normalize``), so any finite row gives its direction (a zero row
-    stays zero)."""
+def scaled(x: Tensor) -> Tensor:
+    """Each row of ``x`` (``(N, D)``, floating) divided by its largest absolute value
+    (detached; zero rows kept): the same directions, with norms that can be computed
+    without overflow or underflow."""
     if x.shape[1] == 0:
         return x
     scale = x.detach().abs().amax(dim=1, keepdim=True)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return F.normalize(x / scale, dim=1)
+    return x / torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def stable_normalize(x: Tensor) -> Tensor:
+    """Rows of ``x`` (``(N, D)``, floating) scaled to unit L2 norm without overflow or
+    underflow: each row is first :func:`scaled` (so the gradient is that of
+    ``F.normalize``), so any finite row gives its direction (a zero row stays zero)."""
+    return F.normalize(scaled(x), dim=1)

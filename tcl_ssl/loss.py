@@ -29,7 +29,6 @@ matrix products as ``z @ z.T`` forward + backward plus a few passes over ``S``.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +37,7 @@ from lightly.utils import dist
 from torch import Tensor, nn
 
 from tcl_ssl.input_checks import (
+    check_count,
     check_embeddings,
     check_flag,
     check_ids,
@@ -664,19 +664,16 @@ class TCLLoss(nn.Module):
 def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
     """The bank for ``memory_bank_size``: ``0`` none, ``K`` lazy width, ``(K, D)`` fixed
     (Python or numpy integers, never booleans)."""
-
-    def integer(value: Any) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        if size < 0:
-            raise ValueError(f"memory_bank_size must be >= 0, got {size}")
-        return LabeledMemoryBank(int(size)) if size else None
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(integer(v) for v in size):
-        if size[0] < 0 or size[1] < 1:
-            raise ValueError(f"memory_bank_size must be a (K >= 0, D >= 1) pair, got {tuple(size)}")
-        return LabeledMemoryBank(int(size[0]), int(size[1])) if size[0] else None
-    raise ValueError(f"memory_bank_size must be 0, an int K or a (K, D) pair of integers, got {size!r}")
+    try:
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            slots, width = check_count("K", size[0]), check_count("D", size[1], minimum=1)
+        else:
+            slots, width = check_count("K", size), None
+    except ValueError:
+        raise ValueError(
+            f"memory_bank_size must be 0, an int K >= 0 or a (K >= 0, D >= 1) pair of integers, got {size!r}"
+        ) from None
+    return LabeledMemoryBank(slots, width) if slots else None
 
 
 def _normalized_float(embeddings: Tensor) -> Tensor:
@@ -725,10 +722,7 @@ def flatten_views(views: tuple[Tensor, ...], labels: Tensor | None, min_views: i
     if labels is None:
         base = torch.arange(batch, device=first.device)
     else:
-        if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.numel() != batch:
-            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(f"labels must have shape ({batch},) to match the views, got {shape}")
-        check_ids("labels", labels, batch)
+        check_ids("labels", labels, batch, match="the views")
         check_same_device(views=first, labels=labels)
         base = labels
     return torch.cat(views, dim=0), base.repeat(len(views))

@@ -53,7 +53,7 @@ from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
-from tcl_ssl.input_checks import check_embeddings, check_ids, check_same_device
+from tcl_ssl.input_checks import check_embeddings, check_ids, check_same_device, scaled
 from tcl_ssl.loss import validate_hyperparameters
 
 __all__ = ["TCLPMLLoss", "SelfSupervisedLoss", "CrossBatchMemory"]
@@ -123,8 +123,8 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
                 check_ids("ref_labels", ref_labels, ref_emb.shape[0])
         check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)
         if getattr(self.distance, "normalize_embeddings", False):
-            embeddings = _scaled(embeddings)
-            ref_emb = None if ref_emb is None else _scaled(ref_emb)
+            embeddings = scaled(embeddings)
+            ref_emb = None if ref_emb is None else scaled(ref_emb)
         result: Tensor = super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         return result
 
@@ -164,13 +164,6 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
     def get_default_distance(self) -> CosineSimilarity:
         """The distance used when none is given: cosine similarity."""
         return CosineSimilarity()
-
-
-def _scaled(x: Tensor) -> Tensor:
-    """Each row divided by its largest absolute value (detached; zero rows kept): the same
-    directions, with norms PML's normaliser can compute without overflow."""
-    scale = x.detach().abs().amax(dim=1, keepdim=True)
-    return x / torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 class SelfSupervisedLoss(pml_losses.SelfSupervisedLoss):

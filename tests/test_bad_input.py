@@ -699,7 +699,14 @@ def test_door_build_takes_numpy_numbers_and_paths():
         (["--knn-temperature", "-1"], "argument --knn-temperature: knn_temperature must be a number > 0, got -1"),
         (["--knn-k", "0"], "argument --knn-k: knn_k must be an integer >= 1, got 0"),
         (["--linear-aug-epochs", "0"], "argument --linear-aug-epochs: linear_aug_epochs must be an integer >= 1"),
-        (["--linear-aug-batch-size", "0"], "argument --linear-aug-batch-size: must be an integer >= 1, got '0'"),
+        (
+            ["--linear-aug-batch-size", "0"],
+            "argument --linear-aug-batch-size: linear_aug_batch_size must be an integer >= 1, got 0",
+        ),
+        (
+            ["--linear-aug-batch-size", "x"],
+            "argument --linear-aug-batch-size: linear_aug_batch_size must be an integer, got 'x'",
+        ),
     ],
 )
 def test_door_eval_flags_are_checked_by_the_same_declarations(capsys, tmp_path, extra, message):
@@ -768,6 +775,34 @@ def _loss_cases():
         "bank.enqueue meta": (
             lambda: LabeledMemoryBank(8, 8).enqueue(meta),
             "memory bank embeddings is on the meta device",
+        ),
+        "tcl_loss list keys": (
+            lambda: tcl_loss(x, g, keys=[[1.0] * 8], key_groups=g),
+            "keys must be a torch.Tensor or None, got list",
+        ),
+        "tcl_loss list key_groups": (
+            lambda: tcl_loss(x, g, keys=x, key_groups=[0, 1, 0, 1]),
+            "key_groups must be a torch.Tensor or None, got list",
+        ),
+        "tcl_loss list self_index": (
+            lambda: tcl_loss(x, g, keys=x, key_groups=g, self_index=[0, 1, 2, 3]),
+            "self_index must be a torch.Tensor or None, got list",
+        ),
+        "TCLPMLLoss list ref_labels": (
+            lambda: TCLPMLLoss()(x, g, ref_labels=[0, 1]),
+            "ref_labels must be a torch.Tensor or None, got list",
+        ),
+        "TCLLoss list labels": (
+            lambda: TCLLoss()(x, x, labels=[0, 1, 0, 1]),
+            "labels must be a torch.Tensor, got list",
+        ),
+        "TCLLoss(memory_bank_size=-1)": (
+            lambda: TCLLoss(memory_bank_size=-1),
+            "memory_bank_size must be 0, an int K >= 0 or a (K >= 0, D >= 1) pair of integers, got -1",
+        ),
+        "TCLLoss(memory_bank_size=(5, 0))": (
+            lambda: TCLLoss(memory_bank_size=(5, 0)),
+            "memory_bank_size must be 0, an int K >= 0 or a (K >= 0, D >= 1) pair of integers, got (5, 0)",
         ),
     }
 

@@ -167,6 +167,19 @@ def test_common_jpeg_and_png_take_the_fast_path(tmp_path):
     }
 
 
+def test_decode_with_pil_is_the_slow_path_with_the_same_pixels(tmp_path):
+    for mode, ext in [("RGB", "png"), ("L", "png"), ("RGB", "jpg")]:
+        path = tmp_path / f"{mode}.{ext}"
+        _image(mode).save(path)
+        data = path.read_bytes()
+        assert fast_decodable(data) is not None
+        for channels in (3, 1):
+            by_pil = decode.decode_with_pil(data, channels)
+            assert by_pil.dtype == torch.uint8
+            np.testing.assert_array_equal(by_pil.numpy(), _oracle(path, channels), err_msg=f"{path.name} {channels}")
+            np.testing.assert_array_equal(by_pil.numpy(), decode.decode_pixels(data, channels).numpy())
+
+
 def test_bench_decode_prints_a_row_per_decoder(tmp_path, capsys):
     from tcl_ssl.bench import decode as bench_decode
 

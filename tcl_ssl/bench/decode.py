@@ -50,7 +50,7 @@ def _ours(data: bytes) -> Tensor:
 
 
 def _ours_pil_path(data: bytes) -> Tensor:
-    return decode._decode_pil(data, 3, "<bench>")
+    return decode.decode_with_pil(data, 3, "<bench>")
 
 
 #: the rows: label -> decode of one file's bytes to uint8 (3, H, W)

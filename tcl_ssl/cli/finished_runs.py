@@ -9,6 +9,8 @@ from typing import Any
 
 from tcl_ssl.cli.options import add_option_flag
 from tcl_ssl.cli.report import format_metrics
+from tcl_ssl.config import ConfigError, OptionSpec
+from tcl_ssl.config.spec import parse_text
 
 __all__ = ["add_eval", "add_export", "add_summarize"]
 
@@ -35,7 +37,7 @@ def add_eval(sub: Any) -> None:
     add_option_flag(p, "knn_k", None, "(default: the run's, 200 unless changed)")
     add_option_flag(p, "knn_temperature", None, "(default: the run's, 0.1 unless changed)")
     add_option_flag(p, "linear_aug_epochs", 90, "epochs of the linear-aug protocol")
-    p.add_argument("--linear-aug-batch-size", type=_positive_int, default=256)
+    p.add_argument("--linear-aug-batch-size", type=_batch_size, default=256, metavar="LINEAR_AUG_BATCH_SIZE")
     add_option_flag(p, "accelerator", "auto")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
@@ -47,15 +49,17 @@ def add_eval(sub: Any) -> None:
     p.set_defaults(func=run_eval)
 
 
-def _positive_int(text: str) -> int:
-    """An integer >= 1 from the command line."""
+#: ``--linear-aug-batch-size`` is no option of a run (no declaration in the schema): declared here
+_BATCH_SIZE = OptionSpec(help="batch size of the linear-aug probe", minimum=1)
+
+
+def _batch_size(text: str) -> int:
+    """``--linear-aug-batch-size``: an integer >= 1, converted and checked as the declared
+    options' flags are (:func:`tcl_ssl.config.spec.parse_text`)."""
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+        return int(parse_text("linear_aug_batch_size", text, int, _BATCH_SIZE))
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ gives for the file's first frame: 16- and 32-bit and float pixels are clipped to
 does; a warning says so once per process), palettes are expanded, alpha is dropped, CMYK and
 YCbCr are converted. The common 8-bit JPEG and PNG files take a fast path through torchvision's
 decoders, chosen from the file's first bytes (:func:`fast_decodable`); their pixels are the
-same as PIL's (see ``tests/test_data.py``).
+same as PIL's (see ``tests/test_decode.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_bytes", "decode_file", "decode_pixels", "fast_decodable"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_bytes", "decode_file", "decode_pixels", "decode_with_pil", "fast_decodable"]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,15 @@ def _rgb_to_l(image: Tensor) -> Tensor:
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(0)
 
 
-def _decode_pil(data: bytes, channels: int, name: str) -> Tensor:
-    """The first frame of any image PIL reads, converted as ``Image.convert("RGB"/"L")``."""
+def decode_with_pil(data: bytes, channels: int = 3, name: str = "<bytes>") -> Tensor:
+    """An image file's bytes as uint8 ``(channels, H, W)`` through PIL alone (the slow path of
+    :func:`decode_pixels`, which every file it cannot take the fast path for takes): the first
+    frame, converted as ``Image.convert("RGB")`` (``channels=3``) or ``convert("L")``
+    (``channels=1``); ``name`` is the file's name for the clipping warning.
+
+    Raises:
+        Exception: whatever PIL raises for a file it cannot read.
+    """
     from PIL import Image  # deferred: only the slow path needs it
 
     global _warned_clipping
@@ -124,7 +131,7 @@ def decode_pixels(data: bytes, channels: int = 3, name: str = "<bytes>") -> Tens
             return _rgb_to_l(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB))
         except RuntimeError:
             pass  # PIL says what is wrong with it, or reads what libjpeg/libpng refuse
-    return _decode_pil(data, channels, name)
+    return decode_with_pil(data, channels, name)
 
 
 def decode_bytes(data: bytes, size: int, channels: int = 3, name: str = "<bytes>") -> Tensor:
