@@ -10,6 +10,7 @@ before it exits, waits for each and names any that failed. Nothing here imports 
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -17,13 +18,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChildEnd", "adopt_children", "end_process_group", "is_process_zero", "wait_for_children"]
+__all__ = [
+    "ChildEnd",
+    "adopt_children",
+    "end_process_group",
+    "end_process_group_at_exit",
+    "is_process_zero",
+    "wait_for_children",
+]
 
 #: the environment variables that hold a process's global rank, as launchers set them
 _GLOBAL_RANK_VARIABLES = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
 #: the child processes this process started, by local rank
 _children: dict[int, subprocess.Popen[Any]] = {}
+
+#: whether :func:`end_process_group_at_exit` has registered its hook
+_end_registered = False
 
 
 def _env_int(name: str) -> int | None:
@@ -54,6 +65,16 @@ def end_process_group() -> None:
     distributed = sys.modules.get("torch.distributed")  # torch only if the command imported it
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
         distributed.destroy_process_group()
+
+
+def end_process_group_at_exit() -> None:
+    """Call :func:`end_process_group` when the interpreter exits (once, however often this is
+    called), so that a script that runs :func:`tcl_ssl.train.pretrain` under DDP and then
+    simply ends does not abort at exit."""
+    global _end_registered
+    if not _end_registered:
+        atexit.register(end_process_group)
+        _end_registered = True
 
 
 def adopt_children(trainer: Any) -> None:

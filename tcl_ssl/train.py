@@ -28,7 +28,7 @@ from tcl_ssl.evaluation.suite import split_features
 from tcl_ssl.methods import Method, method_class
 from tcl_ssl.monitoring import ThroughputMeter, ValidationMonitor, online_probe_top1, peak_memory, reset_peak_memory
 from tcl_ssl.preflight import check_run, construct_method
-from tcl_ssl.processes import adopt_children
+from tcl_ssl.processes import adopt_children, end_process_group_at_exit
 from tcl_ssl.runs import (
     DatasetInfo,
     OnlineProbe,
@@ -281,6 +281,8 @@ def fit(
         trainer.fit(method, train_dataloaders=loader, ckpt_path=config.run.resume)
     finally:
         adopt_children(trainer)  # the command line waits for them before it exits
+        if trainer.world_size > 1:
+            end_process_group_at_exit()
     seconds = time.perf_counter() - start
     return Training(seconds, throughput.images_per_second(), peak_memory(trainer.strategy.root_device))
 

@@ -23,6 +23,7 @@ from torch.utils.data import DistributedSampler
 from tcl_ssl.data import ResumableDataLoader, Split, batch_loader
 from tcl_ssl.evaluation.features import gather_features
 from tcl_ssl.methods import OptimConfig, method_class
+from tcl_ssl.processes import end_process_group
 
 IMAGES = 96
 
@@ -113,6 +114,7 @@ def main() -> None:
             },
             args.out,
         )
+    end_process_group()  # a process that exits with its gloo group alive may abort (exit -6)
 
 
 if __name__ == "__main__":
