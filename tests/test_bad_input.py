@@ -1061,3 +1061,26 @@ def test_an_empty_or_malformed_config_json_is_named(capsys, tmp_path, finished_r
     err = _refused(capsys, argv, message)
     assert str(run / "config.json") in err
     assert _digests(run) == before and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "environment,zero",
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "GROUP_RANK": "1"}, False),
+        ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+        ({"RANK": "0", "LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+        ({"RANK": "2", "LOCAL_RANK": "0"}, False),
+        ({"SLURM_PROCID": "3"}, False),
+    ],
+)
+def test_only_global_process_zero_prints_and_checks(monkeypatch, environment, zero):
+    from tcl_ssl.processes import is_process_zero
+
+    for name in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert is_process_zero() is zero
