@@ -176,7 +176,9 @@ def _memory(files, labels, size, channels, batch_size, epochs, work_dir: Path) -
     images, kept = decode_images(files, size, channels)
     decode_s = time.perf_counter() - start
     split = Split(images, torch.tensor(labels, dtype=torch.long)[kept])
-    cache = work_dir / "memory-cache.pt"  # what load_dataset(source="memory") keeps between runs
+    # the tensors load_dataset(source="memory") caches between runs, saved and loaded plainly (the
+    # cache itself adds the fsyncs of an atomic write and a CRC check on read: docs/design.md)
+    cache = work_dir / "memory-cache.pt"
     start = time.perf_counter()
     torch.save({"images": split.images, "kept": torch.tensor(kept)}, cache)
     save_s = time.perf_counter() - start
