@@ -31,7 +31,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, Checkpoint
 
-from tcl_ssl.safe_io import DamagedFileError, check_archive, save_torch
+from tcl_ssl.safe_io import DamagedFileError, check_archive, error_line, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def read_checkpoint(path: str | Path, advice: str = RESUME_ADVICE) -> dict[str, 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # whole, but not what weights_only reads (an arbitrary pickle)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DamagedFileError(path, f"is not a checkpoint written by tcl-ssl pretrain ({first})", advice) from None
+        raise DamagedFileError(
+            path, f"is not a checkpoint written by tcl-ssl pretrain ({error_line(error)})", advice
+        ) from None
     _check_keys(path, checkpoint, advice)
     _verified[key] = identity
     return checkpoint

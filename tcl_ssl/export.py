@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tcl_ssl.backbones import build_backbone
 from tcl_ssl.checkpointing import RUN_ADVICE, read_checkpoint
 from tcl_ssl.runs import RunRecord, read_record, resolve_checkpoint
-from tcl_ssl.safe_io import DamagedFileError, check_archive, save_torch
+from tcl_ssl.safe_io import DamagedFileError, check_archive, error_line, save_torch
 
 FORMAT = "tcl-ssl-backbone"
 VERSION = 1
@@ -135,8 +135,7 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whole, but not what torch.load(weights_only=True) reads
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export ({first})") from None
+        raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export ({error_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a backbone exported by tcl-ssl export")
     if payload["version"] > VERSION:

@@ -32,6 +32,7 @@ __all__ = [
     "DamagedFileError",
     "WriteError",
     "check_archive",
+    "error_line",
     "is_partial",
     "save_figure",
     "save_torch",
@@ -75,6 +76,13 @@ class DamagedFileError(ValueError):
         self.path = path
         self.problem = problem
         self.advice = advice
+
+
+def error_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (libraries such as torch and PIL write several), or
+    its type's name when the message is empty: a short cause for a message naming a file."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _os_error(error: BaseException) -> OSError | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tcl_ssl.safe_io import DamagedFileError, WriteError, check_archive, save_torch
+from tcl_ssl.safe_io import DamagedFileError, WriteError, check_archive, error_line, save_torch
 
 __all__ = ["read_cache", "write_cache"]
 
@@ -41,8 +41,7 @@ def read_cache(path: Path, keys: Iterable[str]) -> dict[str, Tensor] | None:
         _discard(path, error.problem)
         return None
     except Exception as error:  # whole but unreadable: a foreign file, an unpickling error, EACCES
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        _discard(path, f"cannot be read ({first})")
+        _discard(path, f"cannot be read ({error_line(error)})")
         return None
     return content
 

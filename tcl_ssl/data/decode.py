@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tcl_ssl.safe_io import error_line
+
 __all__ = ["IMAGE_EXTENSIONS", "decode_bytes", "decode_file", "decode_pixels", "decode_with_pil", "fast_decodable"]
 
 log = logging.getLogger(__name__)
@@ -124,11 +126,11 @@ def decode_pixels(data: bytes, channels: int = 3, name: str = "<bytes>") -> Tens
 
     kind = fast_decodable(data)
     if kind is not None:
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         try:
             if channels == 3 or kind == "gray":
-                mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-                return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-            return _rgb_to_l(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB))
+                return decode_image(encoded, mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
+            return _rgb_to_l(decode_image(encoded, mode=ImageReadMode.RGB))
         except RuntimeError:
             pass  # PIL says what is wrong with it, or reads what libjpeg/libpng refuse
     return decode_with_pil(data, channels, name)
@@ -146,9 +148,8 @@ def decode_bytes(data: bytes, size: int, channels: int = 3, name: str = "<bytes>
     try:
         image = decode_pixels(data, channels, name)
     except Exception as error:  # PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
-        first = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(
-            f"cannot decode image file {name!r} ({first}); remove it, or pass --skip-bad-images to leave such files out"
+            f"cannot decode image file {name!r} ({error_line(error)}); remove it, or pass --skip-bad-images to leave such files out"
         ) from error
     if image.shape[-2:] != (size, size):
         image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
