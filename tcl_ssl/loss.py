@@ -17,19 +17,17 @@ The module :class:`TCLLoss` is a drop-in next to lightly's losses (``loss(out0, 
 :func:`tcl_loss` is the functional form on flat embeddings and group ids, and
 :func:`tcl_terms` the per-anchor core on a similarity matrix.
 
-Implementation: one ``(N, M)`` similarity matrix ``S`` between anchors and keys is the only
-dense buffer. The denominator is a row-wise log-sum-exp shifted by its row maximum; the
-terms that only concern positives (the ``k1`` term, the ``1 - k2`` correction and the
-positive mean) are computed on a sparse list of positive pairs built from the group ids.
-The backward pass uses the closed-form gradient ``dL/dS`` (computed in place of ``S`` in
-the forward pass) and two matrix products, so forward + backward costs the same three
-matrix products as ``z @ z.T`` forward + backward plus a few passes over ``S``.
+Implementation (:mod:`tcl_ssl.loss_core`): the similarities ``S = Z K^T`` are evaluated in
+tiles of anchors by keys, with each anchor's denominator as a shifted log-sum-exp and the
+closed-form gradient ``dL/dS`` turned into ``dL/dz`` and ``dL/dk`` (two matrix products) tile
+by tile in the forward pass. Up to ``2**24`` similarities (``N = M = 4096``) the whole
+matrix is one tile (the dense path); above, tiles of about ``2**22`` similarities bound the
+extra memory to ``O(N x block + (N + M) x D)``, whatever the batch size (``block_size``
+sets it by hand).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +43,7 @@ from tcl_ssl.input_checks import (
     check_same_device,
     stable_normalize,
 )
+from tcl_ssl.loss_core import TCLFunction, TCLTerms, plan_blocks, positive_pairs, tcl_terms
 from tcl_ssl.memory_bank import LabeledMemoryBank
 
 __all__ = [
@@ -80,181 +79,6 @@ def validate_hyperparameters(temperature: float, k1: float, k2: float) -> tuple[
     )
 
 
-def positive_pairs(anchor_groups: Tensor, key_groups: Tensor, self_index: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Index lists ``(rows, cols)`` of all positive pairs, without building an ``(N, M)`` mask.
-
-    Args:
-        anchor_groups: ``(N,)`` integer group id of each anchor.
-        key_groups: ``(M,)`` integer group id of each key.
-        self_index: ``(N,)`` column of each anchor's own key (excluded from its positives),
-            or ``-1`` / ``None`` when the anchor is not among the keys.
-
-    Returns:
-        Two ``(P,)`` int64 tensors: anchor row and key column of every pair with equal group
-        id, the anchor's own key excluded. Rows are sorted.
-
-    Example:
-        >>> import torch
-        >>> from tcl_ssl.loss import positive_pairs
-        >>> groups = torch.tensor([0, 1, 0])
-        >>> rows, cols = positive_pairs(groups, groups, torch.arange(3))
-        >>> rows.tolist(), cols.tolist()
-        ([0, 2], [2, 0])
-    """
-    order = torch.argsort(key_groups, stable=True)
-    sorted_groups = key_groups[order]
-    start = torch.searchsorted(sorted_groups, anchor_groups, right=False)
-    stop = torch.searchsorted(sorted_groups, anchor_groups, right=True)
-    counts = stop - start
-    rows = torch.repeat_interleave(torch.arange(anchor_groups.numel(), device=anchor_groups.device), counts)
-    # Position of each pair inside its anchor's run of same-group keys.
-    offsets = torch.arange(rows.numel(), device=rows.device) - torch.repeat_interleave(
-        torch.cumsum(counts, 0) - counts, counts
-    )
-    cols = order[start[rows] + offsets]
-    if self_index is not None:
-        keep = cols != self_index[rows]
-        rows, cols = rows[keep], cols[keep]
-    return rows, cols
-
-
-@dataclass
-class TCLTerms:
-    """Per-anchor quantities of one TCL evaluation (all float32, on the input's device).
-
-    Attributes:
-        loss_per_anchor: ``(N,)`` ``L_i``; 0 for anchors without positives.
-        num_positives: ``(N,)`` ``|P(i)|``.
-        log_denominator: ``(N,)`` ``log D_i``.
-        grad_similarity: ``(N, M)`` ``dL_i/dS_ij`` (unweighted by the mean over anchors), the
-            closed-form gradient of each anchor's loss with respect to its similarity
-            ``S_ij = z_i . z_j`` to every key; 0 on the anchor's own key. ``None`` unless asked.
-    """
-
-    loss_per_anchor: Tensor
-    num_positives: Tensor
-    log_denominator: Tensor
-    grad_similarity: Tensor | None
-
-
-def tcl_terms(
-    similarity: Tensor,
-    anchor_groups: Tensor,
-    key_groups: Tensor,
-    self_index: Tensor | None,
-    temperature: float,
-    k1: float,
-    k2: float,
-    with_grad: bool,
-) -> TCLTerms:
-    """TCL's per-anchor terms, and optionally the closed-form ``dL_i/dS_ij``, from a similarity matrix.
-
-    This is the computational core of :func:`tcl_loss` (which also checks its inputs,
-    normalises the embeddings and averages the per-anchor losses); it is public for analyses
-    that start from similarities, such as :mod:`tcl_ssl.gradients`. Nothing is checked here.
-
-    Args:
-        similarity: ``(N, M)`` float32 or float64 similarities ``S_ij = z_i . z_j`` between
-            L2-normalised anchors and keys. **Overwritten** (it becomes the gradient buffer):
-            pass a tensor you own, e.g. ``similarity.clone()``.
-        anchor_groups: ``(N,)`` int64 group id of each anchor.
-        key_groups: ``(M,)`` int64 group id of each key; a key with an anchor's group id is
-            one of its positives, every other key a negative.
-        self_index: ``(N,)`` int64 column of each anchor's own key (neither positive nor
-            negative), ``-1`` where it has none; ``None`` when no anchor is among the keys.
-        temperature: softmax temperature ``t`` (> 0).
-        k1: weight of the hard-positive term (>= 0).
-        k2: weight of the negatives (> 0).
-        with_grad: also compute :attr:`TCLTerms.grad_similarity`.
-
-    Returns:
-        The per-anchor terms, in the dtype of ``similarity``; see :class:`TCLTerms`.
-    """
-    n = similarity.shape[0]
-    inv_t = 1.0 / temperature
-    rows, cols = positive_pairs(anchor_groups, key_groups, self_index)
-    num_pos = torch.bincount(rows, minlength=n).to(similarity.dtype)
-    s_pos = similarity[rows, cols]  # (P,)
-
-    if self_index is not None:
-        has_self = self_index >= 0
-        similarity[torch.arange(n, device=similarity.device)[has_self], self_index[has_self]] = -math.inf
-
-    # Row shift m_i >= every exponent in D_i (in units of log), so no exp() overflows.
-    shift = similarity.amax(dim=1) * inv_t
-    if k1 > 0:
-        k1_exponent = math.log(k1) - s_pos
-        k1_max = torch.full_like(shift, -math.inf).scatter_reduce(0, rows, k1_exponent, "amax")
-        shift = torch.maximum(shift, k1_max)
-    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-
-    # E_ij = exp(S_ij / t - m_i), in place; the anchor's own key gives exp(-inf) = 0.
-    exp_sim = similarity.mul_(inv_t).sub_(shift[:, None]).exp_()
-    e_pos = exp_sim[rows, cols]
-    denom = exp_sim.sum(dim=1).mul_(k2)  # k2 * sum over all keys, positives corrected below
-    pos_terms = (1.0 - k2) * e_pos
-    if k1 > 0:
-        k1_pos = torch.exp(k1_exponent - shift[rows])
-        pos_terms = pos_terms + k1_pos
-    denom.index_add_(0, rows, pos_terms)
-    log_denom = shift + torch.log(denom)
-
-    has_pos = num_pos > 0
-    safe_num_pos = num_pos.clamp_min(1.0)
-    mean_pos_logit = torch.zeros_like(num_pos).index_add_(0, rows, s_pos * inv_t) / safe_num_pos
-    loss = torch.where(has_pos, log_denom - mean_pos_logit, torch.zeros_like(log_denom))
-
-    grad = None
-    if with_grad:
-        # dL_i/dS_ij = [k2 E_ij / t + pos_ij ((1 - k2) E_ij / t - k1 exp(-S_ij - m_i))] / D_i'
-        #              - pos_ij / (|P(i)| t)
-        row_scale = torch.where(has_pos, 1.0 / denom, torch.zeros_like(denom))
-        grad = exp_sim.mul_((k2 * inv_t) * row_scale[:, None])
-        pos_grad = (1.0 - k2) * inv_t * e_pos
-        if k1 > 0:
-            pos_grad = pos_grad - k1_pos
-        pos_grad = pos_grad * row_scale[rows] - inv_t / safe_num_pos[rows]
-        grad.index_put_((rows, cols), pos_grad, accumulate=True)
-    return TCLTerms(loss, num_pos, log_denom, grad)
-
-
-class _TCLFunction(torch.autograd.Function):
-    """Mean TCL loss with a closed-form backward; inputs are normalised float32 embeddings."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        anchors: Tensor,
-        keys: Tensor,
-        anchor_groups: Tensor,
-        key_groups: Tensor,
-        self_index: Tensor | None,
-        anchor_weights: Tensor,
-        temperature: float,
-        k1: float,
-        k2: float,
-    ) -> Tensor:
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        similarity = anchors @ keys.T
-        terms = tcl_terms(similarity, anchor_groups, key_groups, self_index, temperature, k1, k2, needs_grad)
-        if needs_grad:
-            grad = terms.grad_similarity
-            assert grad is not None
-            grad.mul_(anchor_weights[:, None])
-            ctx.save_for_backward(anchors, keys, grad)
-        return (terms.loss_per_anchor * anchor_weights).sum()
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        anchors, keys, grad = ctx.saved_tensors
-        grad_anchors = grad_keys = None
-        if ctx.needs_input_grad[0]:
-            grad_anchors = (grad @ keys) * grad_output
-        if ctx.needs_input_grad[1]:
-            grad_keys = (grad.T @ anchors) * grad_output
-        return grad_anchors, grad_keys, None, None, None, None, None, None, None
-
-
 def _check_equal_batches(batch: int, device: torch.device) -> None:
     """Raise ``ValueError`` on every process unless all processes pass ``batch`` rows (one tiny all_gather)."""
     size = torch.tensor([batch], device=device)
@@ -281,6 +105,8 @@ def tcl_loss(
     anchor_weights: Tensor | None = None,
     normalize: bool = True,
     check_finite: bool = True,
+    block_size: int | None = None,
+    key_block_size: int | None = None,
 ) -> Tensor:
     """TCL loss of anchors ``embeddings`` against ``keys`` (default: the anchors themselves).
 
@@ -306,6 +132,13 @@ def tcl_loss(
         check_finite: refuse NaN or inf in ``embeddings`` and ``keys`` (a host-device
             synchronisation on a GPU). ``False`` lets them through to a NaN loss, for training
             loops that watch the loss themselves (a float16 GradScaler skips such steps).
+        block_size: anchors per tile. ``None`` (default) chooses by size: the dense path
+            (one ``N x M`` similarity matrix) up to ``N * M = 2**24``, tiles of about
+            ``2**22`` similarities above. Any value gives the same loss and gradients up to
+            floating-point rounding; smaller tiles use less memory.
+        key_block_size: keys per tile; ``None``: all keys (or as the automatic choice needs).
+            Fewer keys than ``M`` per tile stream each anchor's log-sum-exp over the key
+            blocks and compute every tile twice.
 
     Returns:
         Scalar loss, float32 (float64 for float64 input), also under autocast. A batch in
@@ -326,6 +159,7 @@ def tcl_loss(
     """
     temperature, k1, k2 = validate_hyperparameters(temperature, k1, k2)
     normalize, check_finite = check_flag("normalize", normalize), check_flag("check_finite", check_finite)
+    block_size, key_block_size = check_block_sizes(block_size, key_block_size)
     check_embeddings("embeddings", embeddings, check_finite)
     check_ids("groups", groups, embeddings.shape[0])
     if anchor_weights is not None:
@@ -372,7 +206,8 @@ def tcl_loss(
             self_index = None if self_index is None else self_index.long()
         if anchor_weights is None:
             anchor_weights = default_anchor_weights(groups, key_groups_, self_index, dtype)
-        return _TCLFunction.apply(
+        row_block, key_block = plan_blocks(anchors.shape[0], keys_.shape[0], block_size, key_block_size)
+        return TCLFunction.apply(
             anchors,
             keys_,
             groups,
@@ -382,7 +217,28 @@ def tcl_loss(
             temperature,
             k1,
             k2,
+            row_block,
+            key_block,
         )
+
+
+def check_block_sizes(block_size: Any, key_block_size: Any) -> tuple[int | None, int | None]:
+    """``block_size`` and ``key_block_size``: each ``None`` or an integer >= 1.
+
+    Raises:
+        ValueError: naming the value that is not allowed.
+    """
+    return tuple(  # type: ignore[return-value]
+        None if value is None else _block_count(name, value)
+        for name, value in (("block_size", block_size), ("key_block_size", key_block_size))
+    )
+
+
+def _block_count(name: str, value: Any) -> int:
+    try:
+        return check_count(name, value, minimum=1)
+    except ValueError:
+        raise ValueError(f"{name} must be None (automatic) or an integer >= 1, got {value!r}") from None
 
 
 def _check_weights(weights: Any, length: int) -> None:
