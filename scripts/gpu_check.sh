@@ -117,7 +117,7 @@ run_step pytest-cuda 60 "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider \
 if ((cpu)); then
     loss_sizes=(--sizes 64,128 --repeats 1)
     augment_sizes=(--num-images 8 --batch-size 8)
-    train_sizes=(--num-images 8 --batch-size 4 --steps 1 --warmup 1 --num-workers 1 --dataset random)
+    train_sizes=(--num-images 4 --batch-size 2 --steps 1 --warmup 1 --num-workers 1 --dataset random)
     precision=32-true
     synthetic=(--train 200 --test 100 --processes 1)
     pretrain_sizes=(--epochs 1 --batch-size 32 --accelerator cpu)

@@ -202,7 +202,9 @@ def build_report(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     step_dirs = sorted((out / "steps").glob("*/status.json"))
     if not step_dirs:
-        raise ValueError(f"no steps under {str(out / 'steps')!r} (expected <name>/status.json from scripts/gpu_check.sh)")
+        raise ValueError(
+            f"no steps under {str(out / 'steps')!r} (expected <name>/status.json from scripts/gpu_check.sh)"
+        )
     order = {name: i for i, name in enumerate(STEPS)}
     names = sorted((path.parent.name for path in step_dirs), key=lambda name: (order.get(name, len(STEPS)), name))
     steps, problems = [], []
@@ -254,7 +256,7 @@ def _number(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _table(header: Sequence[str], align: str, rows: list[list[str]]) -> list[str]:
+def _table(header: Sequence[str], align: Sequence[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
@@ -286,7 +288,13 @@ def format_markdown(report: dict[str, Any]) -> str:
         ["step", "exit code", "seconds", "timeout s", "command"],
         ["---", "---:", "---:", "---:", "---"],
         [
-            [s["name"], str(s.get("exit_code")), _number(s.get("seconds"), 1), str(s.get("timeout_s")), f"`{s.get('command') or ''}`"]
+            [
+                s["name"],
+                str(s.get("exit_code")),
+                _number(s.get("seconds"), 1),
+                str(s.get("timeout_s")),
+                f"`{s.get('command') or ''}`",
+            ]
             for s in report["steps"]
         ],
     )
@@ -297,7 +305,9 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"{tests['tests']} tests: {tests['passed']} passed, {tests['failed']} failed, "
             f"{tests['error']} errors, {tests['skipped']} skipped"
         )
-        lines += [""] + _table(["test", "outcome"], ["---", "---"], [[c["name"], c["outcome"]] for c in tests["cases"]])
+        if tests["cases"]:
+            cases = [[c["name"], c["outcome"]] for c in tests["cases"]]
+            lines += [""] + _table(["test", "outcome"], ["---", "---"], cases)
     loss = report.get("loss")
     if loss:
         lines += ["", "## Loss: forward + backward (`tcl-ssl bench loss`)", ""]
@@ -316,7 +326,13 @@ def format_markdown(report: dict[str, Any]) -> str:
             ["size", "pipeline", "device", "images/s", "x lightly per image"],
             ["---:", "---", "---", "---:", "---:"],
             [
-                [f"{r['image_size']} px", str(r["pipeline"]), str(r["device"]), _number(r["images_per_s"]), _number(r["vs_lightly"], 2)]
+                [
+                    f"{r['image_size']} px",
+                    str(r["pipeline"]),
+                    str(r["device"]),
+                    _number(r["images_per_s"]),
+                    _number(r["vs_lightly"], 2),
+                ]
                 for r in augment
             ],
         )
@@ -345,7 +361,17 @@ def format_markdown(report: dict[str, Any]) -> str:
         splits = pretrain.get("splits") or {}
         lines += ["", "## Pretraining run (`tcl-ssl pretrain`, synthetic CIFAR-10-sized folder)", ""]
         lines += _table(
-            ["method", "epochs", "train images", "images/s", "x anchor", "train s", "wall s", "test kNN top-1", "peak CUDA MiB"],
+            [
+                "method",
+                "epochs",
+                "train images",
+                "images/s",
+                "x anchor",
+                "train s",
+                "wall s",
+                "test kNN top-1",
+                "peak CUDA MiB",
+            ],
             ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
             [
                 [

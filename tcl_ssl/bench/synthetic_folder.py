@@ -110,7 +110,9 @@ def write_folder(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tcl_ssl.bench.synthetic_folder ROOT [--train N] [--test N] ...``."""
-    parser = argparse.ArgumentParser(prog="python -m tcl_ssl.bench.synthetic_folder", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl_ssl.bench.synthetic_folder", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("root", help="folder to write (created)")
     parser.add_argument("--train", type=int, default=50_000, help="train images (default: CIFAR-10's 50,000)")
     parser.add_argument("--test", type=int, default=10_000, help="test images (default: CIFAR-10's 10,000)")
