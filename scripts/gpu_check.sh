@@ -18,6 +18,7 @@
 # step is recorded and the next one runs; the exit status is 1 if any step failed.
 # Environment: PYTHON (default python) runs everything; the repository root is this script's parent.
 set -euo pipefail
+export LC_ALL=C # printf and awk write decimal points
 
 usage() { sed -n '14,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -66,7 +67,7 @@ else
 fi
 export TCL_SSL_CACHE="$out/cache" # decoded-image caches stay inside the check's folder
 started=$(date +%s)
-deadline=$((started + budget - 15))
+deadline=$((started + budget - 10)) # 10 s left for the report
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 printf '{"mode": "%s", "budget_s": %d, "started": "%s", "commit": "%s", "root": "%s"}\n' \
     "$mode" "$budget" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$root" >"$out/check.json"
@@ -91,7 +92,7 @@ run_step() {
         code=124
         limit=0
     else
-        timeout --kill-after=10 "$limit" "$@" >"$dir/output.log" 2>&1 || code=$?
+        timeout --kill-after=5 "$limit" "$@" >"$dir/output.log" 2>&1 || code=$?
     fi
     end=$(date +%s.%N)
     local seconds
@@ -111,7 +112,7 @@ echo "GPU check ($mode) of $root at $commit into $out; budget $budget s"
 
 run_step environment 15 "$PYTHON" -m tcl_ssl.bench.gpu_report environment "$steps/environment/environment.json"
 
-run_step pytest-cuda 60 "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider \
+run_step pytest-cuda 75 "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider \
     --junitxml="$steps/pytest-cuda/junit.xml" tests
 
 if ((cpu)); then
@@ -130,22 +131,22 @@ else
     pretrain_sizes=(--epochs 2 --batch-size 512 --accelerator gpu --devices 1)
 fi
 
-run_step bench-loss 60 "${tcl_ssl[@]}" bench loss "${loss_sizes[@]}" --losses tcl,tcl-tiled,supcon,floor \
+run_step bench-loss 50 "${tcl_ssl[@]}" bench loss "${loss_sizes[@]}" --losses tcl,tcl-tiled,supcon,floor \
     --max-n tcl=16384 --max-n supcon=16384 --max-n floor=16384 --device "$device" \
     --json "$steps/bench-loss/result.json"
 
-run_step bench-augment 100 "${tcl_ssl[@]}" bench augment --image-sizes 32 224 "${augment_sizes[@]}" \
+run_step bench-augment 120 "${tcl_ssl[@]}" bench augment --image-sizes 32 224 "${augment_sizes[@]}" \
     --device "$device" --json "$steps/bench-augment/result.json"
 
 for size in 32 224; do
-    limit=$((size == 32 ? 45 : 60))
+    limit=$((size == 32 ? 45 : 55))
     run_step "bench-train-$size" "$limit" "${tcl_ssl[@]}" bench train --image-size "$size" "${train_sizes[@]}" \
         --sources memory --precision "$precision" --device "$device" --json "$steps/bench-train-$size/result.json"
 done
 
 run_step synthetic-data 20 "$PYTHON" -m tcl_ssl.bench.synthetic_folder "$out/synthetic-cifar10" "${synthetic[@]}"
 
-run_step pretrain 100 "${tcl_ssl[@]}" pretrain --dataset "$out/synthetic-cifar10" "${pretrain_sizes[@]}" \
+run_step pretrain 85 "${tcl_ssl[@]}" pretrain --dataset "$out/synthetic-cifar10" "${pretrain_sizes[@]}" \
     --protocols knn --no-plots --out "$steps/pretrain/run"
 
 echo

@@ -58,7 +58,7 @@ def test_the_dry_run_records_every_step_with_its_exit_status(dry_run):
     assert [step["name"] for step in report["steps"]] == list(gpu_report.STEPS), done.stdout
     for step in report["steps"]:
         log = (out / "steps" / step["name"] / "output.log").read_text()
-        assert 0 < step["seconds"] <= step["timeout_s"] + 10, step
+        assert 0 < step["seconds"] <= step["timeout_s"] + 5, step
         assert step["command"] and step["name"] in done.stdout
         if step["name"] in missing:  # not yet in this checkout: refused by argparse, recorded, and the check goes on
             assert step["exit_code"] == 2 and "unrecognized arguments" in log, (step, missing)
@@ -107,7 +107,7 @@ def test_the_dry_run_report_holds_the_figures(dry_run):
     assert "## Augmentation" in markdown and "## Pretraining run" in markdown and "4,200 images/s" in markdown
 
 
-def test_the_report_reads_the_rows_the_benchmarks_return(dry_run, tmp_path):
+def test_the_report_reads_the_rows_the_benchmarks_return(dry_run, tmp_path, one_thread):
     """The loss and train tables from rows of the benchmarks' ``run()`` as this checkout has it
     (what their ``--json`` writes), while the dry run cannot pass them ``--json`` yet."""
     _, out, missing = dry_run
