@@ -46,6 +46,8 @@ def test_the_non_finite_check_on_the_gpu_is_read_a_step_later():
     guard = NonFiniteLossGuard()
     guard.on_train_batch_end(_trainer(3), None, {"loss": torch.tensor(1.0, device="cuda")}, None, 0)
     guard.on_train_batch_end(_trainer(4), None, {"loss": torch.tensor(float("nan"), device="cuda")}, None, 0)
+    host, event, step = guard._pending  # the check in flight: a pinned host copy behind an event
+    assert host.is_pinned() and not host.is_cuda and event is not None and step == 4
     with pytest.raises(NonFiniteLossError, match="at step 4"):
         guard.on_train_batch_end(_trainer(5), None, {"loss": torch.tensor(1.0, device="cuda")}, None, 0)
 
