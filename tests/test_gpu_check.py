@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,10 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check") / "check"
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT))
     done = subprocess.run(["bash", str(SCRIPT), "--cpu", "--out", str(out)], capture_output=True, text=True, env=env)
-    return done, out, _missing_interfaces()
+    missing = _missing_interfaces()
+    if missing:  # visible in the summary until the interfaces land, when the tolerance goes
+        warnings.warn(f"the GPU check's steps run against interfaces this checkout lacks: {missing}", stacklevel=1)
+    return done, out, missing
 
 
 def test_the_dry_run_records_every_step_with_its_exit_status(dry_run):
