@@ -20,7 +20,7 @@
 set -euo pipefail
 export LC_ALL=C # printf and awk write decimal points
 
-usage() { sed -n '14,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '13,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cpu=0
 out=""
