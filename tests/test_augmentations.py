@@ -208,6 +208,7 @@ def test_pipeline_has_nothing_to_train():
     assert not any(parameter.requires_grad for parameter in pipeline.parameters())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_batch_gives_cuda_views_equal_to_the_cpu_ones():
     batch = uint8_images(8, 3, 32, 32)

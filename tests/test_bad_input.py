@@ -832,6 +832,7 @@ def test_door_numpy_numbers_are_hyper_parameters(kwargs):
     assert TCLLoss(memory_bank_size=np.int64(8)).memory_bank.size == 8
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (a GPU)")
 def test_door_views_and_labels_on_different_devices_are_refused():
     from tcl_ssl.loss import TCLLoss, tcl_loss

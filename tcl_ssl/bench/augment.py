@@ -35,6 +35,7 @@ from torchvision.transforms.functional import to_pil_image
 
 import augmentations
 from augmentations.samples import CIFAR10_MEAN, CIFAR10_STD, load_images
+from tcl_ssl.safe_io import write_json
 
 __all__ = ["run", "choice_cost", "format_table", "main"]
 
@@ -226,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write the rows as JSON: {'rows': [...], 'choice_cost': [...]} (see run() and choice_cost())",
+    )
     args = parser.parse_args(argv)
 
     rows = run(args.image_sizes, args.num_images, args.batch_size, args.device)
@@ -238,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Cost of per-image choices (colour-jitter order, AutoAugment sub-policy), {args.image_sizes[0]} px, CPU:")
     print("| recipe | per image, images/s | per batch, images/s | per image / per batch |")
     print("|---|---:|---:|---:|")
-    for row in choice_cost(image_size=args.image_sizes[0], num_images=args.num_images, batch_size=args.batch_size):
+    costs = choice_cost(image_size=args.image_sizes[0], num_images=args.num_images, batch_size=args.batch_size)
+    for row in costs:
         print(f"| {row['recipe']} | {row['per_image']:,.0f} | {row['per_batch']:,.0f} | {row['ratio']:.2f} |")
     for row in rows:
         if row["pipeline"] == OURS and row["device"].startswith("cpu"):
@@ -246,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{row['image_size']} px, ours ({row['device']}) / lightly per image = {row['vs_lightly']:.2f}x, "
                 f"ours / lightly DataLoader ({LOADER_WORKERS} workers) = {row['vs_lightly_loader']:.2f}x"
             )
+    if args.json:
+        write_json(args.json, {"rows": rows, "choice_cost": costs})
     return 0
 
 
