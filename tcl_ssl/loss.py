@@ -338,6 +338,10 @@ class TCLLoss(nn.Module):
             make the gather hang or fail obscurely). Both checks wait for the device;
             ``False`` skips them, for training loops that watch the loss and feed equal
             batches (a non-finite input then gives a NaN loss, not an error).
+        block_size: anchors per tile (see :func:`tcl_loss`); ``None`` (default) chooses by
+            size: one similarity matrix up to ``2**24`` anchor-key pairs, tiles above, so
+            that a batch of any size fits in ``O(N x block)`` extra memory.
+        key_block_size: keys per tile (see :func:`tcl_loss`); ``None``: automatic.
 
     Returns:
         loss (Tensor): each call returns the scalar loss (float32, or float64 for float64
@@ -378,8 +382,11 @@ class TCLLoss(nn.Module):
         memory_bank_size: int | tuple[int, int] = 0,
         anchors: str = "all",
         check_inputs: bool = True,
+        block_size: int | None = None,
+        key_block_size: int | None = None,
     ) -> None:
         super().__init__()
+        self.block_size, self.key_block_size = check_block_sizes(block_size, key_block_size)
         self.temperature, self.k1, self.k2 = validate_hyperparameters(temperature, k1, k2)
         self.check_inputs = check_flag("check_inputs", check_inputs)
         gather_distributed = check_flag("gather_distributed", gather_distributed)
@@ -420,7 +427,16 @@ class TCLLoss(nn.Module):
         distributed = self.gather_distributed and dist.world_size() > 1
         queries = self.anchors == "first"
         if not distributed and self.memory_bank is None and not queries:
-            return tcl_loss(embeddings, groups, self.temperature, self.k1, self.k2, check_finite=self.check_inputs)
+            return tcl_loss(
+                embeddings,
+                groups,
+                self.temperature,
+                self.k1,
+                self.k2,
+                check_finite=self.check_inputs,
+                block_size=self.block_size,
+                key_block_size=self.key_block_size,
+            )
 
         embeddings = _normalized_float(embeddings)
         if queries:
@@ -460,6 +476,8 @@ class TCLLoss(nn.Module):
             anchor_weights=weights,
             normalize=False,
             check_finite=self.check_inputs,
+            block_size=self.block_size,
+            key_block_size=self.key_block_size,
         )
         if self.memory_bank is not None and self.training and update_bank:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)

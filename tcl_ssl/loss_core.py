@@ -33,6 +33,7 @@ __all__ = [
     "TCLTerms",
     "tcl_terms",
     "plan_blocks",
+    "tiled_blocks",
     "positive_pairs",
     "DENSE_ELEMENTS",
     "TILE_ELEMENTS",
@@ -64,15 +65,21 @@ def plan_blocks(num_anchors: int, num_keys: int, block_size: int | None, key_blo
     """
     n, m = max(num_anchors, 1), max(num_keys, 1)
     if block_size is None:
-        if n * m <= DENSE_ELEMENTS:
-            rows, keys = n, m
-        else:
-            rows = max(MIN_ROW_BLOCK, TILE_ELEMENTS // m)
-            keys = m if rows * m <= 2 * TILE_ELEMENTS else TILE_ELEMENTS // rows
+        rows, keys = (n, m) if n * m <= DENSE_ELEMENTS else tiled_blocks(n, m)
     else:
         rows, keys = block_size, m
     if key_block_size is not None:
         keys = key_block_size
+    return min(rows, n), min(keys, m)
+
+
+def tiled_blocks(num_anchors: int, num_keys: int) -> tuple[int, int]:
+    """The automatic tiles, whatever the size: ``(row_block, key_block)`` with about
+    ``TILE_ELEMENTS`` similarities per tile, all keys in one block while that leaves at least
+    ``MIN_ROW_BLOCK`` anchors per block."""
+    n, m = max(num_anchors, 1), max(num_keys, 1)
+    rows = max(MIN_ROW_BLOCK, TILE_ELEMENTS // m)
+    keys = m if rows * m <= 2 * TILE_ELEMENTS else TILE_ELEMENTS // rows
     return min(rows, n), min(keys, m)
 
 
@@ -155,89 +162,143 @@ class _Constants:
         return self.k1 > 0 or self.k2 != 1.0
 
 
-@dataclass
-class _TilePositives:
-    """The positive pairs inside one ``(b, k)`` tile: a mask, or sparse index lists.
+def _offsets(c: _Constants, shift: Tensor | None) -> Tensor | float:
+    """``log k1 - m_i`` per row (``(b,)``), or ``log k1`` without a shift."""
+    return c.log_k1 if shift is None else c.log_k1 - shift
 
-    Attributes:
-        outside: ``(b, k)`` bool, True where the key is *not* a positive of the anchor
-            (mask form), else ``None``.
-        rows: ``(p,)`` tile row of each positive pair (sparse form), else ``None``.
-        flat: ``(p,)`` index ``row * k + col`` of each pair in the flattened tile.
-    """
 
-    outside: Tensor | None = None
-    rows: Tensor | None = None
-    flat: Tensor | None = None
+class _MaskPositives:
+    """The positives of one ``(b, k)`` tile as a mask (``outside``: True off the positives)."""
 
-    def row_sums(self, values: Tensor, num_rows: int) -> Tensor:
-        """``(b,)`` sums over each row's positives of ``values`` (``(b, k)`` for a mask, zero
-        off the positives; ``(p,)`` per pair for index lists)."""
-        if self.outside is not None:
-            return values.sum(dim=1)
-        assert self.rows is not None
+    def __init__(self, outside: Tensor) -> None:
+        self.outside = outside
+
+    def hard(self, scaled_sim: Tensor, shift: Tensor | None, c: _Constants) -> Tensor:
+        """``(b, k)`` ``F_ip = k1 exp(-S_ip - m_i)``, 0 off the positives."""
+        offset = _offsets(c, shift)
+        offset = offset[:, None] if isinstance(offset, Tensor) else offset
+        # exp() first (exp(-inf) is slow on the CPU); off the positives the values are dropped
+        hard = torch.add(offset, scaled_sim, alpha=-c.temperature).exp_()
+        return hard.masked_fill_(self.outside, 0.0)
+
+    def row_sums(self, values: Any, num_rows: int) -> Tensor:
+        return values.sum(dim=1)
+
+    def on_positives(self, tile: Tensor) -> Tensor:
+        return torch.where(self.outside, 0.0, tile)
+
+    def scale(self, grad: Tensor, factor: float) -> None:
+        grad.copy_(torch.where(self.outside, grad, grad * factor))
+
+    def subtract(self, grad: Tensor, hard: Any, alpha: float) -> None:
+        grad.sub_(hard, alpha=alpha)
+
+
+class _PairPositives:
+    """The positives of one ``(b, k)`` tile as index lists: ``rows`` (``(p,)`` tile row of each
+    pair) and ``flat`` (``(p,)`` ``row * k + col``); for sparse positives."""
+
+    def __init__(self, rows: Tensor, flat: Tensor) -> None:
+        self.rows, self.flat = rows, flat
+
+    def hard(self, scaled_sim: Tensor, shift: Tensor | None, c: _Constants) -> Tensor:
+        """``(p,)`` ``F_ip`` per pair."""
+        offset = _offsets(c, shift)
+        offset = offset[self.rows] if isinstance(offset, Tensor) else offset
+        return torch.add(offset, self.on_positives(scaled_sim), alpha=-c.temperature).exp_()
+
+    def row_sums(self, values: Any, num_rows: int) -> Tensor:
         return values.new_zeros(num_rows).index_add_(0, self.rows, values)
 
-    def gather(self, tile: Tensor) -> Tensor:
-        """``(p,)`` values of ``tile`` at the pairs (index lists only)."""
-        assert self.flat is not None
+    def on_positives(self, tile: Tensor) -> Tensor:
         return tile.reshape(-1).index_select(0, self.flat)
 
-    def add_at(self, tile: Tensor, values: Tensor) -> None:
-        """Add ``(p,)`` ``values`` to ``tile`` at the pairs, in place (index lists only)."""
-        assert self.flat is not None
-        tile.view(-1).index_add_(0, self.flat, values)
+    def scale(self, grad: Tensor, factor: float) -> None:
+        grad.view(-1).index_add_(0, self.flat, self.on_positives(grad) * (factor - 1.0))
+
+    def subtract(self, grad: Tensor, hard: Any, alpha: float) -> None:
+        grad.view(-1).index_add_(0, self.flat, hard * -alpha)
 
 
-def _hard_positive_terms(scaled_sim: Tensor, positives: _TilePositives, shift: Tensor, c: _Constants) -> Tensor:
-    """``F_ip = k1 exp(-S_ip - m_i)`` of one tile: ``(b, k)``, 0 off the positives (mask form),
-    or ``(p,)`` per pair (index lists). ``scaled_sim`` holds ``S / t``."""
-    offset = c.log_k1 - shift
-    if positives.outside is not None:
-        # exp() first: exp(-inf) is slow on the CPU; off the positives the values are dropped
-        hard = torch.add(offset[:, None], scaled_sim, alpha=-c.temperature).exp_()
-        return hard.masked_fill_(positives.outside, 0.0)
-    assert positives.rows is not None
-    return torch.add(offset[positives.rows], positives.gather(scaled_sim), alpha=-c.temperature).exp_()
+class _BlockPositives:
+    """The positives of one tile as rectangles ``(row_start, row_stop, col_start, col_stop)``
+    (anchors and keys sorted by group: each run of anchors of one group has its positives in
+    one run of keys), less the anchors' own keys ``(self_rows, self_cols)``."""
+
+    def __init__(self, blocks: list[tuple[int, int, int, int]], self_rows: Tensor | None, self_cols: Tensor | None):
+        self.blocks, self.self_rows, self.self_cols = blocks, self_rows, self_cols
+
+    def views(self, tile: Tensor) -> list[Tensor]:
+        return [tile[r0:r1, c0:c1] for r0, r1, c0, c1 in self.blocks]
+
+    def hard(self, scaled_sim: Tensor, shift: Tensor | None, c: _Constants) -> list[Tensor]:
+        """``F_ip`` of each rectangle (0 on the anchors' own keys)."""
+        out = []
+        for (r0, r1, c0, c1), view in zip(self.blocks, self.views(scaled_sim), strict=True):
+            offset = _offsets(c, shift)
+            offset = offset[r0:r1, None] if isinstance(offset, Tensor) else offset
+            hard = torch.add(offset, view, alpha=-c.temperature).exp_()
+            if self.self_rows is not None and self.self_cols is not None:
+                inside = (self.self_rows >= r0) & (self.self_rows < r1) & (self.self_cols >= c0) & (self.self_cols < c1)
+                hard[self.self_rows[inside] - r0, self.self_cols[inside] - c0] = 0.0
+            out.append(hard)
+        return out
+
+    def row_sums(self, values: Any, num_rows: int) -> Tensor:
+        total = torch.zeros(num_rows, dtype=values[0].dtype, device=values[0].device) if values else None
+        for (r0, r1, _, _), value in zip(self.blocks, values, strict=True):
+            assert total is not None
+            total[r0:r1] += value.sum(dim=1)
+        return total if total is not None else torch.zeros(num_rows)
+
+    def on_positives(self, tile: Tensor) -> list[Tensor]:
+        return self.views(tile)
+
+    def scale(self, grad: Tensor, factor: float) -> None:
+        for view in self.views(grad):
+            view.mul_(factor)
+
+    def subtract(self, grad: Tensor, hard: Any, alpha: float) -> None:
+        for view, value in zip(self.views(grad), hard, strict=True):
+            view.sub_(value, alpha=alpha)
+
+
+_Positives = _MaskPositives | _PairPositives | _BlockPositives
 
 
 def _tile_exponentials(
-    scaled_sim: Tensor, positives: _TilePositives | None, shift: Tensor, c: _Constants
-) -> tuple[Tensor, Tensor | None, Tensor]:
+    scaled_sim: Tensor, positives: _Positives | None, shift: Tensor | None, c: _Constants
+) -> tuple[Tensor, Any, Tensor]:
     """Shifted exponentials of one tile and its share of the shifted denominator.
 
     Args:
         scaled_sim: ``(b, k)`` tile of ``S / t`` (``-inf`` on the anchors' own keys);
             **overwritten** with ``E_ij = exp(S_ij / t - m_i)``.
         positives: the tile's positives (``None`` when ``k1 = 0`` and ``k2 = 1``).
-        shift: ``(b,)`` finite row shift ``m_i``.
+        shift: ``(b,)`` finite row shift ``m_i``; ``None``: no shift (``m_i = 0``).
 
     Returns:
-        ``(E, F, part)``: ``E``; ``F`` from :func:`_hard_positive_terms` (``None`` when
-        ``k1 = 0``); ``part_i = k2 sum_j E_ij + (1 - k2) sum_p E_ip + sum_p F_ip``.
+        ``(E, F, part)``: ``E``; ``F_ip = k1 exp(-S_ip - m_i)`` in the positives' form
+        (``None`` when ``k1 = 0``); ``part_i = k2 sum_j E_ij + (1 - k2) sum_p E_ip + sum_p F_ip``.
     """
     rows = scaled_sim.shape[0]
     hard = None
     if c.k1 > 0:
         assert positives is not None
-        hard = _hard_positive_terms(scaled_sim, positives, shift, c)
-    exps = scaled_sim.sub_(shift[:, None]).exp_()
+        hard = positives.hard(scaled_sim, shift, c)
+    exps = (scaled_sim if shift is None else scaled_sim.sub_(shift[:, None])).exp_()
     part = exps.sum(dim=1)
     if c.k2 != 1.0:
         assert positives is not None
-        on_positives = (
-            torch.where(positives.outside, 0.0, exps) if positives.outside is not None else positives.gather(exps)
-        )
-        part = part.mul_(c.k2).add_(positives.row_sums(on_positives, rows), alpha=1.0 - c.k2)
+        on_positives = positives.row_sums(positives.on_positives(exps), rows)
+        part = part.mul_(c.k2).add_(on_positives, alpha=1.0 - c.k2)
     if hard is not None:
         assert positives is not None
         part = part.add_(positives.row_sums(hard, rows))
     return exps, hard, part
 
 
-def _tile_gradient(
-    exps: Tensor, hard: Tensor | None, positives: _TilePositives | None, row_scale: Tensor, c: _Constants
-) -> Tensor:
+def _tile_gradient(exps: Tensor, hard: Any, positives: _Positives | None, row_scale: Tensor, c: _Constants) -> Tensor:
     """``(b, k)`` ``w_i dL_i/dS_ij`` of one tile without the positive-mean term, in place of ``exps``.
 
     ``[k2 E_ij / t + pos_ij ((1 - k2) E_ij / t - F_ij)] / D_i``, scaled by ``row_scale = w_i / D_i``.
@@ -245,17 +306,11 @@ def _tile_gradient(
     grad = exps
     if c.k2 != 1.0:
         assert positives is not None
-        if positives.outside is not None:
-            grad = grad.mul_(torch.where(positives.outside, c.k2, 1.0))
-        else:
-            grad = grad.mul_(c.k2)
-            positives.add_at(grad, positives.gather(grad) * ((1.0 - c.k2) / c.k2))
+        grad = grad.mul_(c.k2)
+        positives.scale(grad, 1.0 / c.k2)
     if hard is not None:
         assert positives is not None
-        if positives.outside is not None:
-            grad = grad.sub_(hard, alpha=c.temperature)
-        else:
-            positives.add_at(grad, hard * -c.temperature)
+        positives.subtract(grad, hard, c.temperature)
     return grad.mul_((c.inv_t * row_scale)[:, None])
 
 
@@ -309,7 +364,7 @@ def tcl_terms(
     if k1 > 0:
         shift = torch.maximum(shift, c.log_k1 - similarity.masked_fill(outside, math.inf).amin(dim=1))
     shift = _finite(shift)
-    exps, hard, denominator = _tile_exponentials(similarity.mul_(c.inv_t), _TilePositives(outside), shift, c)
+    exps, hard, denominator = _tile_exponentials(similarity.mul_(c.inv_t), _MaskPositives(outside), shift, c)
     has_pos = num_pos > 0
     safe_num_pos = num_pos.clamp_min(1.0)
     log_denominator = shift + torch.log(denominator)
@@ -317,7 +372,7 @@ def tcl_terms(
     grad = None
     if with_grad:
         row_scale = torch.where(has_pos, 1.0 / denominator, 0.0)
-        grad = _tile_gradient(exps, hard, _TilePositives(outside), row_scale, c)
+        grad = _tile_gradient(exps, hard, _MaskPositives(outside), row_scale, c)
         positive_scale = torch.where(has_pos, c.inv_t / safe_num_pos, 0.0)
         grad = grad.sub_(torch.where(outside, 0.0, positive_scale[:, None]))
     return TCLTerms(loss, num_pos, log_denominator, grad)
@@ -335,6 +390,11 @@ def _sum_rows_into(index: Tensor, values: Tensor, num_rows: int) -> Tensor:
     return torch.sparse.mm(one_hot, values)
 
 
+#: largest exponent, by dtype, for which the denominators are summed without a row shift
+#: (``exp`` of it, times a million keys, stays far from overflow, and ``exp`` of minus it
+#: far from underflow)
+UNSHIFTED_EXPONENT = {torch.float32: 40.0, torch.float64: 300.0}
+
 #: index lists instead of a mask for the positives when they are at most this share of all pairs
 SPARSE_POSITIVES = 1.0 / 16
 
@@ -344,7 +404,10 @@ class _Batch:
 
     Everything that only concerns positives' similarities themselves (``|P(i)|``, the sum of
     ``S_ip`` and its gradient) is computed from per-group sums of the keys and anchors in
-    ``O((N + M) D)``; the tiles only handle the denominators.
+    ``O((N + M) D)``; the tiles only handle the denominators. Where the positives matter to the
+    tiles (``k1 > 0`` or ``k2 != 1``) they are index lists when sparse (at most
+    :data:`SPARSE_POSITIVES` of all pairs); otherwise anchors and keys are sorted by group so
+    that the positives of a tile are a few rectangles (:meth:`unsort` restores the order).
     """
 
     def __init__(
@@ -357,64 +420,117 @@ class _Batch:
         weights: Tensor,
         c: _Constants,
     ) -> None:
-        self.anchors, self.keys, self.weights, self.c = anchors, keys, weights, c
-        self.scaled_anchors = anchors * c.inv_t
-        self.self_index = self_index
+        n, m = anchors.shape[0], keys.shape[0]
         groups, inverse = torch.unique(torch.cat([anchor_groups, key_groups]), return_inverse=True)
-        n = anchors.shape[0]
-        self.anchor_gid, self.key_gid = inverse[:n], inverse[n:]
-        num_groups = groups.numel()
+        anchor_gid, key_gid = inverse[:n], inverse[n:]
+        self.num_groups = groups.numel()
         # own key in the anchor's own group: counted by the group sums, but not a positive
-        self.own = torch.zeros(n, dtype=torch.bool, device=anchors.device)
+        own = torch.zeros(n, dtype=torch.bool, device=anchors.device)
         if self_index is not None:
-            has_self = self_index >= 0
-            self.own = has_self & (self.key_gid[self_index.clamp_min(0)] == self.anchor_gid)
-        key_counts = torch.bincount(self.key_gid, minlength=num_groups)
-        self.num_pos = (key_counts[self.anchor_gid] - self.own.long()).to(anchors.dtype)
-        self.has_pos = self.num_pos > 0
-        self.num_groups = num_groups
-        group_key_sums = _sum_rows_into(self.key_gid, keys, num_groups)
-        self.positive_keys = group_key_sums[self.anchor_gid]  # (N, D) sum of each anchor's positives
+            own = (self_index >= 0) & (key_gid[self_index.clamp_min(0)] == anchor_gid)
+        key_counts = torch.bincount(key_gid, minlength=self.num_groups)
+        num_pos = (key_counts[anchor_gid] - own.long()).to(anchors.dtype)
+        self.c = c
+        self.pairs: tuple[Tensor, Tensor] | None = None
+        self.order: tuple[Tensor, Tensor] | None = None  # (anchor order, key order) when sorted
+        if c.needs_positives and float(num_pos.sum()) <= SPARSE_POSITIVES * n * m:
+            self.pairs = positive_pairs(anchor_groups, key_groups, self_index)
+        elif c.needs_positives:
+            anchor_order, key_order = torch.argsort(anchor_gid, stable=True), torch.argsort(key_gid, stable=True)
+            self.order = (anchor_order, key_order)
+            anchors, anchor_gid, own, num_pos = (
+                anchors[anchor_order],
+                anchor_gid[anchor_order],
+                own[anchor_order],
+                num_pos[anchor_order],
+            )
+            weights, keys, key_gid = weights[anchor_order], keys[key_order], key_gid[key_order]
+            if self_index is not None:
+                key_rank = torch.argsort(key_order)
+                self_index = torch.where(self_index >= 0, key_rank[self_index.clamp_min(0)], -1)[anchor_order]
+        self.anchors, self.keys, self.weights, self.self_index = anchors, keys, weights, self_index
+        self.anchor_gid, self.key_gid, self.own, self.num_pos = anchor_gid, key_gid, own, num_pos
+        self.has_pos = num_pos > 0
+        self.scaled_anchors = anchors * c.inv_t
+        group_key_sums = _sum_rows_into(key_gid, keys, self.num_groups)
+        self.positive_keys = group_key_sums[anchor_gid]  # (N, D) sum of each anchor's positives
         if self_index is not None:
-            own_rows = torch.nonzero(self.own).squeeze(1)
+            own_rows = torch.nonzero(own).squeeze(1)
             self.positive_keys[own_rows] -= keys[self_index[own_rows]]
         self.pos_total = (anchors * self.positive_keys).sum(dim=1)
-        # k1's terms exp(log k1 - S_ip) never exceed exp(log k1 + |z_i| max_j |k_j|)
-        self.k1_top = torch.full_like(self.num_pos, -math.inf)
-        if c.k1 > 0 and keys.shape[0]:
-            bound = c.log_k1 + anchors.norm(dim=1) * keys.norm(dim=1).max()
-            self.k1_top = torch.where(self.has_pos, bound, self.k1_top)
-        self.pairs: tuple[Tensor, Tensor] | None = None
-        total_pairs = float(self.num_pos.sum())
-        if c.needs_positives and total_pairs <= SPARSE_POSITIVES * n * keys.shape[0]:
-            self.pairs = positive_pairs(anchor_groups, key_groups, self_index)
+        self._bound_exponents(c)
+        self.runs: list[tuple[int, int, int, int]] = []
+        if self.order is not None:
+            self.runs = self._group_runs()
 
-    def tile(self, rows: slice, cols: slice) -> tuple[Tensor, _TilePositives | None]:
+    def _bound_exponents(self, c: _Constants) -> None:
+        """``k1_top``: ``(N,)`` bound on each anchor's ``log k1 - S_ip`` (``-inf`` without
+        positives), and ``unshifted``: whether every exponent is small enough to sum without a
+        row shift."""
+        anchor_norms = self.anchors.norm(dim=1)
+        key_norm = self.keys.norm(dim=1).max() if self.keys.shape[0] else anchor_norms.new_zeros(())
+        self.k1_top = torch.full_like(self.num_pos, -math.inf)
+        if c.k1 > 0:
+            # k1's terms exp(log k1 - S_ip) never exceed exp(log k1 + |z_i| max_j |k_j|)
+            self.k1_top = torch.where(self.has_pos, c.log_k1 + anchor_norms * key_norm, self.k1_top)
+        largest = float(anchor_norms.max() * key_norm) if anchor_norms.numel() else 0.0
+        largest_exponent = largest * max(c.inv_t, 1.0) + (max(c.log_k1, 0.0) if c.k1 > 0 else 0.0)
+        self.unshifted = largest_exponent <= UNSHIFTED_EXPONENT[self.anchors.dtype]
+
+    def _group_runs(self) -> list[tuple[int, int, int, int]]:
+        """``(row_start, row_stop, key_start, key_stop)`` of each run of sorted anchors of one
+        group and the run of sorted keys of that group."""
+        run_groups, run_lengths = torch.unique_consecutive(self.anchor_gid, return_counts=True)
+        key_start = torch.searchsorted(self.key_gid, run_groups, right=False)
+        key_stop = torch.searchsorted(self.key_gid, run_groups, right=True)
+        row_stop = torch.cumsum(run_lengths, 0)
+        runs = torch.stack([row_stop - run_lengths, row_stop, key_start, key_stop], dim=1).tolist()
+        return [(r0, r1, k0, k1) for r0, r1, k0, k1 in runs if k0 < k1]
+
+    def unsort(self, grad_anchors: Tensor, grad_keys: Tensor) -> tuple[Tensor, Tensor]:
+        """Gradients in the callers' order of anchors and keys."""
+        if self.order is None:
+            return grad_anchors, grad_keys
+        anchor_order, key_order = self.order
+        return grad_anchors[torch.argsort(anchor_order)], grad_keys[torch.argsort(key_order)]
+
+    def tile(self, rows: slice, cols: slice) -> tuple[Tensor, _Positives | None]:
         """``(b, k)`` tile of ``S / t`` (``-inf`` on the anchors' own keys) and its positives."""
         start, stop = cols.start, cols.stop
         scaled_sim = self.scaled_anchors[rows] @ self.keys[cols].T
-        self_cols = None
+        self_rows = self_cols = None
         if self.self_index is not None:
             index = self.self_index[rows]
-            local = torch.nonzero((index >= start) & (index < stop)).squeeze(1)
-            self_cols = (local, index[local] - start)
-            scaled_sim[self_cols] = -math.inf
+            self_rows = torch.nonzero((index >= start) & (index < stop)).squeeze(1)
+            self_cols = index[self_rows] - start
+            scaled_sim[self_rows, self_cols] = -math.inf
         if not self.c.needs_positives:
             return scaled_sim, None
-        if self.pairs is None:
-            outside = self.anchor_gid[rows, None] != self.key_gid[None, cols]
-            if self_cols is not None:
-                outside[self_cols] = True
-            return scaled_sim, _TilePositives(outside=outside)
+        if self.pairs is not None:
+            return scaled_sim, self._tile_pairs(rows, cols)
+        blocks = [
+            (
+                max(r0, rows.start) - rows.start,
+                min(r1, rows.stop) - rows.start,
+                max(k0, start) - start,
+                min(k1, stop) - start,
+            )
+            for r0, r1, k0, k1 in self.runs
+            if r0 < rows.stop and r1 > rows.start and k0 < stop and k1 > start
+        ]
+        return scaled_sim, _BlockPositives(blocks, self_rows, self_cols)
+
+    def _tile_pairs(self, rows: slice, cols: slice) -> _PairPositives:
+        """The positive pairs inside one tile, from the sorted pair lists."""
+        assert self.pairs is not None
         pair_rows, pair_cols = self.pairs
         bounds = torch.searchsorted(pair_rows, torch.tensor([rows.start, rows.stop], device=pair_rows.device))
         lo, hi = int(bounds[0]), int(bounds[1])
         tile_rows, tile_cols = pair_rows[lo:hi] - rows.start, pair_cols[lo:hi]
-        if start > 0 or stop < self.keys.shape[0]:
-            keep = (tile_cols >= start) & (tile_cols < stop)
+        if cols.start > 0 or cols.stop < self.keys.shape[0]:
+            keep = (tile_cols >= cols.start) & (tile_cols < cols.stop)
             tile_rows, tile_cols = tile_rows[keep], tile_cols[keep]
-        flat = tile_rows * (stop - start) + (tile_cols - start)
-        return scaled_sim, _TilePositives(rows=tile_rows, flat=flat)
+        return _PairPositives(tile_rows, tile_rows * (cols.stop - cols.start) + (tile_cols - cols.start))
 
     def loss(self, rows: slice, shift: Tensor, denominator: Tensor) -> Tensor:
         """``(b,)`` ``L_i`` of a block from its finite shift and shifted denominator."""
@@ -435,19 +551,23 @@ class _Batch:
 
 def _block_denominator(batch: _Batch, rows: slice, key_block: int) -> tuple[Tensor, Tensor]:
     """First pass over the key blocks: finite shift and shifted denominator of a block of
-    anchors by a streaming log-sum-exp (the running sum is rescaled when the maximum grows)."""
+    anchors by a streaming log-sum-exp (the running sum is rescaled when the maximum grows),
+    or a plain sum when the batch needs no shift."""
     shift = batch.k1_top[rows].clone()  # running maximum exponent m_i (-inf before any term)
     denominator = torch.zeros_like(shift)
     num_keys = batch.keys.shape[0]
     for start in range(0, num_keys, key_block):
         scaled_sim, positives = batch.tile(rows, slice(start, min(start + key_block, num_keys)))
+        if batch.unshifted:
+            denominator += _tile_exponentials(scaled_sim, positives, None, batch.c)[2]
+            continue
         new_shift = torch.maximum(shift, scaled_sim.amax(dim=1))
         finite_new = _finite(new_shift)
         rescale = torch.where(torch.isfinite(shift), torch.exp(shift - finite_new), 0.0)
         _, _, part = _tile_exponentials(scaled_sim, positives, finite_new, batch.c)
         denominator = denominator.mul_(rescale).add_(part)
         shift = new_shift
-    return _finite(shift), denominator
+    return (torch.zeros_like(shift) if batch.unshifted else _finite(shift)), denominator
 
 
 def _block_forward(batch: _Batch, rows: slice, key_block: int, grads: tuple[Tensor, Tensor] | None) -> Tensor:
@@ -457,8 +577,12 @@ def _block_forward(batch: _Batch, rows: slice, key_block: int, grads: tuple[Tens
     one_tile = key_block >= num_keys
     if one_tile:
         scaled_sim, positives = batch.tile(rows, slice(0, num_keys))
-        shift = _finite(torch.maximum(scaled_sim.amax(dim=1), batch.k1_top[rows]))
-        exps, hard, denominator = _tile_exponentials(scaled_sim, positives, shift, batch.c)
+        if batch.unshifted:
+            shift = torch.zeros_like(batch.k1_top[rows])
+            exps, hard, denominator = _tile_exponentials(scaled_sim, positives, None, batch.c)
+        else:
+            shift = _finite(torch.maximum(scaled_sim.amax(dim=1), batch.k1_top[rows]))
+            exps, hard, denominator = _tile_exponentials(scaled_sim, positives, shift, batch.c)
     else:
         shift, denominator = _block_denominator(batch, rows, key_block)
     loss = batch.loss(rows, shift, denominator)
@@ -474,7 +598,7 @@ def _block_forward(batch: _Batch, rows: slice, key_block: int, grads: tuple[Tens
     for start in range(0, num_keys, key_block):  # second pass: each tile again, for its gradient
         cols = slice(start, min(start + key_block, num_keys))
         scaled_sim, positives = batch.tile(rows, cols)
-        exps, hard, _ = _tile_exponentials(scaled_sim, positives, shift, batch.c)
+        exps, hard, _ = _tile_exponentials(scaled_sim, positives, None if batch.unshifted else shift, batch.c)
         grad = _tile_gradient(exps, hard, positives, row_scale, batch.c)
         grad_anchors[rows].addmm_(grad, batch.keys[cols])
         grad_keys[cols].addmm_(grad.T, batch.anchors[rows])
@@ -515,11 +639,12 @@ def weighted_loss_and_grads(
         _block_forward(batch, slice(start, min(start + row_block, anchors.shape[0])), key_block, grads)
         for start in range(0, anchors.shape[0], row_block)
     ]
-    total = (torch.cat(losses) * weights).sum() if losses else anchors.new_zeros(())
+    total = (torch.cat(losses) * batch.weights).sum() if losses else anchors.new_zeros(())
     if grads is None:
         return total, None, None
     batch.positive_mean_gradients(*grads)
-    return total, grads[0], grads[1]
+    grad_anchors, grad_keys = batch.unsort(*grads)
+    return total, grad_anchors, grad_keys
 
 
 class TCLFunction(torch.autograd.Function):

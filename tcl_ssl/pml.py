@@ -54,7 +54,8 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from tcl_ssl.input_checks import check_embeddings, check_ids, check_same_device, scaled
-from tcl_ssl.loss import validate_hyperparameters
+from tcl_ssl.loss import check_block_sizes, tcl_loss, validate_hyperparameters
+from tcl_ssl.loss_core import DENSE_ELEMENTS
 
 __all__ = ["TCLPMLLoss", "SelfSupervisedLoss", "CrossBatchMemory"]
 
@@ -73,6 +74,11 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         temperature: softmax temperature ``t`` (> 0).
         k1: weight of the hard-positive term ``exp(-S_ip)`` (>= 0; 0 gives SupCon).
         k2: weight of the negatives (> 0).
+        block_size, key_block_size: the tiles of :func:`tcl_ssl.loss.tcl_loss`. With PML's
+            defaults (cosine similarity, ``MeanReducer``, no regularizer) and no
+            ``indices_tuple``, a batch of more than ``2**24`` pairs, or any batch when
+            ``block_size`` is given, is computed by ``tcl_loss`` in tiles (same value, no
+            ``(N, M)`` matrix); otherwise PML builds the matrix.
         **kwargs: PML's ``distance``, ``reducer``, ``embedding_regularizer``, ... .
             Defaults: ``CosineSimilarity()`` and ``MeanReducer()`` over the anchors that
             have a positive.
@@ -90,8 +96,17 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.1, k1: float = 5000.0, k2: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        k1: float = 5000.0,
+        k2: float = 1.0,
+        block_size: int | None = None,
+        key_block_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         temperature, k1, k2 = validate_hyperparameters(temperature, k1, k2)
+        self.block_size, self.key_block_size = check_block_sizes(block_size, key_block_size)
         super().__init__(mat_based_loss=True, **kwargs)
         self.temperature = temperature
         self.k1 = k1
@@ -122,11 +137,47 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
             if ref_labels is not None:
                 check_ids("ref_labels", ref_labels, ref_emb.shape[0])
         check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)
+        if labels is not None and self._tiles(embeddings, indices_tuple, ref_emb):
+            return self._tiled_loss(embeddings, labels, ref_emb, ref_labels)
         if getattr(self.distance, "normalize_embeddings", False):
             embeddings = scaled(embeddings)
             ref_emb = None if ref_emb is None else scaled(ref_emb)
         result: Tensor = super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         return result
+
+    def _tiles(self, embeddings: Tensor, indices_tuple: Any, ref_emb: Tensor | None) -> bool:
+        """Whether this call goes to :func:`tcl_ssl.loss.tcl_loss` (see ``block_size``)."""
+        distance = self.distance
+        defaults = (
+            type(distance) is CosineSimilarity
+            and distance.normalize_embeddings
+            and distance.power == 1
+            and type(self.reducer) is MeanReducer
+            and self.embedding_regularizer is None
+            and indices_tuple is None
+        )
+        keys = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
+        return defaults and (self.block_size is not None or embeddings.shape[0] * keys > DENSE_ELEMENTS)
+
+    def _tiled_loss(
+        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None, ref_labels: Tensor | None
+    ) -> Tensor:
+        """The loss by :func:`tcl_ssl.loss.tcl_loss`; an embedding is not its own key (PML leaves
+        out the diagonal only when ``ref_emb`` is not given)."""
+        keys = key_groups = None
+        if ref_emb is not None:
+            keys, key_groups = ref_emb, labels if ref_labels is None else ref_labels
+        return tcl_loss(
+            embeddings,
+            labels,
+            self.temperature,
+            self.k1,
+            self.k2,
+            keys=keys,
+            key_groups=key_groups,
+            block_size=self.block_size,
+            key_block_size=self.key_block_size,
+        )
 
     def _compute_loss(self, mat: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> dict[str, Any]:
         """Per-anchor TCL losses from the ``(N, M)`` distance matrix and 0/1 pair masks."""

@@ -5,12 +5,16 @@ backward pass of each loss is timed (the minimum over ``repeats`` runs, after a 
 and its peak *extra* memory is measured (memory allocated during forward + backward beyond
 the inputs, the gradient of the embeddings included). The losses:
 
-- ``tcl``: :func:`tcl_ssl.loss.tcl_loss` with labels (what ``TCLLoss`` runs);
+- ``tcl``: :func:`tcl_ssl.loss.tcl_loss` with labels on the dense path (one ``N x N`` tile);
+- ``tcl-tiled``: the same on the tiled path (:func:`tcl_ssl.loss_core.tiled_blocks`, which
+  ``TCLLoss`` uses above ``N = 4096``), also checked against the dense path;
 - ``supcon``: pytorch-metric-learning's ``SupConLoss`` with the same labels;
 - ``official``: the official TCL formula written naively (dense ``exp()``/``sum()`` with
   masks, :func:`official_formula`), also the check that ``tcl`` computes the same loss;
 - ``ntxent``: lightly's ``NTXentLoss`` on two views of ``N / 2`` (no labels);
-- ``floor``: ``(z @ z.T).sum()``, the matrix products any of these losses needs.
+- ``floor``: ``(z @ z.T).sum()``, the matrix products any of these losses needs;
+- ``floor-tiled``: the same three matrix products (``S = Z Z^T``, ``S Z``, ``S^T Z``) in the
+  tiles of ``tcl-tiled``, never holding ``N x N``: the floor at any size.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``. On
 CPU, torch keeps no allocation statistics (and ``tracemalloc`` does not see its buffers), so
@@ -27,6 +31,8 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from lightly.loss import NTXentLoss
@@ -36,6 +42,8 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from tcl_ssl.loss import tcl_loss
+from tcl_ssl.loss_core import tiled_blocks
+from tcl_ssl.safe_io import write_json
 
 __all__ = [
     "LOSSES",
@@ -51,16 +59,18 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 #: benchmarked losses, in table order, with the name printed for each
 LOSSES: dict[str, str] = {
-    "tcl": "TCLLoss",
+    "tcl": "TCLLoss dense",
+    "tcl-tiled": "TCLLoss tiled",
     "supcon": "PML SupConLoss",
     "official": "official formula",
     "ntxent": "lightly NTXentLoss",
     "floor": "floor z@z.T",
+    "floor-tiled": "floor, tiled products",
     "compiled": "official, torch.compile",
 }
 #: losses run by default; ``compiled`` (the official formula through ``torch.compile``, the
 #: alternative to a hand-written backward) is opt-in: it compiles for every new size
-DEFAULT_LOSSES = ("tcl", "supcon", "official", "ntxent", "floor")
+DEFAULT_LOSSES = ("tcl", "tcl-tiled", "supcon", "official", "ntxent", "floor", "floor-tiled")
 
 
 def official_formula(
@@ -100,14 +110,42 @@ def _loss_functions(temperature: float, k1: float, k2: float) -> dict[str, LossF
         half = z.shape[0] // 2
         return ntxent(z[:half], z[half : 2 * half])
 
+    def tiled(z: Tensor, labels: Tensor) -> Tensor:
+        rows, keys = tiled_blocks(z.shape[0], z.shape[0])
+        return tcl_loss(z, labels, temperature, k1, k2, block_size=rows, key_block_size=keys)
+
     return {
-        "tcl": lambda z, labels: tcl_loss(z, labels, temperature, k1, k2),
+        "tcl": lambda z, labels: tcl_loss(z, labels, temperature, k1, k2, block_size=z.shape[0]),
+        "tcl-tiled": tiled,
         "supcon": lambda z, labels: supcon(z, labels),
         "official": lambda z, labels: official_formula(z, labels, temperature, k1, k2),
         "ntxent": ntxent_two_views,
         "floor": lambda z, labels: (z @ z.T).sum(),
+        "floor-tiled": lambda z, labels: _TiledProducts.apply(z),
         "compiled": lambda z, labels: compiled_official(z, labels, temperature, k1, k2),
     }
+
+
+class _TiledProducts(torch.autograd.Function):
+    """The matrix products of the tiled loss without its arithmetic: for each block of rows
+    ``S_b = Z_b Z^T``, then ``S_b Z`` and ``S_b^T Z_b`` into the gradient (returns ``0``)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor) -> Tensor:
+        rows, _ = tiled_blocks(z.shape[0], z.shape[0])
+        grad = torch.zeros_like(z)
+        for start in range(0, z.shape[0], rows):
+            block = z[start : start + rows]
+            products = block @ z.T
+            grad[start : start + rows].addmm_(products, z)
+            grad.addmm_(products.T, block)
+        ctx.save_for_backward(grad)
+        return z.new_zeros(())
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> Tensor:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output
 
 
 def _leaf(z: Tensor) -> Tensor:
@@ -191,7 +229,7 @@ def _default_repeats(size: int) -> int:
 
 
 def run(
-    sizes: Sequence[int] = (512, 1024, 2048, 4096, 8192),
+    sizes: Sequence[int] = (1024, 4096, 16384),
     dim: int = 128,
     num_labels: int = 10,
     device: str | torch.device | None = None,
@@ -221,10 +259,11 @@ def run(
         One dict per (size, loss) that ran, in order: ``size``, ``dim``, ``loss``, ``name``,
         ``device``, ``threads``, ``repeats``, ``seconds`` (best fwd+bwd), ``peak_bytes`` (peak
         extra memory), ``peak_nxn`` (in ``4 N^2`` bytes), ``value`` (the loss). The ``tcl``
-        row also has ``official_loss_diff`` and ``official_grad_diff``: absolute difference
-        of the loss and max absolute difference of ``dL/dz`` from the official formula, and
-        ``official_grad_scale``, the official formula's max ``|dL/dz|`` (``nan`` if it did
-        not run).
+        and ``tcl-tiled`` rows also have ``official_loss_diff`` and ``official_grad_diff``:
+        absolute difference of the loss and max absolute difference of ``dL/dz`` from the
+        official formula, and ``official_grad_scale``, the official formula's max ``|dL/dz|``
+        (``nan`` if it did not run); ``tcl-tiled`` has ``dense_loss_diff`` and
+        ``dense_grad_diff``, the same from ``tcl``, when it ran.
     """
     unknown = [name for name in [*losses, *(max_size or {})] if name not in LOSSES]
     if unknown:
@@ -276,39 +315,69 @@ def run(
                     "value": float(results[name][0]),
                 }
             )
-        if "tcl" in results:
-            tcl_row = next(row for row in rows if row["size"] == size and row["loss"] == "tcl")
-            if "official" in results:
-                (tcl_value, tcl_grad), (ref_value, ref_grad) = results["tcl"], results["official"]
-                tcl_row["official_loss_diff"] = float((tcl_value - ref_value).abs())
-                tcl_row["official_grad_diff"] = float((tcl_grad - ref_grad).abs().max())
-                tcl_row["official_grad_scale"] = float(ref_grad.abs().max())
-            else:
-                tcl_row["official_loss_diff"] = tcl_row["official_grad_diff"] = math.nan
-                tcl_row["official_grad_scale"] = math.nan
+        _add_checks([row for row in rows if row["size"] == size], results)
     return rows
 
 
+#: the TCL rows, each checked against the official formula, and the tiled one against the dense
+TCL_ROWS = ("tcl", "tcl-tiled")
+
+
+def _differences(result: tuple[Tensor, Tensor], reference: tuple[Tensor, Tensor]) -> tuple[float, float]:
+    """``|loss - reference loss|`` and ``max |dL/dz - reference dL/dz|``."""
+    return float((result[0] - reference[0]).abs()), float((result[1] - reference[1]).abs().max())
+
+
+def _add_checks(group: list[dict], results: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Add to the TCL rows of one size their differences from the official formula
+    (``official_loss_diff``, ``official_grad_diff``, ``official_grad_scale``; ``nan`` when it
+    did not run) and, for ``tcl-tiled``, from the dense path (``dense_loss_diff``,
+    ``dense_grad_diff``)."""
+    for row in group:
+        if row["loss"] not in TCL_ROWS:
+            continue
+        result = results[row["loss"]]
+        row["official_loss_diff"] = row["official_grad_diff"] = row["official_grad_scale"] = math.nan
+        if "official" in results:
+            row["official_loss_diff"], row["official_grad_diff"] = _differences(result, results["official"])
+            row["official_grad_scale"] = float(results["official"][1].abs().max())
+        if row["loss"] == "tcl-tiled" and "tcl" in results:
+            row["dense_loss_diff"], row["dense_grad_diff"] = _differences(result, results["tcl"])
+
+
+def _floor_of(group: Sequence[dict]) -> dict | None:
+    """The floor row of one size: ``floor``, else ``floor-tiled``."""
+    by_loss = {row["loss"]: row for row in group}
+    return by_loss.get("floor", by_loss.get("floor-tiled"))
+
+
 def format_table(rows: Sequence[dict]) -> str:
-    """A plain-text table of :func:`run`'s rows: time, TCL/this ratio, peak memory, checks."""
-    header = f"{'N':>6}  {'loss':<20} {'fwd+bwd ms':>11} {'TCL/this':>9} {'peak MiB':>9} {'peak NxN':>9}"
+    """A plain-text table of :func:`run`'s rows: time, its ratio to the floor (``floor``, else
+    ``floor-tiled``, at the same ``N``), peak memory, and the TCL rows' checks."""
+    header = f"{'N':>6}  {'loss':<22} {'fwd+bwd ms':>11} {'x floor':>8} {'peak MiB':>10} {'peak NxN':>9}"
     lines = [header, "-" * len(header)]
     sizes = list(dict.fromkeys(row["size"] for row in rows))
     for size in sizes:
         group = [row for row in rows if row["size"] == size]
-        tcl = next((row for row in group if row["loss"] == "tcl"), None)
+        floor = _floor_of(group)
         for row in group:
-            ratio = f"{tcl['seconds'] / row['seconds']:9.2f}" if tcl else f"{'-':>9}"
+            ratio = f"{row['seconds'] / floor['seconds']:8.2f}" if floor else f"{'-':>8}"
             lines.append(
-                f"{size:>6}  {row['name']:<20} {1e3 * row['seconds']:>11.1f} {ratio} "
-                f"{row['peak_bytes'] / 2**20:>9.1f} {row['peak_nxn']:>9.2f}"
+                f"{size:>6}  {row['name']:<22} {1e3 * row['seconds']:>11.1f} {ratio} "
+                f"{row['peak_bytes'] / 2**20:>10.1f} {row['peak_nxn']:>9.3f}"
             )
-        if tcl is not None and not math.isnan(tcl.get("official_loss_diff", math.nan)):
-            lines.append(
-                f"{'':>6}  check vs official formula: |loss diff| = {tcl['official_loss_diff']:.2e}, "
-                f"max |grad diff| = {tcl['official_grad_diff']:.2e} "
-                f"(max |grad| = {tcl['official_grad_scale']:.2e})"
-            )
+        for row in group:
+            if not math.isnan(row.get("official_loss_diff", math.nan)):
+                lines.append(
+                    f"{'':>6}  {row['name']} vs official formula: |loss diff| = {row['official_loss_diff']:.2e}, "
+                    f"max |grad diff| = {row['official_grad_diff']:.2e} "
+                    f"(max |grad| = {row['official_grad_scale']:.2e})"
+                )
+            if "dense_loss_diff" in row:
+                lines.append(
+                    f"{'':>6}  {row['name']} vs dense: |loss diff| = {row['dense_loss_diff']:.2e}, "
+                    f"max |grad diff| = {row['dense_grad_diff']:.2e}"
+                )
     return "\n".join(lines)
 
 
@@ -328,7 +397,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         description="Time forward+backward and peak memory of TCLLoss against its peers.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--sizes", default="512,1024,2048,4096,8192", help="batch sizes N")
+    parser.add_argument("--sizes", default="1024,4096,16384", help="batch sizes N")
     parser.add_argument("--dim", type=int, default=128, help="embedding width D")
     parser.add_argument("--num-labels", type=int, default=10)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -346,25 +415,35 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument("--k1", type=float, default=5000.0)
     parser.add_argument("--k2", type=float, default=1.0)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the rows as JSON")
     return parser
 
 
-#: acceptance targets of TCLLoss at N = 4096: (what, limit)
-TARGETS = (("supcon", 0.5), ("official", 0.35), ("floor", 3.0), ("memory", 3.0))
+#: acceptance targets: (size, row, what, limit); ``what`` is another row (time ratio), ``nxn``
+#: (peak extra memory in N x N float32 matrices) or ``gib`` (peak extra memory in GiB)
+TARGETS = (
+    (4096, "tcl", "floor", 1.2),
+    (4096, "tcl", "supcon", 0.5),
+    (4096, "tcl", "official", 0.35),
+    (16384, "tcl-tiled", "nxn", 0.25),
+    (65536, "tcl-tiled", "gib", 8.0),
+)
 
 
-def _targets(rows: Sequence[dict], size: int = 4096) -> list[str]:
-    """Pass/fail lines for :data:`TARGETS` at ``size`` (time ratios and peak memory)."""
-    by_loss = {row["loss"]: row for row in rows if row["size"] == size}
-    if "tcl" not in by_loss:
-        return []
-    tcl = by_loss["tcl"]
+def _targets(rows: Sequence[dict]) -> list[str]:
+    """Pass/fail lines for the :data:`TARGETS` whose rows ran."""
     lines = []
-    for what, limit in TARGETS:
-        if what == "memory":
-            label, value = "TCL peak extra memory (N x N float32)", tcl["peak_nxn"]
+    for size, loss, what, limit in TARGETS:
+        by_loss = {row["loss"]: row for row in rows if row["size"] == size}
+        if loss not in by_loss:
+            continue
+        row = by_loss[loss]
+        if what == "nxn":
+            label, value = f"{LOSSES[loss]} peak extra memory (N x N float32)", row["peak_nxn"]
+        elif what == "gib":
+            label, value = f"{LOSSES[loss]} peak extra memory (GiB)", row["peak_bytes"] / 2**30
         elif what in by_loss:
-            label, value = f"TCL / {LOSSES[what]} time", tcl["seconds"] / by_loss[what]["seconds"]
+            label, value = f"{LOSSES[loss]} / {LOSSES[what]} time", row["seconds"] / by_loss[what]["seconds"]
         else:
             continue
         verdict = "ok" if value <= limit else "MISSED"
@@ -409,6 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "time = min over repeats of forward+backward; peak = extra memory during it"
     )
     print(format_table(rows))
+    if args.json is not None:
+        write_json(args.json, rows)
     for line in _targets(rows):
         print(line)
     print(
