@@ -20,7 +20,7 @@ The module :class:`TCLLoss` is a drop-in next to lightly's losses (``loss(out0, 
 Implementation (:mod:`tcl_ssl.loss_core`): the similarities ``S = Z K^T`` are evaluated in
 tiles of anchors by keys, with each anchor's denominator as a shifted log-sum-exp and the
 closed-form gradient ``dL/dS`` turned into ``dL/dz`` and ``dL/dk`` (two matrix products) tile
-by tile in the forward pass. Up to ``2**24`` similarities (``N = M = 4096``) the whole
+by tile in the forward pass. Up to ``2**21`` similarities (``N = M = 1448``) the whole
 matrix is one tile (the dense path); above, tiles of about ``2**22`` similarities bound the
 extra memory to ``O(N x block + (N + M) x D)``, whatever the batch size (``block_size``
 sets it by hand).
@@ -133,7 +133,7 @@ def tcl_loss(
             synchronisation on a GPU). ``False`` lets them through to a NaN loss, for training
             loops that watch the loss themselves (a float16 GradScaler skips such steps).
         block_size: anchors per tile. ``None`` (default) chooses by size: the dense path
-            (one ``N x M`` similarity matrix) up to ``N * M = 2**24``, tiles of about
+            (one ``N x M`` similarity matrix) up to ``N * M = 2**21``, tiles of about
             ``2**22`` similarities above. Any value gives the same loss and gradients up to
             floating-point rounding; smaller tiles use less memory.
         key_block_size: keys per tile; ``None``: all keys (or as the automatic choice needs).
@@ -339,7 +339,7 @@ class TCLLoss(nn.Module):
             ``False`` skips them, for training loops that watch the loss and feed equal
             batches (a non-finite input then gives a NaN loss, not an error).
         block_size: anchors per tile (see :func:`tcl_loss`); ``None`` (default) chooses by
-            size: one similarity matrix up to ``2**24`` anchor-key pairs, tiles above, so
+            size: one similarity matrix up to ``2**21`` anchor-key pairs, tiles above, so
             that a batch of any size fits in ``O(N x block)`` extra memory.
         key_block_size: keys per tile (see :func:`tcl_loss`); ``None``: automatic.
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: automatic choice: the dense path (one ``N x M`` tile) up to this many similarities
-DENSE_ELEMENTS = 1 << 24
+DENSE_ELEMENTS = 1 << 21
 #: automatic choice above :data:`DENSE_ELEMENTS`: similarities per tile (16 MiB in float32)
 TILE_ELEMENTS = 1 << 22
 #: automatic choice: fewest anchors per block before the keys are split into blocks too

@@ -76,7 +76,7 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         k2: weight of the negatives (> 0).
         block_size, key_block_size: the tiles of :func:`tcl_ssl.loss.tcl_loss`. With PML's
             defaults (cosine similarity, ``MeanReducer``, no regularizer) and no
-            ``indices_tuple``, a batch of more than ``2**24`` pairs, or any batch when
+            ``indices_tuple``, a batch of more than ``2**21`` pairs, or any batch when
             ``block_size`` is given, is computed by ``tcl_loss`` in tiles (same value, no
             ``(N, M)`` matrix); otherwise PML builds the matrix.
         **kwargs: PML's ``distance``, ``reducer``, ``embedding_regularizer``, ... .

@@ -30,7 +30,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, deferred: bool, results) -> None:
+def _worker(
+    rank: int, port: int, supervised: bool, bank: bool, anchors: str, deferred: bool, tiled: bool, results
+) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -46,6 +48,9 @@ def _worker(rank: int, port: int, supervised: bool, bank: bool, anchors: str, de
             gather_distributed=True,
             memory_bank_size=(64, DIM) if bank else 0,
             anchors=anchors,
+            # tiled: 3 anchors x 5 keys per tile (streaming log-sum-exp); the reference is dense
+            block_size=3 if tiled else None,
+            key_block_size=5 if tiled else None,
         )
         losses = []
         for _ in range(2 if bank else 1):  # with a bank, the second step sees the first's keys
@@ -68,21 +73,23 @@ def _step(loss_fn, views, labels, anchors, deferred):
 
 
 @pytest.mark.parametrize(
-    "supervised,bank,anchors,deferred",
+    "supervised,bank,anchors,deferred,tiled",
     [
-        (False, False, "all", False),
-        (True, False, "all", False),
-        (True, True, "all", False),
-        (False, True, "all", False),
-        (False, True, "first", False),
-        (True, True, "first", False),
-        (True, True, "all", True),
-        (False, True, "first", True),
+        (False, False, "all", False, False),
+        (True, False, "all", False, False),
+        (True, True, "all", False, False),
+        (False, True, "all", False, False),
+        (False, True, "first", False, False),
+        (True, True, "first", False, False),
+        (True, True, "all", True, False),
+        (False, True, "first", True, False),
+        (False, False, "all", False, True),
+        (True, True, "all", False, True),
     ],
 )
-def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank, anchors, deferred):
+def test_two_processes_match_one_process_on_the_concatenated_batch(supervised, bank, anchors, deferred, tiled):
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), supervised, bank, anchors, deferred, results), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), supervised, bank, anchors, deferred, tiled, results), nprocs=WORLD, join=True)
 
     views, labels = _inputs(supervised)
     views = [v.clone().requires_grad_(True) for v in views]

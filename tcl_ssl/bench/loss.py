@@ -7,7 +7,7 @@ the inputs, the gradient of the embeddings included). The losses:
 
 - ``tcl``: :func:`tcl_ssl.loss.tcl_loss` with labels on the dense path (one ``N x N`` tile);
 - ``tcl-tiled``: the same on the tiled path (:func:`tcl_ssl.loss_core.tiled_blocks`, which
-  ``TCLLoss`` uses above ``N = 4096``), also checked against the dense path;
+  ``TCLLoss`` uses above ``N x N = 2**21``), also checked against the dense path;
 - ``supcon``: pytorch-metric-learning's ``SupConLoss`` with the same labels;
 - ``official``: the official TCL formula written naively (dense ``exp()``/``sum()`` with
   masks, :func:`official_formula`), also the check that ``tcl`` computes the same loss;
