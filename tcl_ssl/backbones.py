@@ -13,8 +13,6 @@ from torch import nn
 RESNETS = ("resnet18", "resnet34", "resnet50")
 #: the stems :func:`build_backbone` builds (see its ``stem`` argument)
 STEMS = ("imagenet", "small", "small-pool")
-#: how many times each stem shrinks the image side before the first residual stage
-STEM_STRIDES = {"imagenet": 4, "small": 1, "small-pool": 2}
 
 
 def build_backbone(name: str = "resnet18", in_channels: int = 3, stem: str = "imagenet") -> tuple[nn.Module, int]:

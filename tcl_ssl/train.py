@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 import augmentations
-from tcl_ssl.backbones import STEM_STRIDES, build_backbone
+from tcl_ssl.backbones import build_backbone
 from tcl_ssl.checkpointing import AtomicCheckpointIO, LastCheckpoint, NonFiniteLossGuard, ResumeState
 from tcl_ssl.config import RUN_DIR_ENV, PretrainConfig
 from tcl_ssl.data import ImageData, batch_loader, load_dataset
@@ -43,7 +43,6 @@ from tcl_ssl.runs.reuse import check_reuse
 
 __all__ = [
     "build_method",
-    "cpu_has_fast_bf16",
     "default_precision",
     "effective_data_source",
     "load_run_data",
@@ -77,7 +76,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> RunSummar
             f"batch_size {config.optim.batch_size} is larger than the train split ({len(data.train)} images)"
         )
     config = config.replace(
-        precision=resolved_precision(config, data.image_size),
+        precision=resolved_precision(config),
         stem=resolved_stem(config, data.image_size),
     )
     method = build_method(config, data)
@@ -132,40 +131,17 @@ def resolved_stem(config: PretrainConfig, image_size: int) -> str:
     return "small" if on_gpu and image_size <= 64 else "imagenet"
 
 
-#: on the CPU, ``bf16-mixed`` is the default from this side (pixels) of the first residual stage's
-#: feature maps (the image side over the stem's stride, :data:`tcl_ssl.backbones.STEM_STRIDES`)
-CPU_BF16_MIN_SIDE = 16
-
-
-def default_precision(accelerator: str, image_size: int | None = None, stem: str | None = None) -> str:
-    """The Lightning precision a run gets when none is configured.
-
-    On a GPU: ``bf16-mixed`` where it supports it, else ``16-mixed``. On the CPU: ``bf16-mixed``
-    where :func:`cpu_has_fast_bf16` and the first residual stage's feature maps (``image_size``
-    pixels over ``stem``'s stride) are at least :data:`CPU_BF16_MIN_SIDE` pixels a side; else
-    (also when ``image_size`` or ``stem`` is not given) ``32-true``.
-    """
+def default_precision(accelerator: str) -> str:
+    """``bf16-mixed`` on a GPU that supports it, ``16-mixed`` on other GPUs, else ``32-true``."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if image_size is None or stem is None:
-        return "32-true"
-    side = image_size // STEM_STRIDES[stem]
-    return "bf16-mixed" if side >= CPU_BF16_MIN_SIDE and cpu_has_fast_bf16() else "32-true"
+    return "32-true"
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products in hardware: AMX tiles (``amx_tile``
-    with ``amx_bf16``, Intel Xeon from Sapphire Rapids on), as PyTorch's CPU feature detection
-    (cpuinfo, which also checks that the OS enabled them) reports them; ``False`` where this
-    PyTorch cannot tell."""
-    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(is_amx()) if is_amx is not None else False
-
-
-def resolved_precision(config: PretrainConfig, image_size: int) -> int | str:
+def resolved_precision(config: PretrainConfig) -> int | str:
     """The configured precision or, if unset: the precision a resumed run was recorded with (a
-    run keeps its precision when the default changes), else :func:`default_precision` for
-    ``image_size`` and the run's stem."""
+    run keeps its precision when the default differs, e.g. on another device), else
+    :func:`default_precision`."""
     if config.trainer.precision is not None:
         return config.trainer.precision
     if config.run.resume is not None:
@@ -175,7 +151,7 @@ def resolved_precision(config: PretrainConfig, image_size: int) -> int | str:
             held = None
         if held is not None:
             return held
-    return default_precision(config.trainer.accelerator, image_size, resolved_stem(config, image_size))
+    return default_precision(config.trainer.accelerator)
 
 
 def effective_data_source(config: PretrainConfig) -> str:

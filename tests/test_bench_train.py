@@ -67,7 +67,7 @@ def test_main_prints_the_table_and_writes_the_json(rows, monkeypatch, capsys, tm
 
 
 def test_default_precision_is_pretrains(rows):
-    expected = bench_train.default_precision("cpu", 16, rows[0]["stem"])
+    expected = bench_train.default_precision("cpu")
     assert {row["precision"] for row in rows} == {expected}
     assert not any(row["compiled"] for row in rows)
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -53,7 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -411,13 +412,13 @@ def rate_floor(data: ImageData, settings: Settings) -> Measurement:
     autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(settings.precision)
     with _PeakMemory(device) as memory:
         backbone, feature_dim = build_backbone("resnet18", data.channels, settings.stem)
-        compiled = torch.compile(backbone) if settings.compile else backbone
+        compiled = cast(nn.Module, torch.compile(backbone)) if settings.compile else backbone
         model = nn.Sequential(compiled, SimCLRProjectionHead(feature_dim, feature_dim, HEAD_OUTPUT)).to(device)
         criterion = NTXentLoss(temperature=TEMPERATURE)
         optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         views = torch.randn(2 * batch, data.channels, data.image_size, data.image_size, device=device)
         if trains_channels_last(device, settings.precision):  # as the methods train (row (a))
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            model.to(memory_format=torch.channels_last)
             views = views.contiguous(memory_format=torch.channels_last)
 
         def step() -> None:
@@ -515,7 +516,7 @@ def run(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     stem = resolved_stem(PretrainConfig.build(accelerator=device.type), image_size)
-    precisions = list(precisions) if precisions is not None else [default_precision(device.type, image_size, stem)]
+    precisions = list(precisions) if precisions is not None else [default_precision(device.type)]
     bad = [p for p in precisions if p not in BENCH_PRECISIONS]
     if bad or not precisions or len(set(precisions)) < len(precisions):
         raise ValueError(
@@ -541,13 +542,13 @@ def run(
         for compiled in (False, True) if compile else (False,):
             settings = Settings(batch_size, steps, warmup, device, precision, stem, seed, compiled)
             suffix = ", compiled" if compiled else ""
-            measures[(ROW_FLOOR + suffix, precision, compiled)] = lambda s=settings: rate_floor(data, s)
+            measures[(ROW_FLOOR + suffix, precision, compiled)] = functools.partial(rate_floor, data, settings)
             for row, (train, make_loader) in ours.items():
-                measures[(row + suffix, precision, compiled)] = lambda s=settings, t=train, m=make_loader: rate_ours(
-                    data, t, m, s
+                measures[(row + suffix, precision, compiled)] = functools.partial(
+                    rate_ours, data, train, make_loader, settings
                 )
             if not compiled:
-                measures[(ROW_LIGHTLY, precision, False)] = lambda s=settings: rate_lightly(data, s, num_workers)
+                measures[(ROW_LIGHTLY, precision, False)] = functools.partial(rate_lightly, data, settings, num_workers)
     rounds_of: dict[tuple[str, str, bool], list[Measurement]] = {key: [] for key in measures}
     for number in range(rounds):  # alternating, so that a burst of other load hits one round, not one row
         log.info("bench train: round %d of %d", number + 1, rounds)
@@ -556,7 +557,7 @@ def run(
     best = {key: max(ms, key=lambda m: m.images_per_s) for key, ms in rounds_of.items()}
 
     memory = "max_memory_allocated" if device.type == "cuda" else "peak RSS increase of this process"
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key, m in best.items():
         row, precision, compiled = key
         lightly = best[(ROW_LIGHTLY, precision, False)]

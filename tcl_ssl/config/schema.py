@@ -202,8 +202,7 @@ class TrainerOptions:
     precision: int | str | None = option(
         None,
         check=check_precision,
-        help="Lightning precision, e.g. 32-true, bf16-mixed (default: bf16-mixed on a GPU, and on a CPU with "
-        "AMX for images of >= 16 px after the stem; else 32-true)",
+        help="Lightning precision, e.g. 32-true, bf16-mixed (default: bf16-mixed on a GPU, else 32-true)",
         budget=True,
     )
     accelerator: str = option("auto", choices=ACCELERATORS, help="Lightning's: auto, cpu, gpu", budget=True)

@@ -284,12 +284,12 @@ class Method(pl.LightningModule):
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         self._channels_last = trains_channels_last(self.device, self.trainer.precision)
         if self._channels_last:  # in place: the optimiser's parameters stay the same objects
-            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.to(memory_format=torch.channels_last)
 
     def on_fit_end(self) -> None:
         """Back to the contiguous memory format, for evaluation and export."""
         if self._channels_last:
-            self.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            self.to(memory_format=torch.contiguous_format)
             self._channels_last = False
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
