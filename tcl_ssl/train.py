@@ -47,6 +47,7 @@ __all__ = [
     "effective_data_source",
     "load_run_data",
     "pretrain",
+    "resolved_precision",
     "resolved_stem",
 ]
 
@@ -75,7 +76,7 @@ def pretrain(config: PretrainConfig, data: ImageData | None = None) -> RunSummar
             f"batch_size {config.optim.batch_size} is larger than the train split ({len(data.train)} images)"
         )
     config = config.replace(
-        precision=config.trainer.precision or default_precision(config.trainer.accelerator),
+        precision=resolved_precision(config),
         stem=resolved_stem(config, data.image_size),
     )
     method = build_method(config, data)
@@ -135,6 +136,22 @@ def default_precision(accelerator: str) -> str:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+def resolved_precision(config: PretrainConfig) -> int | str:
+    """The configured precision or, if unset: the precision a resumed run was recorded with (a
+    run keeps its precision when the default differs, e.g. on another device), else
+    :func:`default_precision`."""
+    if config.trainer.precision is not None:
+        return config.trainer.precision
+    if config.run.resume is not None:
+        try:
+            held = read_record(config.run.resume).config.trainer.precision
+        except ValueError:  # a checkpoint without its run's config.json
+            held = None
+        if held is not None:
+            return held
+    return default_precision(config.trainer.accelerator)
 
 
 def effective_data_source(config: PretrainConfig) -> str:

@@ -3,6 +3,7 @@ ratios, the table formats. A smoke test of the benchmark's plumbing, not a timin
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -41,17 +42,79 @@ def test_ratios_are_the_throughputs_ratios(rows):
 
 def test_table_formats(rows):
     table = bench_train.format_table(rows).splitlines()
-    assert table[0] == "| row | images/s | x (b) | x (c) | peak memory MiB |"
+    assert table[0] == "| row | precision | images/s | x (b) | x (c) | startup s | peak memory MiB |"
     assert len(table) == 2 + len(rows)
     for line, row in zip(table[2:], rows):
         assert line.startswith(f"| {row['row']}: ") and f"| {row['vs_lightly']:.2f} | {row['vs_floor']:.2f} |" in line
+        assert f"| {row['precision']} |" in line
 
 
-def test_main_prints_the_table(rows, monkeypatch, capsys):
-    monkeypatch.setattr(bench_train, "run", lambda *args, **kwargs: rows)
-    assert bench_train.main(["--device", "cpu"]) == 0
+def test_main_prints_the_table_and_writes_the_json(rows, monkeypatch, capsys, tmp_path):
+    given = {}
+
+    def fake_run(*args, **kwargs):
+        given.update(kwargs)
+        return rows
+
+    monkeypatch.setattr(bench_train, "run", fake_run)
+    path = tmp_path / "rows.json"
+    argv = ["--device", "cpu", "--precision", "32-true", "bf16-mixed", "--compile", "--json", str(path)]
+    assert bench_train.main(argv) == 0
     out = capsys.readouterr().out
     assert bench_train.format_table(rows) in out and "x the floor (c)" in out
+    assert given["precisions"] == ["32-true", "bf16-mixed"] and given["compile"] is True
+    assert json.loads(path.read_text()) == rows
+
+
+def test_default_precision_is_pretrains(rows):
+    expected = bench_train.default_precision("cpu")
+    assert {row["precision"] for row in rows} == {expected}
+    assert not any(row["compiled"] for row in rows)
+
+
+def test_each_precision_has_its_own_rows_and_ratios(monkeypatch):
+    # the rates are stood in for by distinct numbers per row, precision and compile (the rows'
+    # measuring is exercised by the fixture above): the ratios of a row are over (b) and (c) in
+    # its own precision, and over (c) compiled for a compiled row
+    speed = {"32-true": 100.0, "bf16-mixed": 170.0}
+
+    def fake(base):
+        def rate(data, *args):
+            settings = next(a for a in args if isinstance(a, bench_train.Settings))
+            compiled = 1.3 if settings.compile else 1.0
+            return bench_train.Measurement(base * speed[settings.precision] * compiled, 0, 5.0 * compiled)
+
+        return rate
+
+    monkeypatch.setattr(bench_train, "rate_ours", fake(1.0))
+    monkeypatch.setattr(bench_train, "rate_lightly", fake(0.5))
+    monkeypatch.setattr(bench_train, "rate_floor", fake(1.1))
+    rows = bench_train.run(
+        num_images=16,
+        image_size=8,
+        batch_size=8,
+        device="cpu",
+        num_workers=0,
+        dataset="random",
+        precisions=("32-true", "bf16-mixed"),
+        compile=True,
+    )
+    keys = [(row["row"], row["precision"]) for row in rows]
+    ours, lightly, floor = f"{bench_train.ROW_OURS}, memory", bench_train.ROW_LIGHTLY, bench_train.ROW_FLOOR
+    expected = [(ours, "32-true"), (lightly, "32-true"), (floor, "32-true"), (f"{ours}, compiled", "32-true")]
+    expected += [(f"{floor}, compiled", "32-true")]
+    assert keys == expected + [(name, "bf16-mixed") for name, _ in expected]
+    for row in rows:
+        base = 1.0 if row["row"].startswith("(a)") else 0.5 if row["row"] == lightly else 1.1
+        compiled = 1.3 if row["compiled"] else 1.0
+        assert row["compiled"] == row["row"].endswith("compiled")
+        assert row["images_per_s"] == pytest.approx(base * speed[row["precision"]] * compiled)
+        assert row["vs_lightly"] == pytest.approx(base * compiled / 0.5)  # (b) of its precision, not compiled
+        assert row["vs_floor"] == pytest.approx(base / 1.1)  # (c) of its precision, compiled as the row
+        assert row["startup_s"] == pytest.approx(5.0 * compiled)
+    lines = bench_train.ratio_lines(rows)
+    assert lines[0] == f"{ours} [32-true]: 2.00x lightly's pipeline (b), 0.91x the floor (c)"
+    assert lines[-1].startswith(f"bf16-mixed over 32-true: {ours} 1.70x, {lightly} 1.70x")
 
 
 @pytest.mark.parametrize(
@@ -62,6 +125,8 @@ def test_main_prints_the_table(rows, monkeypatch, capsys):
         (dict(warmup=0), "warmup"),
         (dict(rounds=0), "rounds"),
         (dict(device="tpu"), "device"),
+        (dict(precisions=("32-true", "fp8")), "precisions must be distinct names among 32-true"),
+        (dict(precisions=()), "precisions"),
         (dict(dataset="/nonexistent/images"), "does not exist"),
     ],
 )

@@ -24,6 +24,13 @@ update (SGD, momentum 0.9, weight decay 1e-4) in every row:
 - (c) the floor: backbone + head forward, NT-Xent, backward and the SGD step on ready float views
   ``(2 B, C, H, W)`` (one backbone pass, as ours), no data, no augmentation, no Trainer.
 
+Every row is measured in each precision asked for (default: the one ``pretrain`` would pick), and
+compared with (b) and (c) in the same precision; (c) also trains in the memory format of (a)
+(channels-last where :func:`tcl_ssl.methods.trains_channels_last` says so). With ``compile``,
+rows (a) and (c) are measured again with the backbone wrapped in ``torch.compile`` (each compared
+with (c) compiled); the seconds its first steps took beyond the timed pace are its ``startup_s``
+(the compile time; a later compiled row reuses the kernels compiled before it in the process).
+
 Every Trainer runs with ``enable_progress_bar=False``, ``logger=False``,
 ``enable_checkpointing=False``, ``num_sanity_val_steps=0``, ``enable_model_summary=False``, one
 device. Throughput is images per second (one image = one sample, giving two views) over
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -46,7 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -72,7 +80,9 @@ from tcl_ssl.data import (
     default_workers,
     list_image_folder,
 )
+from tcl_ssl.methods import trains_channels_last
 from tcl_ssl.process_memory import current_rss, peak_rss, reset_peak_rss
+from tcl_ssl.safe_io import write_json
 from tcl_ssl.train import build_method, default_precision, resolved_stem
 
 __all__ = [
@@ -85,6 +95,7 @@ __all__ = [
     "rate_floor",
     "run",
     "format_table",
+    "ratio_lines",
     "main",
 ]
 
@@ -98,6 +109,8 @@ SYNTHETIC = "random"
 ROW_OURS = "(a) ours"
 ROW_LIGHTLY = "(b) lightly"
 ROW_FLOOR = "(c) floor"
+#: the precisions the benchmark measures (those whose autocast the floor row reproduces)
+BENCH_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 #: ``make_loader(train, batch_size, seed)``: a loader of uint8 ``(images, labels)`` batches
 LoaderFactory = Callable[[Any, int, int], Iterable]
@@ -105,9 +118,10 @@ LoaderFactory = Callable[[Any, int, int], Iterable]
 
 @dataclass(frozen=True)
 class Settings:
-    """What every row shares: ``batch_size`` images per step, ``steps`` timed steps after ``warmup``
-    untimed ones, on ``device`` at Lightning ``precision`` (``32-true``, ``bf16-mixed`` or
-    ``16-mixed``), the ``stem`` of the backbone, seeded with ``seed``."""
+    """What the rows of one precision share: ``batch_size`` images per step, ``steps`` timed steps
+    after ``warmup`` untimed ones, on ``device`` at Lightning ``precision`` (``32-true``,
+    ``bf16-mixed`` or ``16-mixed``), the ``stem`` of the backbone, seeded with ``seed``; with
+    ``compile``, the backbone wrapped in ``torch.compile`` (rows (a) and (c))."""
 
     batch_size: int
     steps: int
@@ -116,14 +130,18 @@ class Settings:
     precision: str
     stem: str
     seed: int = 0
+    compile: bool = False
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """Images per second over the timed steps and peak memory (bytes, see the module docstring)."""
+    """Images per second over the timed steps, peak memory (bytes, see the module docstring) and
+    the seconds the warmup steps took beyond ``warmup`` steps at the timed pace (``startup_s``:
+    one-time costs such as ``torch.compile``'s)."""
 
     images_per_s: float
     peak_bytes: int
+    startup_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------- data
@@ -193,13 +211,18 @@ SOURCES: dict[str, Callable[[ImageData, list[Path] | None], tuple[Any, LoaderFac
 
 
 class _StepTimer(Callback):
-    """Records the time at the end of optimiser step ``warmup`` and ``warmup + steps``."""
+    """Records the time at the start of training and at the end of optimiser step ``warmup`` and
+    ``warmup + steps``."""
 
     def __init__(self, warmup: int, steps: int) -> None:
         self.warmup = warmup
         self.steps = steps
+        self.began: float | None = None
         self.start: float | None = None
         self.end: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.began = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -217,6 +240,15 @@ class _StepTimer(Callback):
         if self.start is None or self.end is None:
             raise RuntimeError("the run ended before its timed steps did (too few batches?)")
         return self.steps * batch_size / (self.end - self.start)
+
+    def startup_s(self) -> float:
+        """Seconds of the warmup steps beyond ``warmup`` steps at the timed pace."""
+        if self.began is None or self.start is None or self.end is None:
+            raise RuntimeError("the run ended before its timed steps did (too few batches?)")
+        return max(self.start - self.began - self.warmup * (self.end - self.start) / self.steps, 0.0)
+
+    def measurement(self, batch_size: int, peak_bytes: int) -> Measurement:
+        return Measurement(self.images_per_s(batch_size), peak_bytes, self.startup_s())
 
 
 class _PeakMemory:
@@ -292,11 +324,13 @@ def rate_ours(data: ImageData, train: Any, make_loader: LoaderFactory, settings:
     timer = _StepTimer(settings.warmup, settings.steps)
     with _PeakMemory(settings.device) as memory:
         method = build_method(config, data)
+        if settings.compile:
+            method.backbone = torch.compile(method.backbone)  # type: ignore[assignment]
         loader = make_loader(train, settings.batch_size, settings.seed)
         trainer = _trainer(settings, [NonFiniteLossGuard(), ResumeState(), timer])
         trainer.fit(method, train_dataloaders=loader)
         del method, loader, trainer
-    return Measurement(timer.images_per_s(settings.batch_size), memory.peak_bytes)
+    return timer.measurement(settings.batch_size, memory.peak_bytes)
 
 
 class PILImages(Dataset):
@@ -366,21 +400,26 @@ def rate_lightly(data: ImageData, settings: Settings, num_workers: int) -> Measu
         trainer = _trainer(settings, [timer])
         trainer.fit(model, train_dataloaders=loader)
         del model, loader, trainer
-    return Measurement(timer.images_per_s(settings.batch_size), memory.peak_bytes)
+    return timer.measurement(settings.batch_size, memory.peak_bytes)
 
 
 def rate_floor(data: ImageData, settings: Settings) -> Measurement:
     """Row (c): forward (backbone + head on both views in one pass), NT-Xent, backward and the SGD
-    step on ready float views, under the same autocast as the Trainer's precision."""
+    step on ready float views, under the same autocast as the Trainer's precision and in the
+    memory format the methods train in (:func:`~tcl_ssl.methods.trains_channels_last`)."""
     torch.manual_seed(settings.seed)
     device, batch = settings.device, settings.batch_size
     autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(settings.precision)
     with _PeakMemory(device) as memory:
         backbone, feature_dim = build_backbone("resnet18", data.channels, settings.stem)
-        model = nn.Sequential(backbone, SimCLRProjectionHead(feature_dim, feature_dim, HEAD_OUTPUT)).to(device)
+        compiled = cast(nn.Module, torch.compile(backbone)) if settings.compile else backbone
+        model = nn.Sequential(compiled, SimCLRProjectionHead(feature_dim, feature_dim, HEAD_OUTPUT)).to(device)
         criterion = NTXentLoss(temperature=TEMPERATURE)
         optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
         views = torch.randn(2 * batch, data.channels, data.image_size, data.image_size, device=device)
+        if trains_channels_last(device, settings.precision):  # as the methods train (row (a))
+            model.to(memory_format=torch.channels_last)
+            views = views.contiguous(memory_format=torch.channels_last)
 
         def step() -> None:
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
@@ -391,6 +430,7 @@ def rate_floor(data: ImageData, settings: Settings) -> Measurement:
             optimizer.step()
 
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        began = time.perf_counter()
         for _ in range(settings.warmup):
             step()
         sync()
@@ -399,7 +439,8 @@ def rate_floor(data: ImageData, settings: Settings) -> Measurement:
             step()
         sync()
         seconds = time.perf_counter() - start
-    return Measurement(settings.steps * batch / seconds, memory.peak_bytes)
+    startup = max(start - began - settings.warmup * seconds / settings.steps, 0.0)
+    return Measurement(settings.steps * batch / seconds, memory.peak_bytes, startup)
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -417,8 +458,11 @@ def run(
     sources: Sequence[str] = ("memory",),
     rounds: int = 1,
     seed: int = 0,
+    precisions: Sequence[str] | None = None,
+    compile: bool = False,
 ) -> list[dict]:
-    """Measure rows (a) (one per data source in ``sources``), (b) and (c).
+    """Measure rows (a) (one per data source in ``sources``), (b) and (c) in each precision; with
+    ``compile`` also (a) and (c) with ``torch.compile`` of the backbone, in each precision.
 
     Args:
         num_images: images in the train split (at least one batch; epochs repeat over them).
@@ -433,13 +477,19 @@ def run(
         rounds: how many times all rows are measured, one after the other (c, a, b, c, a, b, ...);
             each row reports its best round, as a benchmark on a shared machine should.
         seed: seed of every row.
+        precisions: Lightning precisions, each one of :data:`BENCH_PRECISIONS` (default: the
+            device's, :func:`tcl_ssl.train.default_precision`); every row is measured in each.
+        compile: add the rows "(a) ours, <source>, compiled" and "(c) floor, compiled".
 
     Returns:
-        One dict per row: ``row``, ``images_per_s`` (its best round), ``rounds`` (images/s of
-        each round), ``vs_lightly`` and ``vs_floor`` (its throughput over (b)'s and (c)'s),
+        One dict per row and precision: ``row``, ``precision``, ``compiled``, ``images_per_s``
+        (its best round), ``rounds`` (images/s of each round), ``vs_lightly`` and ``vs_floor``
+        (its throughput over that of (b) in the same precision and of (c) in the same precision,
+        compiled or not as the row), ``startup_s`` (the seconds of its warmup steps beyond their
+        share at the timed pace, in its best round: the compile time of a compiled row),
         ``peak_bytes`` (the largest of its rounds), ``memory`` (what the peak counts), ``images``
-        (where the images came from), ``device``, ``precision``, ``stem``, ``steps``,
-        ``warmup``, ``num_rounds``, ``batch_size``, ``image_size``, ``num_workers``.
+        (where the images came from), ``device``, ``stem``, ``steps``, ``warmup``,
+        ``num_rounds``, ``batch_size``, ``image_size``, ``num_workers``.
     """
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
@@ -465,16 +515,20 @@ def run(
     num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    stem = resolved_stem(PretrainConfig.build(accelerator=device.type), image_size)
+    precisions = list(precisions) if precisions is not None else [default_precision(device.type)]
+    bad = [p for p in precisions if p not in BENCH_PRECISIONS]
+    if bad or not precisions or len(set(precisions)) < len(precisions):
+        raise ValueError(
+            f"precisions must be distinct names among {', '.join(BENCH_PRECISIONS)}, got {list(precisions)}"
+        )
 
     data, images, files = load_data(num_images, image_size, dataset)
-    precision = default_precision(device.type)
-    stem = resolved_stem(PretrainConfig.build(accelerator=device.type), image_size)
-    settings = Settings(batch_size, steps, warmup, device, precision, stem, seed)
     log.info(
         "bench train: %s, %s, %s, stem %s, batch %d, %d + %d steps",
         images,
         device,
-        precision,
+        ", ".join(precisions),
         stem,
         batch_size,
         warmup,
@@ -482,47 +536,69 @@ def run(
     )
 
     ours = {f"{ROW_OURS}, {name}": SOURCES[name](data, files) for name in sources}
-    rounds_of: dict[str, list[Measurement]] = {row: [] for row in [*ours, ROW_LIGHTLY, ROW_FLOOR]}
+    # (row, precision, compiled) -> how to measure it once
+    measures: dict[tuple[str, str, bool], Callable[[], Measurement]] = {}
+    for precision in precisions:
+        for compiled in (False, True) if compile else (False,):
+            settings = Settings(batch_size, steps, warmup, device, precision, stem, seed, compiled)
+            suffix = ", compiled" if compiled else ""
+            measures[(ROW_FLOOR + suffix, precision, compiled)] = functools.partial(rate_floor, data, settings)
+            for row, (train, make_loader) in ours.items():
+                measures[(row + suffix, precision, compiled)] = functools.partial(
+                    rate_ours, data, train, make_loader, settings
+                )
+            if not compiled:
+                measures[(ROW_LIGHTLY, precision, False)] = functools.partial(rate_lightly, data, settings, num_workers)
+    rounds_of: dict[tuple[str, str, bool], list[Measurement]] = {key: [] for key in measures}
     for number in range(rounds):  # alternating, so that a burst of other load hits one round, not one row
         log.info("bench train: round %d of %d", number + 1, rounds)
-        rounds_of[ROW_FLOOR].append(rate_floor(data, settings))
-        for row, (train, make_loader) in ours.items():
-            rounds_of[row].append(rate_ours(data, train, make_loader, settings))
-        rounds_of[ROW_LIGHTLY].append(rate_lightly(data, settings, num_workers))
-    measured = {
-        row: Measurement(max(m.images_per_s for m in ms), max(m.peak_bytes for m in ms))
-        for row, ms in rounds_of.items()
-    }
-    lightly, floor = measured[ROW_LIGHTLY], measured[ROW_FLOOR]
+        for key, measure in measures.items():
+            rounds_of[key].append(measure())
+    best = {key: max(ms, key=lambda m: m.images_per_s) for key, ms in rounds_of.items()}
 
     memory = "max_memory_allocated" if device.type == "cuda" else "peak RSS increase of this process"
-    return [
-        {
-            "row": row,
-            "images_per_s": m.images_per_s,
-            "rounds": [r.images_per_s for r in rounds_of[row]],
-            "vs_lightly": m.images_per_s / lightly.images_per_s,
-            "vs_floor": m.images_per_s / floor.images_per_s,
-            "peak_bytes": m.peak_bytes,
-            "memory": memory
-            + (
-                f", without its {num_workers} workers"
-                if row == ROW_LIGHTLY and num_workers and device.type == "cpu"
-                else ""
-            ),
-            "images": images,
-            "device": str(device),
-            "precision": precision,
-            "stem": stem,
-            "steps": steps,
-            "warmup": warmup,
-            "num_rounds": rounds,
-            "batch_size": batch_size,
-            "image_size": image_size,
-            "num_workers": num_workers,
-        }
-        for row, m in measured.items()
-    ]
+    rows: list[dict[str, Any]] = []
+    for key, m in best.items():
+        row, precision, compiled = key
+        lightly = best[(ROW_LIGHTLY, precision, False)]
+        floor = best[(ROW_FLOOR + (", compiled" if compiled else ""), precision, compiled)]
+        rows.append(
+            {
+                "row": row,
+                "precision": precision,
+                "compiled": compiled,
+                "images_per_s": m.images_per_s,
+                "rounds": [r.images_per_s for r in rounds_of[key]],
+                "vs_lightly": m.images_per_s / lightly.images_per_s,
+                "vs_floor": m.images_per_s / floor.images_per_s,
+                "startup_s": m.startup_s,
+                "peak_bytes": max(r.peak_bytes for r in rounds_of[key]),
+                "memory": memory
+                + (
+                    f", without its {num_workers} workers"
+                    if row == ROW_LIGHTLY and num_workers and device.type == "cpu"
+                    else ""
+                ),
+                "images": images,
+                "device": str(device),
+                "stem": stem,
+                "steps": steps,
+                "warmup": warmup,
+                "num_rounds": rounds,
+                "batch_size": batch_size,
+                "image_size": image_size,
+                "num_workers": num_workers,
+            }
+        )
+    order = {ROW_OURS: 0, ROW_LIGHTLY: 1, ROW_FLOOR: 2}
+    rows.sort(
+        key=lambda r: (
+            precisions.index(r["precision"]),
+            r["compiled"],
+            next(rank for prefix, rank in order.items() if r["row"].startswith(prefix)),
+        )
+    )
+    return rows
 
 
 ROW_TITLES = {
@@ -530,24 +606,51 @@ ROW_TITLES = {
     ROW_LIGHTLY: "SimCLRTransform per PIL image in {workers} DataLoader workers, Lightning",
     ROW_FLOOR: "backbone + head forward/backward + SGD on ready views",
 }
+COMPILED_TITLE = "; backbone in torch.compile"
 
 
 def _title(row: dict) -> str:
     for prefix, title in ROW_TITLES.items():
         if row["row"].startswith(prefix):
-            return f"{row['row']}: {title.format(workers=row['num_workers'])}"
+            return f"{row['row']}: {title.format(workers=row['num_workers'])}" + (
+                COMPILED_TITLE if row["compiled"] else ""
+            )
     return row["row"]
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """A Markdown table of :func:`run`'s rows: row, images/s, x (b), x (c), peak memory (MiB)."""
-    lines = ["| row | images/s | x (b) | x (c) | peak memory MiB |", "|---|---:|---:|---:|---:|"]
+    """A Markdown table of :func:`run`'s rows: row, precision, images/s, x (b), x (c) (both in the
+    row's precision), startup seconds, peak memory (MiB)."""
+    lines = [
+        "| row | precision | images/s | x (b) | x (c) | startup s | peak memory MiB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     lines += [
-        f"| {_title(row)} | {row['images_per_s']:,.1f} | {row['vs_lightly']:.2f} | {row['vs_floor']:.2f} "
-        f"| {row['peak_bytes'] / 2**20:,.0f} ({row['memory']}) |"
+        f"| {_title(row)} | {row['precision']} | {row['images_per_s']:,.1f} | {row['vs_lightly']:.2f} "
+        f"| {row['vs_floor']:.2f} | {row['startup_s']:,.1f} | {row['peak_bytes'] / 2**20:,.0f} ({row['memory']}) |"
         for row in rows
     ]
     return "\n".join(lines)
+
+
+def ratio_lines(rows: Sequence[dict]) -> list[str]:
+    """One line per row (a): its throughput over (b)'s and (c)'s in the same precision; and, for
+    each precision after the first, each row's throughput over the same row in the first."""
+    lines = [
+        f"{row['row']} [{row['precision']}]: {row['vs_lightly']:.2f}x lightly's pipeline (b), "
+        f"{row['vs_floor']:.2f}x the floor (c)" + (" (compiled)" if row["compiled"] else "")
+        for row in rows
+        if row["row"].startswith(ROW_OURS)
+    ]
+    first = rows[0]["precision"]
+    baseline = {row["row"]: row["images_per_s"] for row in rows if row["precision"] == first}
+    for precision in dict.fromkeys(row["precision"] for row in rows if row["precision"] != first):
+        same = [row for row in rows if row["precision"] == precision and row["row"] in baseline]
+        lines.append(
+            f"{precision} over {first}: "
+            + ", ".join(f"{row['row']} {row['images_per_s'] / baseline[row['row']]:.2f}x" for row in same)
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -582,6 +685,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=list(SOURCES),
         help="data sources of our row(s) (default: memory, and stream for an image folder)",
     )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=None,
+        choices=list(BENCH_PRECISIONS),
+        help="Lightning precision(s); every row is measured in each (default: the device's, as pretrain's)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add rows (a) and (c) with torch.compile of the backbone (its compile time in 'startup s')",
+    )
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows to PATH as JSON")
     args = parser.parse_args(argv)
     if args.sources is None:
         args.sources = ["memory"] if str(args.dataset) == SYNTHETIC else ["memory", "stream"]
@@ -597,11 +713,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.dataset,
         args.sources,
         args.rounds,
+        precisions=args.precision,
+        compile=args.compile,
     )
+    if args.json is not None:
+        write_json(args.json, rows)
     first = rows[0]
+    precisions = ", ".join(dict.fromkeys(row["precision"] for row in rows))
     print(
         f"images: {first['images']}, {first['image_size']} px; batch {first['batch_size']}; ResNet-18 "
-        f"({first['stem']} stem); {first['device']}, {first['precision']}; {first['warmup']} + {first['steps']} "
+        f"({first['stem']} stem); {first['device']}, {precisions}; {first['warmup']} + {first['steps']} "
         f"steps per row and round, best of {first['num_rounds']} round(s); {os.cpu_count()} CPU cores, "
         f"load average {os.getloadavg()[0]:.1f} at the end; "
         f"torch {torch.__version__}, pytorch_lightning {pl.__version__}"
@@ -610,13 +731,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if first["num_rounds"] > 1:
         print(
             "images/s of each round: "
-            + "; ".join(f"{row['row']} " + ", ".join(f"{rate:,.1f}" for rate in row["rounds"]) for row in rows)
-        )
-    for row in rows:
-        if row["row"].startswith(ROW_OURS):
-            print(
-                f"{row['row']}: {row['vs_lightly']:.2f}x lightly's pipeline (b), {row['vs_floor']:.2f}x the floor (c)"
+            + "; ".join(
+                f"{row['row']} [{row['precision']}] " + ", ".join(f"{rate:,.1f}" for rate in row["rounds"])
+                for row in rows
             )
+        )
+    for line in ratio_lines(rows):
+        print(line)
     return 0
 
 

@@ -49,6 +49,13 @@ class TrainingDefaults:
     num_views: int = 2
 
 
+def trains_channels_last(device: torch.device, precision: str) -> bool:
+    """Whether a method trains with its weights and views in ``torch.channels_last`` memory format
+    on ``device`` at Lightning ``precision``: on the CPU under ``bf16-mixed`` (where oneDNN's
+    bfloat16 convolutions run faster on channels-last tensors; see the training benchmark)."""
+    return device.type == "cpu" and str(precision) == "bf16-mixed"
+
+
 def check_positive(name: str, value: object) -> None:
     """Raise ``ValueError``, naming ``name``, unless ``value`` is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
@@ -74,7 +81,9 @@ class Method(pl.LightningModule):
     ``(images, labels)`` on the device, augments it into ``V`` views in one batched call
     (:meth:`on_after_batch_transfer`), computes the loss, and also trains lightly's online
     linear probe on the detached backbone features of the first view (a monitor: no gradient
-    reaches the backbone). Subclasses state their training defaults (:attr:`defaults`), the
+    reaches the backbone). Where :func:`trains_channels_last` says so, the module and the views
+    are in ``torch.channels_last`` memory format during ``fit`` (back to the contiguous format
+    after it; the values are the same). Subclasses state their training defaults (:attr:`defaults`), the
     settings they train in (:attr:`without_labels`, :attr:`with_labels`, :attr:`views`) and
     their own options as keyword arguments of ``__init__`` (:meth:`options`). Build one by name
     with :func:`~tcl_ssl.methods.method_class`.
@@ -142,6 +151,7 @@ class Method(pl.LightningModule):
         # lightly's and solo-learn's benchmarks; no gradient reaches the backbone)
         self.online_classifier = OnlineLinearClassifier(feature_dim, num_classes, topk=(1, min(5, num_classes)))
         self._probe_features: Tensor | None = None
+        self._channels_last = False
 
     @classmethod
     def check_setting(cls, supervised: bool, num_views: int | None = None) -> None:
@@ -268,17 +278,32 @@ class Method(pl.LightningModule):
         return head(features).chunk(len(views))
 
     def on_fit_start(self) -> None:
-        """Give each process its own augmentation stream (seed_everything seeds all alike)."""
+        """Give each process its own augmentation stream (seed_everything seeds all alike); switch
+        to channels-last memory format where :func:`trains_channels_last` says so."""
         if self.trainer.world_size > 1:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+        self._channels_last = trains_channels_last(self.device, self.trainer.precision)
+        if self._channels_last:  # in place: the optimiser's parameters stay the same objects
+            self.to(memory_format=torch.channels_last)
+
+    def on_fit_end(self) -> None:
+        """Back to the contiguous memory format, for evaluation and export."""
+        if self._channels_last:
+            self.to(memory_format=torch.contiguous_format)
+            self._channels_last = False
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Augment on the device while training: uint8 ``(images, labels)`` -> ``(views, labels)``;
-        other batches are returned as they are."""
+        """Augment on the device while training: uint8 ``(images, labels)`` -> ``(views, labels)``
+        (the views in channels-last memory format when the module is); other batches are returned
+        as they are. The augmentation runs in float32: Lightning's autocast covers the training
+        step, not this hook."""
         if self.trainer is not None and self.trainer.training:
             images, labels = batch
             with torch.no_grad():
-                batch = (self.augment(images), labels)
+                views = self.augment(images)
+            if self._channels_last:
+                views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            batch = (views, labels)
         return batch
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
