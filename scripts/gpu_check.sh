@@ -131,7 +131,7 @@ else
     pretrain_sizes=(--epochs 2 --batch-size 512 --accelerator gpu --devices 1)
 fi
 
-run_step bench-loss 50 "${tcl_ssl[@]}" bench loss "${loss_sizes[@]}" --losses tcl,tcl-tiled,supcon,floor \
+run_step bench-loss 50 "${tcl_ssl[@]}" bench loss "${loss_sizes[@]}" --losses tcl,tcl-tiled,supcon,floor,floor-tiled \
     --max-n tcl=16384 --max-n supcon=16384 --max-n floor=16384 --device "$device" \
     --json "$steps/bench-loss/result.json"
 

@@ -133,8 +133,9 @@ def _tests(junit: Path) -> dict[str, Any]:
 
 def _loss(rows: list[dict]) -> list[dict]:
     """One dict per (N, loss): ``ms`` (forward + backward), ``peak_mib``, ``vs_floor`` (its time
-    over the floor's at that N; ``None`` without a floor row)."""
-    floor = {row["size"]: row["seconds"] for row in rows if row["loss"] == "floor"}
+    over the floor's at that N: ``floor``, else ``floor-tiled``; ``None`` without either)."""
+    floor = {row["size"]: row["seconds"] for row in rows if row["loss"] == "floor-tiled"}
+    floor |= {row["size"]: row["seconds"] for row in rows if row["loss"] == "floor"}
     return [
         {
             "size": row["size"],
