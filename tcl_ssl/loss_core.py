@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "TCLFunction",
+    "weighted_loss_and_grads",
     "TCLTerms",
     "tcl_terms",
     "plan_blocks",
