@@ -183,8 +183,9 @@ class _MaskPositives:
         hard = torch.add(offset, scaled_sim, alpha=-c.temperature).exp_()
         return hard.masked_fill_(self.outside, 0.0)
 
-    def row_sums(self, values: Any, num_rows: int) -> Tensor:
-        return values.sum(dim=1)
+    def add_row_sums(self, values: Any, out: Tensor) -> Tensor:
+        """Add to ``out`` (``(b,)``) each row's sum of ``values`` over its positives."""
+        return out.add_(values.sum(dim=1))
 
     def on_positives(self, tile: Tensor) -> Tensor:
         return torch.where(self.outside, 0.0, tile)
@@ -209,8 +210,8 @@ class _PairPositives:
         offset = offset[self.rows] if isinstance(offset, Tensor) else offset
         return torch.add(offset, self.on_positives(scaled_sim), alpha=-c.temperature).exp_()
 
-    def row_sums(self, values: Any, num_rows: int) -> Tensor:
-        return values.new_zeros(num_rows).index_add_(0, self.rows, values)
+    def add_row_sums(self, values: Any, out: Tensor) -> Tensor:
+        return out.index_add_(0, self.rows, values)
 
     def on_positives(self, tile: Tensor) -> Tensor:
         return tile.reshape(-1).index_select(0, self.flat)
@@ -236,9 +237,9 @@ class _BlockPositives:
     def hard(self, scaled_sim: Tensor, shift: Tensor | None, c: _Constants) -> list[Tensor]:
         """``F_ip`` of each rectangle (0 on the anchors' own keys)."""
         out = []
+        offsets = _offsets(c, shift)
         for (r0, r1, c0, c1), view in zip(self.blocks, self.views(scaled_sim), strict=True):
-            offset = _offsets(c, shift)
-            offset = offset[r0:r1, None] if isinstance(offset, Tensor) else offset
+            offset = offsets[r0:r1, None] if isinstance(offsets, Tensor) else offsets
             hard = torch.add(offset, view, alpha=-c.temperature).exp_()
             if self.self_rows is not None and self.self_cols is not None:
                 inside = (self.self_rows >= r0) & (self.self_rows < r1) & (self.self_cols >= c0) & (self.self_cols < c1)
@@ -246,12 +247,10 @@ class _BlockPositives:
             out.append(hard)
         return out
 
-    def row_sums(self, values: Any, num_rows: int) -> Tensor:
-        total = torch.zeros(num_rows, dtype=values[0].dtype, device=values[0].device) if values else None
+    def add_row_sums(self, values: Any, out: Tensor) -> Tensor:
         for (r0, r1, _, _), value in zip(self.blocks, values, strict=True):
-            assert total is not None
-            total[r0:r1] += value.sum(dim=1)
-        return total if total is not None else torch.zeros(num_rows)
+            out[r0:r1] += value.sum(dim=1)
+        return out
 
     def on_positives(self, tile: Tensor) -> list[Tensor]:
         return self.views(tile)
@@ -283,7 +282,6 @@ def _tile_exponentials(
         ``(E, F, part)``: ``E``; ``F_ip = k1 exp(-S_ip - m_i)`` in the positives' form
         (``None`` when ``k1 = 0``); ``part_i = k2 sum_j E_ij + (1 - k2) sum_p E_ip + sum_p F_ip``.
     """
-    rows = scaled_sim.shape[0]
     hard = None
     if c.k1 > 0:
         assert positives is not None
@@ -292,11 +290,11 @@ def _tile_exponentials(
     part = exps.sum(dim=1)
     if c.k2 != 1.0:
         assert positives is not None
-        on_positives = positives.row_sums(positives.on_positives(exps), rows)
+        on_positives = positives.add_row_sums(positives.on_positives(exps), torch.zeros_like(part))
         part = part.mul_(c.k2).add_(on_positives, alpha=1.0 - c.k2)
     if hard is not None:
         assert positives is not None
-        part = part.add_(positives.row_sums(hard, rows))
+        part = positives.add_row_sums(hard, part)
     return exps, hard, part
 
 
@@ -619,6 +617,7 @@ def weighted_loss_and_grads(
     k2: float,
     row_block: int,
     key_block: int,
+    *,
     with_grad: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``sum_i w_i L_i`` and its gradients with respect to anchors and keys, tile by tile.
@@ -658,35 +657,9 @@ class TCLFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        anchors: Tensor,
-        keys: Tensor,
-        anchor_groups: Tensor,
-        key_groups: Tensor,
-        self_index: Tensor | None,
-        weights: Tensor,
-        temperature: float,
-        k1: float,
-        k2: float,
-        row_block: int,
-        key_block: int,
-    ) -> Tensor:
+    def forward(ctx: Any, *inputs: Any) -> Tensor:
         with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        loss, grad_anchors, grad_keys = weighted_loss_and_grads(
-            anchors,
-            keys,
-            anchor_groups,
-            key_groups,
-            self_index,
-            weights,
-            temperature,
-            k1,
-            k2,
-            row_block,
-            key_block,
-            with_grad,
-        )
+        loss, grad_anchors, grad_keys = weighted_loss_and_grads(*inputs, with_grad=with_grad)
         if with_grad:
             ctx.save_for_backward(grad_anchors, grad_keys)
         return loss
@@ -696,4 +669,4 @@ class TCLFunction(torch.autograd.Function):
         grad_anchors, grad_keys = ctx.saved_tensors
         out_anchors = grad_anchors * grad_output if ctx.needs_input_grad[0] else None
         out_keys = grad_keys * grad_output if ctx.needs_input_grad[1] else None
-        return (out_anchors, out_keys, *([None] * 9))
+        return (out_anchors, out_keys, *([None] * (len(ctx.needs_input_grad) - 2)))
