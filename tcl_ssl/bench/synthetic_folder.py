@@ -6,7 +6,8 @@ Layout: ``ROOT/train/c<k>/<i>.png`` and ``ROOT/test/c<k>/<i>.png`` (``tcl-ssl pr
 ROOT`` splits validation off train), RGB, ``size`` x ``size`` pixels. Each class has its own
 colour and stripe orientation, under per-image noise and a random shift, so that a short run has
 something to learn; the images are not natural ones and the accuracy of a run on them means
-little. PNG files are written by ``processes`` worker processes (torchvision's ``write_png``).
+little. PNG files are written by ``processes`` worker processes (torchvision's ``write_png``) into a
+hidden ``.<split>.partial`` folder that is renamed to ``<split>`` once complete.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,10 +88,12 @@ def write_folder(
             raise ValueError(f"{str(root / split)!r} exists already; give an empty folder")
     jobs = []
     written = {}
+    partial = {split: root / f".{split}.partial" for split in ("train", "test")}
     for split, total, split_seed in (("train", train, seed), ("test", test, seed + 1)):
         written[split] = 0
+        shutil.rmtree(partial[split], ignore_errors=True)  # left by an interrupted run
         for label in range(classes):
-            directory = root / split / f"c{label}"
+            directory = partial[split] / f"c{label}"
             directory.mkdir(parents=True)
             count = total // classes + (1 if label < total % classes else 0)
             written[split] += count
@@ -105,6 +109,8 @@ def write_folder(
     else:
         with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs))) as pool:
             pool.map(_write_chunk, jobs)
+    for split, folder in partial.items():  # each split appears whole, or not at all
+        os.replace(folder, root / split)
     return written
 
 
