@@ -39,6 +39,7 @@ class BYOL(MomentumMethod):
     views = (2, 2)
     defaults = TrainingDefaults(optimizer="lars", lr=0.45, weight_decay=1e-6, warmup_epochs=10, augmentation="byol")
     source = "BYOL official code, up-to-100-epoch preset (as lightly's ImageNet benchmark); heads, augmentation: paper"
+    search_space = {"momentum_start": (0.9, 0.99)}
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ class MoCo(MomentumMethod):
     views = (2, 2)
     defaults = TrainingDefaults(optimizer="sgd", lr=0.3, weight_decay=1e-4, warmup_epochs=10, augmentation="mocov2")
     source = "solo-learn cifar/mocov2plus.yaml; queue: lightly CIFAR-10 benchmark; augmentation: MoCo v2"
+    search_space = {"temperature": (0.1, 0.2, 0.5), "momentum_start": (0.9, 0.99), "queue_size": (1024, 4096)}
 
     def __init__(
         self,

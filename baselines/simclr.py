@@ -37,6 +37,7 @@ class SimCLR(Method):
     defaults = TrainingDefaults(optimizer="lars", lr=1.0, weight_decay=1e-4, warmup_epochs=10, augmentation="simclr")
     source = "SimCLR paper; official CIFAR-10 command (google-research/simclr README)"
     auto_options = {"hidden_dim": "backbone width"}
+    search_space = {"temperature": (0.1, 0.2, 0.5)}
 
     def __init__(
         self,

@@ -168,9 +168,20 @@ def test_registry_lists_every_method_and_rejects_others():
         assert issubclass(cls, Method) and cls is not Method and cls.name == name
         assert METHODS[name] == f"{cls.__module__}:{cls.__qualname__}"
         cls.check_setting(not cls.without_labels, cls.defaults.num_views)  # its own defaults are accepted
-    assert "swav" not in names
-    with pytest.raises(ValueError, match=re.escape(f"unknown method 'swav'; available: {', '.join(names)}")):
-        method_class("swav")
+    assert "simsiam" not in names
+    with pytest.raises(ValueError, match=re.escape(f"unknown method 'simsiam'; available: {', '.join(names)}")):
+        method_class("simsiam")
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_search_space_names_the_methods_options_with_its_default_among_the_values(name):
+    cls = method_class(name)
+    supervised = not cls.without_labels
+    options = cls.resolved_options(supervised)
+    for option, values in cls.search_space.items():
+        assert option in options, option
+        assert len(values) >= 2 and len(set(values)) == len(values), (option, values)
+        assert options[option] in values, (option, options[option], values)
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,10 @@ class Method(pl.LightningModule):
     source: ClassVar[str] = ""
     #: what an option whose default is ``None`` resolves to, in words (for the methods table)
     auto_options: ClassVar[dict[str, str]] = {}
+    #: the method's key knobs for a tuning search beyond lr: ``{option: candidate values}``,
+    #: each option one of :meth:`options`, its default (resolved without labels for a method that
+    #: trains without them) among the values
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ class TCL(Method):
     defaults = TrainingDefaults(optimizer="sgd", lr=0.06, weight_decay=5e-4, warmup_epochs=1, augmentation="simclr")
     source = "this project's sweeps (docs/results/choosing-defaults.md)"
     auto_options = {"temperature": "0.1", "k1": "10 (supervised 0)", "k2": "1"}
+    search_space = {"temperature": (0.1, 0.2, 0.5), "k1": (0.0, 10.0, 100.0), "k2": (1.0, 4.0)}
 
     @classmethod
     def resolved_options(cls, supervised: bool) -> dict[str, Any]:
