@@ -28,9 +28,11 @@ sets it by hand).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.utils import dist
 from torch import Tensor, nn
 
@@ -55,6 +57,8 @@ __all__ = [
     "flatten_views",
     "positive_pairs",
     "validate_hyperparameters",
+    "query_bank_loss",
+    "BANK_MODES",
 ]
 
 
@@ -282,6 +286,8 @@ def default_anchor_weights(
 
 
 ANCHOR_MODES = ("all", "first")
+#: ``memory_bank_mode`` values: this project's labelled bank, or lightly's ``NTXentLoss`` bank
+BANK_MODES = ("labeled", "lightly")
 
 
 class TCLLoss(nn.Module):
@@ -303,17 +309,30 @@ class TCLLoss(nn.Module):
         loss = loss_fn(out0, out1, out2)          # any number of views
         loss = loss_fn(out0, out1, labels=y)      # supervised: positives = same label
 
-    Memory bank: with ``memory_bank_size`` the loss keeps the last ``K`` keys of past calls
-    (gathered across processes with ``gather_distributed``) in a
-    :class:`~tcl_ssl.memory_bank.LabeledMemoryBank` and adds them to every anchor's keys.
-    Without labels every bank entry is a negative; with labels, the entries of the anchor's
-    label are positives and the others negatives. ``anchors`` decides which views are keys,
-    and so which go into the bank. In training mode (``loss_fn.train()``) each call enqueues
-    its keys after computing the loss, so the loss always sees the bank as it was before the
-    call; in eval mode the bank is left unchanged. ``forward(..., update_bank=False)`` leaves
-    it unchanged in training mode too, for several calls that should see the same bank, whose
-    keys :meth:`enqueue` then adds. The bank starts empty (only filled entries are keys) and
-    is saved in ``state_dict()``.
+    Memory bank (``memory_bank_size``), in one of two modes (``memory_bank_mode``):
+
+    - ``"labeled"`` (default): the loss keeps the last ``K`` keys of past calls (gathered
+      across processes with ``gather_distributed``) in a
+      :class:`~tcl_ssl.memory_bank.LabeledMemoryBank` and adds them to every anchor's keys,
+      next to the batch's own. Without labels every bank entry is a negative; with labels, the
+      entries of the anchor's label are positives and the others negatives. ``anchors`` decides
+      which views are keys, and so which go into the bank. In training mode (``loss_fn.train()``)
+      each call enqueues its keys after computing the loss, so the loss always sees the bank as
+      it was before the call; in eval mode the bank is left unchanged. The bank starts empty
+      (only filled entries are keys).
+    - ``"lightly"``: lightly's ``NTXentLoss(temperature, memory_bank_size=(K, D))`` exactly, with
+      TCL's ``k1`` / ``k2`` on top. The anchors are ``out0`` only; each one's positive is its own
+      image's ``out1`` and its negatives are the ``K`` bank entries only (not the batch's other
+      keys). The bank is lightly's ``MemoryBankModule``: ``K`` random unit vectors drawn from
+      torch's global generator when the loss is built, then ``out1`` (normalised; gathered
+      across processes with ``gather_distributed``) written after the loss at a pointer that
+      wraps to 0, a batch that reaches the end of the bank losing its rows beyond it. As in
+      lightly, the bank is updated when ``out0`` requires a gradient, whatever the train/eval
+      mode. Two views, no labels, ``memory_bank_size=(K, D)``.
+
+    ``forward(..., update_bank=False)`` leaves the bank unchanged, for several calls that
+    should see the same bank, whose keys :meth:`enqueue` then adds. Either bank is saved in
+    ``state_dict()``.
 
     Args:
         temperature: softmax temperature ``t`` (> 0).
@@ -327,12 +346,15 @@ class TCLLoss(nn.Module):
         memory_bank_size: ``0`` (default): no memory bank. ``K``: a bank of the last ``K``
             keys, whose width ``D`` is taken from the first batch. ``(K, D)``: a bank of
             ``K`` keys of width ``D``; embeddings of another width are refused.
-        anchors: ``"all"`` (default): every view is both an anchor and a key, and all views
-            go into the bank. ``"first"``: lightly's query/key form (MoCo): ``out0`` are the
-            anchors (queries) and ``out1, ...`` the keys, the only views that go into the
-            bank; an anchor's positives are its own image's keys (or, with labels, every key
-            and bank entry of its label), its negatives every other key in the batch and in
-            the bank.
+        memory_bank_mode: ``"labeled"`` (default) or ``"lightly"`` (see above; needs
+            ``memory_bank_size=(K, D)``).
+        anchors: ``"all"`` (default without a ``"lightly"`` bank): every view is both an anchor
+            and a key, and all views go into the bank. ``"first"`` (the only choice with a
+            ``"lightly"`` bank): the query/key form (MoCo): ``out0`` are the anchors (queries)
+            and ``out1, ...`` the keys, the only views that go into the bank; with the
+            ``"labeled"`` bank an anchor's positives are its own image's keys (or, with labels,
+            every key and bank entry of its label), its negatives every other key in the batch
+            and in the bank. ``None``: the default of the bank mode.
         check_inputs: refuse, with a ``ValueError``, NaN or inf in the views and, with
             ``gather_distributed``, batch sizes that differ between processes (which would
             make the gather hang or fail obscurely). Both checks wait for the device;
@@ -348,12 +370,14 @@ class TCLLoss(nn.Module):
             views); ``0``, still attached to the graph, when no anchor has a positive.
 
     Raises:
-        ValueError: at construction, for a hyper-parameter out of range, a bad
-            ``memory_bank_size`` or ``anchors``, or ``gather_distributed=True`` without
-            ``torch.distributed``. When called, for fewer than two views, views of different
-            shapes, ``labels`` of the wrong shape (or negative, with a memory bank), views
-            whose width differs from the memory bank's, and, with ``check_inputs``, NaN or
-            inf in the views or batch sizes that differ between processes.
+        ValueError: at construction, for a hyper-parameter out of range (a temperature <= 0
+            too, which lightly accepts), a bad ``memory_bank_size``, ``memory_bank_mode`` or
+            ``anchors``, or ``gather_distributed=True`` without ``torch.distributed``. When
+            called, for fewer than two views (other than two with a ``"lightly"`` bank),
+            views of different shapes, ``labels`` of the wrong shape (or negative, with a
+            memory bank; or any, with a ``"lightly"`` bank), views whose width differs from
+            the memory bank's, and, with ``check_inputs``, NaN or inf in the views or batch
+            sizes that differ between processes.
 
     Example:
         >>> import torch
@@ -371,6 +395,13 @@ class TCLLoss(nn.Module):
         >>> loss = queue_loss(out0, out1)   # the bank was empty; now it holds 16 keys
         >>> int(queue_loss.memory_bank.filled)
         16
+
+        lightly's ``NTXentLoss(temperature=0.5, memory_bank_size=(64, 32))``, value and bank:
+
+        >>> moco_loss = TCLLoss(temperature=0.5, k1=0.0, memory_bank_size=(64, 32), memory_bank_mode="lightly")
+        >>> loss = moco_loss(out0.requires_grad_(), out1)   # out1 is now in the bank
+        >>> int(moco_loss.memory_bank.bank_ptr)
+        8
     """
 
     def __init__(
@@ -380,10 +411,11 @@ class TCLLoss(nn.Module):
         k2: float = 1.0,
         gather_distributed: bool = False,
         memory_bank_size: int | tuple[int, int] = 0,
-        anchors: str = "all",
+        anchors: str | None = None,
         check_inputs: bool = True,
         block_size: int | None = None,
         key_block_size: int | None = None,
+        memory_bank_mode: str = "labeled",
     ) -> None:
         super().__init__()
         self.block_size, self.key_block_size = check_block_sizes(block_size, key_block_size)
@@ -392,14 +424,26 @@ class TCLLoss(nn.Module):
         gather_distributed = check_flag("gather_distributed", gather_distributed)
         if gather_distributed and not torch.distributed.is_available():
             raise ValueError("gather_distributed=True but torch.distributed is not available")
-        if anchors not in ANCHOR_MODES:
-            raise ValueError(f"anchors must be one of {', '.join(ANCHOR_MODES)}; got {anchors!r}")
+        if memory_bank_mode not in BANK_MODES:
+            raise ValueError(f"memory_bank_mode must be one of {', '.join(BANK_MODES)}; got {memory_bank_mode!r}")
+        lightly_bank = memory_bank_mode == "lightly"
+        if anchors is None:
+            anchors = "first" if lightly_bank else "all"
+        if anchors not in ANCHOR_MODES or (lightly_bank and anchors != "first"):
+            allowed = "'first'" if lightly_bank else ", ".join(ANCHOR_MODES)
+            raise ValueError(f"anchors must be {allowed} with memory_bank_mode={memory_bank_mode!r}; got {anchors!r}")
         self.gather_distributed = gather_distributed
         self.anchors = anchors
-        self.memory_bank = _memory_bank(memory_bank_size)
+        self.memory_bank_mode = memory_bank_mode
+        self.memory_bank: LabeledMemoryBank | MemoryBankModule | None
+        if lightly_bank:
+            self.memory_bank = _lightly_memory_bank(memory_bank_size, gather_distributed)
+        else:
+            self.memory_bank = _memory_bank(memory_bank_size)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}, anchors={self.anchors!r}"
+        bank = f", memory_bank_mode={self.memory_bank_mode!r}" if self.memory_bank is not None else ""
+        return f"temperature={self.temperature}, k1={self.k1}, k2={self.k2}, anchors={self.anchors!r}{bank}"
 
     def forward(self, *views: Tensor, labels: Tensor | None = None, update_bank: bool = True) -> Tensor:
         """The loss of ``V >= 2`` views of one batch.
@@ -422,6 +466,8 @@ class TCLLoss(nn.Module):
                 the memory bank's, and, with ``check_inputs``, NaN or inf in the views or batch
                 sizes that differ between processes.
         """
+        if isinstance(self.memory_bank, MemoryBankModule):
+            return self._lightly_bank_loss(self.memory_bank, views, labels, update_bank)
         embeddings, groups = self._embeddings_and_groups(views, labels)
         batch = views[0].shape[0]
         distributed = self.gather_distributed and dist.world_size() > 1
@@ -455,7 +501,7 @@ class TCLLoss(nn.Module):
             if self_index is not None:
                 self_index = self_index + dist.rank() * local_keys
         batch_keys, batch_groups = keys, key_groups
-        if self.memory_bank is not None:
+        if isinstance(self.memory_bank, LabeledMemoryBank):
             bank, bank_labels = self.memory_bank.get()
             if labels is None:
                 bank_labels = torch.full_like(bank_labels, -1)  # never an anchor's image id
@@ -479,9 +525,42 @@ class TCLLoss(nn.Module):
             block_size=self.block_size,
             key_block_size=self.key_block_size,
         )
-        if self.memory_bank is not None and self.training and update_bank:
+        if isinstance(self.memory_bank, LabeledMemoryBank) and self.training and update_bank:
             self.memory_bank.enqueue(batch_keys, None if labels is None else batch_groups)
         return loss
+
+    def _lightly_bank_loss(
+        self, bank: MemoryBankModule, views: tuple[Tensor, ...], labels: Tensor | None, update_bank: bool
+    ) -> Tensor:
+        """The loss with a ``"lightly"`` bank: queries ``out0`` against their own keys ``out1``
+        and the bank as it was before the call; then ``out1`` into the bank as lightly puts it."""
+        queries, keys = (_lightly_normalized(view) for view in self._lightly_bank_views(views, labels))
+        update = update_bank and views[0].requires_grad
+        _, negatives = bank(keys.detach(), update=update)  # the bank before this call's keys
+        assert negatives is not None  # a lightly bank here has K >= 1
+        return query_bank_loss(queries, keys, negatives, self.temperature, self.k1, self.k2)
+
+    def _lightly_bank_views(self, views: tuple[Tensor, ...], labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(out0, out1)`` checked for a ``"lightly"`` bank (two views, no labels, the bank's width)."""
+        if len(views) != 2:
+            raise ValueError(f"memory_bank_mode='lightly' takes two views (out0, out1), got {len(views)}")
+        if labels is not None:
+            raise ValueError(
+                "memory_bank_mode='lightly' is lightly's NTXentLoss with a memory bank, which takes no labels; "
+                "use memory_bank_mode='labeled' for a bank with labels"
+            )
+        embeddings, _ = flatten_views(views, None)
+        bank = self.memory_bank
+        assert isinstance(bank, MemoryBankModule)
+        if embeddings.shape[1] != bank.size[1]:
+            raise ValueError(
+                f"embeddings have dimension {embeddings.shape[1]} but the memory bank was built "
+                f"for {bank.size[1]} (memory_bank_size=({bank.size[0]}, {bank.size[1]}))"
+            )
+        if self.check_inputs:
+            for v, view in enumerate(views):
+                check_embeddings(f"view {v}", view)
+        return views[0], views[1]
 
     @torch.no_grad()
     def enqueue(self, *keys: Tensor, labels: Tensor | None = None) -> None:
@@ -491,7 +570,8 @@ class TCLLoss(nn.Module):
         across processes with ``gather_distributed``. Runs without gradients.
 
         Args:
-            *keys: ``V >= 1`` batches of keys ``(B, D)``, enqueued in this order.
+            *keys: ``V >= 1`` batches of keys ``(B, D)``, enqueued in this order (with a
+                ``"lightly"`` bank: one batch, the calls' ``out1``).
             labels: ``(B,)`` integer labels of the keys of each batch; ``None`` stores the
                 entries without labels (negatives of every anchor).
 
@@ -501,6 +581,15 @@ class TCLLoss(nn.Module):
         """
         if self.memory_bank is None:
             raise ValueError("enqueue needs a memory bank; build the loss with memory_bank_size")
+        if isinstance(self.memory_bank, MemoryBankModule):
+            if len(keys) != 1 or labels is not None:
+                raise ValueError(
+                    "with memory_bank_mode='lightly', enqueue takes one batch of keys (out1) and no labels"
+                )
+            self._lightly_bank_views((keys[0], keys[0]), None)
+            self.memory_bank(_lightly_normalized(keys[0]), update=True)
+            return
+        assert isinstance(self.memory_bank, LabeledMemoryBank)
         embeddings, groups = self._embeddings_and_groups(keys, labels, min_views=1)
         embeddings = _normalized_float(embeddings)
         if self.gather_distributed and dist.world_size() > 1:
@@ -525,7 +614,7 @@ class TCLLoss(nn.Module):
 
     def _check_bank_width(self, dim: int) -> None:
         bank = self.memory_bank
-        assert bank is not None
+        assert isinstance(bank, LabeledMemoryBank)
         if bank.dim is None:
             bank.materialize(dim)
         elif dim != bank.dim:
@@ -548,6 +637,57 @@ def _memory_bank(size: int | tuple[int, int]) -> LabeledMemoryBank | None:
             f"memory_bank_size must be 0, an int K >= 0 or a (K >= 0, D >= 1) pair of integers, got {size!r}"
         ) from None
     return LabeledMemoryBank(slots, width) if slots else None
+
+
+def _lightly_memory_bank(size: Any, gather_distributed: bool) -> MemoryBankModule:
+    """lightly's ``MemoryBankModule`` of ``size = (K >= 1, D >= 1)`` rows, its entries (in
+    ``(K, D)``) and write pointer saved in ``state_dict()`` (lightly leaves them out)."""
+    try:
+        if not (isinstance(size, (tuple, list)) and len(size) == 2):
+            raise ValueError
+        slots, width = check_count("K", size[0], minimum=1), check_count("D", size[1], minimum=1)
+    except ValueError:
+        raise ValueError(
+            f"memory_bank_mode='lightly' needs memory_bank_size=(K >= 1, D >= 1) integers, as lightly's "
+            f"NTXentLoss, got {size!r}"
+        ) from None
+    bank = MemoryBankModule(size=(slots, width), gather_distributed=gather_distributed, feature_dim_first=False)
+    for name in ("bank", "bank_ptr"):
+        bank.register_buffer(name, getattr(bank, name), persistent=True)
+    return bank
+
+
+def query_bank_loss(
+    queries: Tensor, keys: Tensor, negatives: Tensor, temperature: float, k1: float = 0.0, k2: float = 1.0
+) -> Tensor:
+    """TCL of each query with one positive, its own key, and the same negatives for all.
+
+    ``L_i = log(exp(s_i / t) + k1 exp(-s_i) + k2 sum_n exp(q_i.n / t)) - s_i / t`` with
+    ``s_i = q_i.k_i``, averaged over the ``B`` queries; at ``k1 = 0, k2 = 1`` the cross-entropy
+    of lightly's ``NTXentLoss`` with a memory bank. One log-sum-exp per query.
+
+    Args:
+        queries: ``(B, D)`` L2-normalised queries.
+        keys: ``(B, D)`` L2-normalised keys, ``keys[i]`` the positive of ``queries[i]``.
+        negatives: ``(K, D)`` negatives of every query (L2-normalised, as a bank holds them).
+        temperature: ``t`` (> 0).
+        k1: weight of the hard-positive term (>= 0).
+        k2: weight of the negatives (> 0).
+
+    Returns:
+        The scalar loss in the queries' dtype.
+    """
+    positive = (queries * keys).sum(dim=1, keepdim=True)  # (B, 1) similarities
+    parts = [positive / temperature, queries @ negatives.to(queries).t() / temperature + math.log(k2)]
+    if k1 > 0:
+        parts.append(math.log(k1) - positive)
+    return (torch.logsumexp(torch.cat(parts, dim=1), dim=1) - positive[:, 0] / temperature).mean()
+
+
+def _lightly_normalized(embeddings: Tensor) -> Tensor:
+    """L2-normalised as lightly's ``NTXentLoss`` normalises, in float32 (float64 stays), outside autocast."""
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        return nn.functional.normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)), dim=1)
 
 
 def _normalized_float(embeddings: Tensor) -> Tensor:

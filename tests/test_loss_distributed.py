@@ -1,4 +1,5 @@
-"""TCLLoss(gather_distributed=True) on 2 CPU processes (gloo) equals one process on the whole batch."""
+"""TCLLoss(gather_distributed=True) on 2 CPU processes (gloo) equals one process on the whole batch,
+and, with a "lightly" bank, lightly's NTXentLoss with a gathered bank on the same processes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
+from lightly.loss import NTXentLoss
 
 from tcl_ssl import TCLLoss
 
@@ -132,3 +134,51 @@ def test_uneven_batches_across_processes_are_refused_on_every_process():
     mp.spawn(_uneven_worker, args=(_free_port(), results), nprocs=WORLD, join=True)  # returns: no hang
     expected = f"gather_distributed needs the same batch size on every process, got [{BATCH}, {BATCH - 1}] (by rank)"
     assert all(results[rank].startswith(expected) for rank in range(WORLD)), dict(results)
+
+
+def _lightly_bank_worker(rank: int, port: int, results) -> None:
+    """Per process: lightly's NTXentLoss and ours with a gathered memory bank, 3 steps side by side."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)
+        theirs = NTXentLoss(temperature=0.3, memory_bank_size=(20, DIM), gather_distributed=True)
+        torch.manual_seed(0)
+        ours = TCLLoss(
+            temperature=0.3, k1=0.0, memory_bank_size=(20, DIM), memory_bank_mode="lightly", gather_distributed=True
+        )
+        gen = torch.Generator().manual_seed(10 + rank)
+        report = []
+        for _ in range(3):
+            out0, out1 = torch.randn(BATCH, DIM, generator=gen), torch.randn(BATCH, DIM, generator=gen)
+            values, grads = [], []
+            for loss_fn in (theirs, ours):
+                a, b = out0.clone().requires_grad_(), out1.clone().requires_grad_()
+                value = loss_fn(a, b)
+                value.backward()
+                values.append(value.detach())
+                grads.append(torch.cat([a.grad, b.grad]))
+            report.append(
+                (
+                    float((values[0] - values[1]).abs()),
+                    float((grads[0] - grads[1]).abs().max()),
+                    torch.equal(theirs.memory_bank.bank, ours.memory_bank.bank),
+                    int(ours.memory_bank.bank_ptr),
+                )
+            )
+        results[rank] = (report, ours.memory_bank.bank.clone())
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_lightly_bank_mode_equals_lightly_ntxent_with_a_gathered_bank_on_two_processes():
+    results = mp.Manager().dict()
+    mp.spawn(_lightly_bank_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        report, _ = results[rank]
+        for step, (value_gap, grad_gap, same_bank, _) in enumerate(report):
+            assert value_gap < 2e-6 and grad_gap < 1e-6 and same_bank, (rank, step, report)
+        # 2 x 8 gathered keys a step into 20 slots: 16, then the end is reached (0), then 16
+        assert [pointer for *_, pointer in report] == [16, 0, 16]
+    assert torch.equal(results[0][1], results[1][1])  # the gathered keys: one bank on every process
