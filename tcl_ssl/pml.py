@@ -20,8 +20,10 @@ similarity from the distance (``-distance`` for a non-inverted distance such as
     L_i = log D_i - 1/|P(i)| sum_{p in P(i)} S_ip / t
     D_i = sum_P exp(S_ip / t) + k1 sum_P exp(-S_ip) + k2 sum_N exp(S_in / t)
 
-computed in log space (one log-sum-exp). The loss returns one element per anchor that has
-at least one positive, and the default ``MeanReducer`` averages them: with the default
+computed in log space (one log-sum-exp). As in PML's ``SupConLoss``, a batch without a
+positive pair or without a negative pair gives 0, and the loss comes back in the embeddings'
+dtype (float16 in, float16 out; it is computed in float32). Otherwise the loss returns one
+element per anchor that has at least one positive, and the default ``MeanReducer`` averages them: with the default
 distance this is exactly :func:`tcl_ssl.loss.tcl_loss` (the mean over anchors with a
 positive). ``AvgNonZeroReducer`` (``SupConLoss``'s default) gives the same value except in
 the degenerate case where an anchor's loss is exactly 0. With ``k1=0, k2=1`` the loss is
@@ -138,12 +140,13 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
                 check_ids("ref_labels", ref_labels, ref_emb.shape[0])
         check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)
         if labels is not None and self._tiles(embeddings, indices_tuple, ref_emb):
-            return self._tiled_loss(embeddings, labels, ref_emb, ref_labels)
+            return self._tiled_loss(embeddings, labels, ref_emb, ref_labels).to(embeddings.dtype)
+        dtype = embeddings.dtype
         if getattr(self.distance, "normalize_embeddings", False):
             embeddings = scaled(embeddings)
             ref_emb = None if ref_emb is None else scaled(ref_emb)
         result: Tensor = super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        return result
+        return result.to(dtype)
 
     def _tiles(self, embeddings: Tensor, indices_tuple: Any, ref_emb: Tensor | None) -> bool:
         """Whether this call goes to :func:`tcl_ssl.loss.tcl_loss` (see ``block_size``)."""
@@ -163,10 +166,13 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None, ref_labels: Tensor | None
     ) -> Tensor:
         """The loss by :func:`tcl_ssl.loss.tcl_loss`; an embedding is not its own key (PML leaves
-        out the diagonal only when ``ref_emb`` is not given)."""
+        out the diagonal only when ``ref_emb`` is not given); 0 when no pair is a negative."""
         keys = key_groups = None
         if ref_emb is not None:
             keys, key_groups = ref_emb, labels if ref_labels is None else ref_labels
+        all_labels = labels if key_groups is None else torch.cat([labels, key_groups.to(labels.device)])
+        if bool((all_labels == all_labels[0]).all()):  # no negative pair: PML's SupConLoss gives 0
+            return torch.zeros((), device=embeddings.device) + embeddings.float().sum() * 0
         return tcl_loss(
             embeddings,
             labels,
@@ -183,7 +189,7 @@ class TCLPMLLoss(pml_losses.GenericPairLoss):
         """Per-anchor TCL losses from the ``(N, M)`` distance matrix and 0/1 pair masks."""
         pos, neg = pos_mask.bool(), neg_mask.bool()
         has_pos = pos.any(dim=1)
-        if not bool(has_pos.any()):
+        if not bool(has_pos.any()) or not bool(neg.any()):  # as PML's SupConLoss: no positive or no negative pair
             return self.zero_losses()
         anchors = torch.nonzero(has_pos).squeeze(1)
         # Only rows with a positive: every log-sum-exp below has a finite term.

@@ -204,20 +204,40 @@ def test_default_reducer_is_mean_over_anchors_with_positives():
     torch.testing.assert_close(with_avg_non_zero(z, labels), ours(z, labels))
 
 
-def test_no_positive_gives_attached_zero_and_no_negative_is_fine():
+def test_no_positive_or_no_negative_pair_gives_attached_zero_as_pml_supcon():
     z, _ = _data(n=8, seed=51)
-    value, (grad,) = _value_and_grad(lambda e: TCLPMLLoss()(e, torch.arange(8)), z)
-    assert value.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
-    one_group = torch.zeros(8, dtype=torch.long)  # positives only: D_i has no negative term
-    _assert_same(lambda e: TCLPMLLoss()(e, one_group), lambda e: tcl_loss(e, one_group), z)
+    one_group = torch.zeros(8, dtype=torch.long)  # positives only: PML's SupConLoss gives 0
+    for labels in (torch.arange(8), one_group):
+        assert SupConLoss()(z, labels).item() == 0.0  # the oracle's convention
+        for ours in (TCLPMLLoss(), TCLPMLLoss(block_size=3)):
+            value, (grad,) = _value_and_grad(lambda e: ours(e, labels), z)
+            assert value.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
+    for ours in (TCLPMLLoss(), TCLPMLLoss(block_size=3)):  # keys of one group too: no negative pair
+        assert SupConLoss()(z, one_group, ref_emb=z.flip(0), ref_labels=one_group).item() == 0.0
+        assert ours(z, one_group, ref_emb=z.flip(0), ref_labels=one_group).item() == 0.0
+    one_negative_pair = one_group.clone()
+    one_negative_pair[-1] = 1  # one anchor of another label: every anchor of group 0 has a negative
+    _assert_same(lambda e: TCLPMLLoss()(e, one_negative_pair), lambda e: tcl_loss(e, one_negative_pair), z)
+    _assert_same(lambda e: TCLPMLLoss(block_size=3)(e, one_negative_pair), lambda e: tcl_loss(e, one_negative_pair), z)
 
 
-def test_low_precision_input_gives_finite_float32_loss():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("block_size", [None, 8])
+def test_low_precision_input_gives_the_loss_in_its_dtype_as_pml_supcon(dtype, block_size):
     z, labels = _data(n=32, dim=16, seed=52, dtype=torch.float32)
-    loss = TCLPMLLoss(temperature=0.05)
-    low = loss(z.bfloat16(), labels)
-    assert low.dtype == torch.float32 and torch.isfinite(low)
-    torch.testing.assert_close(low, loss(z, labels), rtol=5e-2, atol=0.0)
+    low = z.to(dtype)
+    ours = TCLPMLLoss(temperature=0.05, block_size=block_size)(low, labels)
+    assert ours.dtype == dtype and torch.isfinite(ours)
+    # computed in float32 and rounded once: the float32 loss of the rounded inputs, in dtype
+    assert ours == TCLPMLLoss(temperature=0.05)(low.float(), labels).to(dtype)
+    supcon = SupConLoss(temperature=0.05)(low, labels)  # PML computes in dtype throughout
+    assert supcon.dtype == dtype
+    torch.testing.assert_close(
+        TCLPMLLoss(temperature=0.05, k1=0.0, block_size=block_size)(low, labels).float(),
+        supcon.float(),
+        rtol=2e-2,
+        atol=0.0,
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"k1": -1.0}, {"k2": 0.0}])
