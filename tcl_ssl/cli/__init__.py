@@ -1,4 +1,4 @@
-"""The ``tcl-ssl`` command: ``pretrain``, ``compare``, ``sweep``, ``eval``, ``export``,
+"""The ``tcl-ssl`` command: ``pretrain``, ``compare``, ``sweep``, ``tune``, ``eval``, ``export``,
 ``summarize``, ``bench``, ``data`` and ``gradients``.
 
 Every command calls a library function; the run options' flags derive from the configuration's
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tcl_ssl.cli.finished_runs import add_eval, add_export, add_summarize
-from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep
+from tcl_ssl.cli.pretraining import add_compare, add_pretrain, add_sweep, add_tune
 from tcl_ssl.processes import end_process_group, wait_for_children
 
 __all__ = ["CHILD_TIMEOUT", "build_parser", "main"]
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tcl-ssl", description="Tuned Contrastive Learning for PyTorch")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_pretrain, add_compare, add_sweep, add_eval, add_export, add_summarize):
+    for add in (add_pretrain, add_compare, add_sweep, add_tune, add_eval, add_export, add_summarize):
         add(sub)
     _add_forwarded(sub)
     return parser

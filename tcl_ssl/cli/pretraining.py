@@ -1,4 +1,4 @@
-"""The commands that train: ``tcl-ssl pretrain``, ``tcl-ssl compare`` and ``tcl-ssl sweep``.
+"""The commands that train: ``tcl-ssl pretrain``, ``tcl-ssl compare``, ``tcl-ssl sweep`` and ``tcl-ssl tune``.
 
 Their run options come from :mod:`tcl_ssl.cli.options`; each command turns the options given
 into configurations (over defaults, a recipe file or a resumed run's record) and calls the
@@ -20,7 +20,7 @@ from tcl_ssl.processes import is_process_zero
 from tcl_ssl.runs import read_record, resolve_checkpoint, run_dir_of
 from tcl_ssl.runs.reuse import check_resume
 
-__all__ = ["add_compare", "add_pretrain", "add_sweep", "method_configs", "resumed_config"]
+__all__ = ["add_compare", "add_pretrain", "add_sweep", "add_tune", "method_configs", "resumed_config"]
 
 _FORMATTER = argparse.HelpFormatter
 
@@ -116,6 +116,39 @@ def add_sweep(sub: Any) -> None:
     p.add_argument("--out", default=None, help="sweep directory (default sweeps/<method>)")
     add_config_options(p, exclude=("seed", "out", "resume"))
     p.set_defaults(func=run_sweep)
+
+
+def add_tune(sub: Any) -> None:
+    """The ``tune`` command's parser."""
+    p = sub.add_parser(
+        "tune",
+        usage="%(prog)s [--method M] [--config RECIPE] [--seeds 100] [--recipe-prefix PREFIX] [--out DIR] [OPTION ...]",
+        help="one method's tuning search on validation: the lr, then each of its key knobs in turn",
+        formatter_class=_FORMATTER,
+        description="A coordinate search chosen on a validation figure: the lr at --lr-factors times the "
+        "method's (its recipe's or its default), then each knob of the method's search space (listed by "
+        "pretrain --list-methods) over its values, the others at the values chosen so far. Writes "
+        "results.md/csv/json; with --recipe-prefix, the chosen settings as the recipe PREFIX-METHOD.yaml that "
+        "compare --recipes PREFIX reads. Finished runs are reused and interrupted ones resumed.",
+    )
+    p.add_argument("--config", default=None, metavar="RECIPE", help="start from a recipe file (name or path)")
+    p.add_argument("--seeds", default="100", help="comma-separated seeds, every setting runs each (default: 100)")
+    p.add_argument("--lr-factors", default="0.5,1,2", help="the first step's lr, times the method's (default: 0.5,1,2)")
+    p.add_argument(
+        "--select",
+        default="val_knn_top1",
+        choices=("val_knn_top1", "val_linear_top1"),
+        help="the validation figure that chooses (default: val_knn_top1)",
+    )
+    p.add_argument(
+        "--recipe-prefix",
+        default=None,
+        metavar="PREFIX",
+        help="write the chosen settings to the recipe file PREFIX-METHOD.yaml",
+    )
+    p.add_argument("--out", default=None, help="search directory (default tune/<method>)")
+    add_config_options(p, exclude=("seed", "out", "resume"))
+    p.set_defaults(func=run_tune)
 
 
 def resumed_config(resume: str, given: dict[str, Any]) -> PretrainConfig:
@@ -264,4 +297,32 @@ def run_sweep(args: argparse.Namespace) -> int:
         return 0
     print((out / "results.md").read_text())
     print(f"results and plots: {out}")
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """``tcl-ssl tune``."""
+    # torch is imported when a command runs, not for --help
+    from tcl_ssl.experiments.runner import parse_list
+    from tcl_ssl.experiments.tune import tune
+
+    seeds = parse_list(args.seeds, int, what="--seeds")
+    factors = parse_list(args.lr_factors, float, what="--lr-factors")
+    base = _base_config(args.config, given_options(args)).replace(plots=False)
+    out = Path(args.out or Path("tune") / base.method.name)
+    recipe = None if args.recipe_prefix is None else Path(f"{args.recipe_prefix}-{base.method.name}.yaml")
+    chosen = tune(
+        base,
+        out,
+        seeds=seeds,
+        metric=args.select,
+        lr_factors=factors,
+        recipe=recipe,
+        progress=print_progress,
+        command=" ".join(["tcl-ssl", *args.argv]),
+    )
+    if chosen is None:  # processes other than 0 of a multi-process job print nothing
+        return 0
+    print((out / "results.md").read_text())
+    print(f"results: {out}" + (f"; recipe: {recipe}" if recipe else ""))
     return 0

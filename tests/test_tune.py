@@ -1,0 +1,80 @@
+"""``tcl-ssl tune``: the steps of the coordinate search, its choices on validation against the runs'
+own summaries, reuse of settings already run, and the recipe file it writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tcl_ssl.cli import main
+from tcl_ssl.config import PretrainConfig
+from tcl_ssl.config.recipes import load_recipe
+from tcl_ssl.experiments.tune import _choose, search_steps, starting_point, tune
+from tcl_ssl.runs import read_record, read_summary
+
+
+def _tiny(**overrides) -> PretrainConfig:
+    base = dict(epochs=1, batch_size=32, limit_train_batches=2, knn_k=20, plots=False, knn_every=0)
+    return PretrainConfig.build(**(base | overrides))
+
+
+def test_steps_are_the_lr_then_each_knob_of_the_search_space_with_the_starting_value():
+    steps = search_steps(_tiny(method="tcl"))
+    assert steps == [
+        ("lr", [0.03, 0.06, 0.12]),
+        ("temperature", [0.1, 0.2, 0.5]),
+        ("k1", [0.0, 10.0, 100.0]),
+        ("k2", [1.0, 4.0]),
+    ]
+    # a recipe's own values are the starting point, added to a knob's values when not among them
+    given = _tiny(method="moco", lr=0.15, method_options={"temperature": 0.3})
+    assert starting_point(given) == {"lr": 0.15, "temperature": 0.3, "momentum_start": 0.99, "queue_size": 4096}
+    assert search_steps(given, (1, 3))[:2] == [("lr", [0.15, 0.45]), ("temperature", [0.1, 0.2, 0.5, 0.3])]
+    with pytest.raises(ValueError, match="lr factors must be numbers > 0"):
+        search_steps(given, (0.5, 0))
+
+
+def test_a_tie_keeps_the_value_the_setting_had():
+    assert _choose([1, 2, 3], [40.0, 41.0, 41.0], current=3) == 3
+    assert _choose([1, 2, 3], [40.0, 41.0, 41.0], current=1) == 2
+    assert _choose([1, 2], [None, None], current=2) == 2
+
+
+def test_tune_end_to_end_chooses_each_step_on_validation_and_writes_a_recipe(tmp_path, small_digits):
+    base = _tiny(method="simclr")
+    recipe = tmp_path / "tuned-simclr.yaml"
+    chosen, steps = tune(base, tmp_path / "search", seeds=[0], lr_factors=(0.5, 1.0), recipe=recipe, data=small_digits)
+    runs = sorted(p.name for p in (tmp_path / "search" / "runs").iterdir())
+    assert len(runs) == 4  # 2 lrs + 3 temperatures, one of them the first step's choice (reused)
+
+    def val(lr, t):
+        name = f"lr_{lr}_temperature_{t}-seed0"
+        assert read_record(tmp_path / "search" / "runs" / name).config.optim.lr == lr
+        return read_summary(tmp_path / "search" / "runs" / name).val["knn_top1"]
+
+    lrs = [0.5, 1.0]  # simclr's lr 1.0 at 0.5 and 1 times
+    first = {lr: val(lr, 0.5) for lr in lrs}
+    best_lr = max(lrs, key=lambda lr: (first[lr], lr == 1.0))
+    assert steps[0].axis == "lr" and steps[0].chosen == best_lr
+    assert list(steps[0].scores) == [pytest.approx(first[lr]) for lr in lrs]
+    second = {t: val(best_lr, t) for t in (0.1, 0.2, 0.5)}
+    best_t = max(second, key=lambda t: (second[t], t == 0.5))
+    assert steps[1].axis == "temperature" and steps[1].chosen == best_t
+    assert chosen == {"lr": best_lr, "temperature": best_t}
+
+    saved = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert saved["kind"] == "tune" and saved["selected"] == chosen
+    assert f"**lr={best_lr} temperature={best_t}** ★" in (tmp_path / "search" / "results.md").read_text()
+    loaded = load_recipe(recipe).config(dataset=base.data.dataset)
+    assert loaded.method.name == "simclr" and loaded.method.options == {"temperature": best_t}
+    assert loaded.optim.lr == best_lr
+    for key in ("epochs", "batch_size", "limit_train_batches", "knn_k", "knn_every"):
+        assert loaded.get(key) == base.get(key), key
+
+
+def test_cli_tune_refuses_bad_input_before_running(tmp_path, capsys):
+    assert main(["tune", "--lr-factors", "0.5,x", "--out", str(tmp_path)]) == 2
+    assert "'x' is not a valid float" in capsys.readouterr().err
+    assert main(["tune", "--lr-factors", "0.5,-1", "--out", str(tmp_path), "--epochs", "1"]) == 2
+    assert "lr factors must be numbers > 0" in capsys.readouterr().err
