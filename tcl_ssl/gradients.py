@@ -16,21 +16,36 @@ push of every negative (by less than ``k2`` where the negatives dominate ``D_i``
 :func:`gradient_coefficients` returns these coefficients for a batch (from the library's
 closed form, :func:`tcl_ssl.loss.tcl_terms`); :func:`sweep_pair_coefficient` evaluates them
 in a controlled setting and :func:`plot_gradients` draws them (``tcl-ssl gradients``).
+
+TCL's relatives, on one anchor with one positive (two views) and ``n`` negatives
+(:func:`relative_row_losses`, :func:`relative_pair_coefficient`, the figure's third column):
+NT-Xent (TCL at ``k1 = 0, k2 = 1``); DCL, the decoupled loss ``-s_p/t + log sum_n exp(s_n/t)``
+(lightly's ``DCLLoss``; the limit of TCL at ``k1 = 0``, ``k2 -> inf``, minus ``log k2``), whose
+pull is a constant ``1/t``; DCLW, DCL with the positive term weighted by lightly's
+``negative_mises_fisher_weights`` ``w = 2 - B softmax_b(s_bb' / sigma)`` (detached);
+HCL and the debiased loss (:mod:`tcl_ssl.relatives`), whose estimate ``Ng_i`` reweights the
+negatives by ``exp(beta s_n / t)`` and subtracts ``tau+`` times the positive term.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tcl_ssl.input_checks import check_number
 from tcl_ssl.loss import tcl_terms, validate_hyperparameters
+from tcl_ssl.relatives import estimator_terms, validate_estimator_hyperparameters
 from tcl_ssl.safe_io import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 #: the two kinds of pair a sweep varies
 PairKind = Literal["positive", "negative"]
@@ -42,6 +57,10 @@ __all__ = [
     "similarity_gradient",
     "gradient_coefficients",
     "sweep_pair_coefficient",
+    "RELATIVES",
+    "RelativesSetting",
+    "relative_row_losses",
+    "relative_pair_coefficient",
     "plot_gradients",
 ]
 
@@ -248,6 +267,158 @@ def sweep_pair_coefficient(
     return result.coefficients[:, column]
 
 
+#: the losses of the relatives column, in drawing order
+RELATIVES: tuple[str, ...] = ("ntxent", "tcl", "dcl", "dclw", "hcl", "debiased")
+
+
+@dataclass(frozen=True)
+class RelativesSetting:
+    """The controlled anchor of the relatives column, and each relative's hyper-parameters.
+
+    One anchor of a two-view batch of ``B`` images: one positive (swept, or fixed at
+    ``positive_similarity``) and ``num_negatives = 2B - 2`` negatives (one swept, the others at
+    ``negative_similarity``). DCLW's weight also sees the ``B - 1`` other images' positive
+    pairs, fixed at ``positive_similarity``.
+
+    Attributes:
+        num_negatives: negatives of the anchor (``2B - 2``; 254 is a batch of 128).
+        positive_similarity: cosine similarity of the positive when a negative is swept, and
+            of the other images' positive pairs (DCLW).
+        negative_similarity: cosine similarity of the other negatives.
+        temperature: ``t`` of every loss (0.5: the HCL and debiased official code's, SimCLR's).
+        k1: TCL's ``k1`` (paper default 5000).
+        k2: TCL's ``k2``.
+        tau_plus: ``tau+`` of HCL and the debiased loss (official default 0.1).
+        beta: HCL's ``beta`` (official default 1.0).
+        sigma: DCLW's ``sigma`` (lightly's default 0.5).
+    """
+
+    num_negatives: int = 254
+    positive_similarity: float = 0.5
+    negative_similarity: float = 0.0
+    temperature: float = 0.5
+    k1: float = 5000.0
+    k2: float = 1.0
+    tau_plus: float = 0.1
+    beta: float = 1.0
+    sigma: float = 0.5
+
+    @property
+    def batch_size(self) -> int:
+        """``B``, the images of the two-view batch the anchor belongs to."""
+        return self.num_negatives // 2 + 1
+
+    def label(self, loss: str) -> str:
+        """The legend entry of ``loss`` (one of :data:`RELATIVES`)."""
+        return {
+            "ntxent": "NT-Xent / SupCon (TCL k1=0, k2=1)",
+            "tcl": f"TCL k1={self.k1:g}, k2={self.k2:g}",
+            "dcl": "DCL (TCL k1=0, k2->inf, - log k2)",
+            "dclw": f"DCLW (sigma={self.sigma:g})",
+            "hcl": f"HCL (beta={self.beta:g}, tau+={self.tau_plus:g})",
+            "debiased": f"debiased (tau+={self.tau_plus:g})",
+        }[loss]
+
+    def describe(self) -> str:
+        """The setting in one line of words (for figure captions)."""
+        return (
+            f"one anchor, 1 positive + {self.num_negatives} negatives (two views, batch {self.batch_size}), "
+            f"t = {self.temperature:g}; the others fixed at cos {self.positive_similarity:g} (positive) "
+            f"and {self.negative_similarity:g} (negatives)"
+        )
+
+
+def relative_row_losses(loss: str, similarity: Tensor, setting: RelativesSetting = RelativesSetting()) -> Tensor:
+    """Per-anchor loss of each row of ``similarity``: column 0 the positive, the rest negatives.
+
+    Args:
+        loss: one of :data:`RELATIVES`.
+        similarity: ``(K, 1 + n)`` cosine similarities of ``K`` anchors to their positive
+            (column 0) and ``n`` negatives; differentiable.
+        setting: the hyper-parameters (and, for DCLW, the other images' positive similarity
+            and the batch size ``B = n / 2 + 1`` that its weight sees).
+
+    Returns:
+        ``(K,)`` per-anchor losses ``L_i`` (not averaged).
+
+    Raises:
+        ValueError: for an unknown ``loss``, a ``similarity`` without a negative, or
+            hyper-parameters out of range.
+    """
+    if loss not in RELATIVES:
+        raise ValueError(f"loss must be one of {', '.join(RELATIVES)}, got {loss!r}")
+    if similarity.ndim != 2 or similarity.shape[1] < 2:
+        raise ValueError(f"similarity must be (K, 1 + n) with n >= 1 negatives, got {tuple(similarity.shape)}")
+    t = setting.temperature
+    validate_estimator_hyperparameters(t, setting.tau_plus, setting.beta)
+    validate_hyperparameters(t, setting.k1, setting.k2)
+    check_number("sigma", setting.sigma, positive=True)
+    count, keys = similarity.shape  # anchors, 1 + n
+    positive, negatives = similarity[:, 0] / t, similarity[:, 1:] / t
+    if loss in ("ntxent", "tcl"):
+        # TCL with one positive: -s_p/t + log(exp(s_p/t) + k1 exp(-s_p) + k2 sum_n exp(s_n/t)).
+        k1, k2 = (0.0, 1.0) if loss == "ntxent" else (setting.k1, setting.k2)
+        terms = [positive, torch.logsumexp(negatives, dim=1) + math.log(k2)]
+        if k1 > 0:
+            terms.append(math.log(k1) - similarity[:, 0])
+        return torch.logsumexp(torch.stack(terms, dim=1), dim=1) - positive
+    if loss in ("dcl", "dclw"):
+        weight = torch.ones_like(positive)
+        if loss == "dclw":
+            # lightly's negative_mises_fisher_weights over the batch's positive pairs (detached).
+            others = setting.positive_similarity / setting.sigma
+            own = similarity[:, 0].detach() / setting.sigma
+            if setting.batch_size > 1:  # the anchor's entry of the softmax over B pairs
+                share = torch.sigmoid(own - others - math.log(setting.batch_size - 1))
+            else:
+                share = torch.ones_like(own)
+            weight = 2.0 - setting.batch_size * share
+        return -weight * positive + torch.logsumexp(negatives, dim=1)
+    beta = setting.beta if loss == "hcl" else 0.0
+    group = torch.zeros(count, dtype=torch.long, device=similarity.device)
+    key_groups = (torch.arange(keys, device=similarity.device) > 0).long()
+    losses, _ = estimator_terms(similarity, group, key_groups, None, t, setting.tau_plus, beta)
+    return losses
+
+
+def relative_pair_coefficient(
+    similarities: Tensor, kind: PairKind, loss: str, setting: RelativesSetting = RelativesSetting()
+) -> Tensor:
+    """``dL/dS`` of the relatives-column anchor on its swept pair, for each swept similarity.
+
+    Args:
+        similarities: ``(K,)`` cosine similarities of the swept positive or negative.
+        kind: ``"positive"`` (the anchor's one positive) or ``"negative"`` (one of its negatives).
+        loss: one of :data:`RELATIVES`.
+        setting: the fixed rest of the anchor's keys and the hyper-parameters.
+
+    Returns:
+        ``(K,)`` ``dL_i/dS`` of the swept pair, by autograd of :func:`relative_row_losses`
+        (pull = minus this for the positive, push = this for a negative).
+
+    Raises:
+        ValueError: for an unknown ``kind`` or ``loss``, or hyper-parameters out of range.
+    """
+    if kind not in ("positive", "negative"):
+        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}")
+    if setting.num_negatives < 1:
+        raise ValueError(f"the setting needs at least one negative, got {setting}")
+    count = similarities.numel()
+    similarity = torch.full(
+        (count, 1 + setting.num_negatives),
+        setting.negative_similarity,
+        dtype=similarities.dtype,
+        device=similarities.device,
+    )
+    similarity[:, 0] = setting.positive_similarity
+    column = 0 if kind == "positive" else 1
+    similarity[:, column] = similarities.detach()
+    with torch.enable_grad():
+        similarity.requires_grad_(True)
+        (grad,) = torch.autograd.grad(relative_row_losses(loss, similarity, setting).sum(), similarity)
+    return grad[:, column]
+
+
 def plot_gradients(
     path: str | Path,
     k1_values: Sequence[float] = (0.0, 100.0, 1000.0, 5000.0),
@@ -255,20 +426,23 @@ def plot_gradients(
     k1_for_k2: float = 5000.0,
     setting: SweepSetting = SweepSetting(),
     points: int = 201,
+    relatives: RelativesSetting | None = RelativesSetting(),
 ) -> Path:
     """Plot pull on one positive and push on one negative against their cosine similarity.
 
-    Four panels: pull (top) and push (bottom), for TCL at each ``k1`` with ``k2 = 1`` (left)
-    and at each ``k2`` with ``k1 = k1_for_k2`` (right); SupCon (``k1=0, k2=1``) is the dashed
-    black reference in every panel.
+    Pull (top) and push (bottom), for TCL at each ``k1`` with ``k2 = 1`` (left) and at each
+    ``k2`` with ``k1 = k1_for_k2`` (middle), SupCon (``k1=0, k2=1``) the dashed black reference;
+    and (right, unless ``relatives=None``) TCL's relatives on a two-view anchor: NT-Xent,
+    TCL, DCL, DCLW, HCL and the debiased loss (:data:`RELATIVES`).
 
     Args:
         path: the PNG to write (its folder is created).
         k1_values: the ``k1`` of the left column's curves (``0`` is left out: it is SupCon).
-        k2_values: the ``k2`` of the right column's curves.
-        k1_for_k2: the ``k1`` of the right column's curves.
-        setting: the controlled anchor of every curve.
+        k2_values: the ``k2`` of the middle column's curves.
+        k1_for_k2: the ``k1`` of the middle column's curves.
+        setting: the controlled anchor of the TCL columns.
         points: similarities per curve, evenly spaced over ``[-1, 1]``.
+        relatives: the relatives column's anchor and hyper-parameters; ``None`` leaves it out.
 
     Returns:
         ``path``, as a :class:`~pathlib.Path`.
@@ -283,7 +457,8 @@ def plot_gradients(
         ("k1 varies, k2 = 1", [(k1, 1.0) for k1 in k1_values if k1 > 0], "k1"),
         (f"k2 varies, k1 = {k1_for_k2:g}", [(k1_for_k2, k2) for k2 in k2_values], "k2"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), sharex=True)
+    width = 3 if relatives is not None else 2
+    fig, axes = plt.subplots(2, width, figsize=(5.5 * width, 8.5), sharex=True, squeeze=False)
     colors = plt.get_cmap("viridis")
     for col, (title, knobs, varied) in enumerate(columns):
         for row, kind in enumerate(PAIR_KINDS):
@@ -296,27 +471,35 @@ def plot_gradients(
                 value = k1 if varied == "k1" else k2
                 color = colors(0.15 + 0.7 * index / max(len(knobs) - 1, 1))
                 ax.plot(x, y, color=color, lw=2, label=f"TCL {varied}={value:g}")
-            if kind == "positive":
-                ax.axhline(0.0, color="grey", lw=0.8)
-                ax.set_ylabel("pull on the positive  $-\\partial L_i/\\partial s_{ip}$")
-                ax.set_title(f"Pull on one positive ({title})", fontsize=11)
-            else:
-                ax.set_yscale("log")
-                ax.set_ylabel("push on the negative  $\\partial L_i/\\partial s_{in}$ (log)")
-                ax.set_title(f"Push on one negative ({title})", fontsize=11)
-                ax.set_xlabel("cosine similarity of that pair to the anchor")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=9)
-    # Same y-range for both pull panels, both push panels.
+            _decorate(ax, kind, title)
+    # Same y-range for both TCL pull panels, both TCL push panels.
     for row in range(2):
-        low = min(ax.get_ylim()[0] for ax in axes[row])
-        high = max(ax.get_ylim()[1] for ax in axes[row])
-        for ax in axes[row]:
+        low = min(ax.get_ylim()[0] for ax in axes[row, :2])
+        high = max(ax.get_ylim()[1] for ax in axes[row, :2])
+        for ax in axes[row, :2]:
             ax.set_ylim(low, high)
+    if relatives is not None:
+        styles: dict[str, tuple[str, str]] = {"ntxent": ("k", "--"), "tcl": ("tab:purple", "-")}
+        styles |= {"dcl": ("tab:blue", "-"), "dclw": ("tab:cyan", ":")}
+        styles |= {"hcl": ("tab:red", "-"), "debiased": ("tab:orange", "-.")}
+        for row, kind in enumerate(PAIR_KINDS):
+            ax = axes[row, 2]
+            sign = -1.0 if kind == "positive" else 1.0
+            for loss in RELATIVES:
+                line_color, style = styles[loss]
+                y = sign * relative_pair_coefficient(x, kind, loss, relatives)
+                ax.plot(x, y, color=line_color, ls=style, lw=2, label=relatives.label(loss))
+            # symlog: HCL's weights carry gradient (as in the official code), so it pulls easy negatives in.
+            _decorate(ax, kind, f"relatives, t = {relatives.temperature:g}, 1 positive", symlog=True)
     fig.suptitle(
-        "TCL gradient on one pair vs. its similarity to the anchor "
-        "(hard positives: low similarity, left; hard negatives: high similarity, right)\n" + setting.describe(),
+        "Gradient on one pair vs. its similarity to the anchor "
+        "(hard positives: low similarity, top; hard negatives: high similarity, bottom)\n"
+        "left, middle: TCL, "
+        + setting.describe()
+        + ("" if relatives is None else "\nright: TCL's relatives, " + relatives.describe()),
         fontsize=11,
+        x=0.01,
+        ha="left",
     )
     fig.text(
         0.5,
@@ -326,7 +509,28 @@ def plot_gradients(
         ha="center",
         fontsize=8.5,
     )
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    path = save_figure(fig, path, dpi=110)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.99))
+    path = save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _decorate(ax: Axes, kind: PairKind, title: str, symlog: bool = False) -> None:
+    """Labels, scale and legend of one pull (positive) or push (negative) panel; ``symlog``: a
+    push axis that also shows negative pushes (linear within 1e-4 of 0)."""
+    if kind == "positive":
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_ylabel("pull on the positive  $-\\partial L_i/\\partial s_{ip}$")
+        ax.set_title(f"Pull on one positive ({title})", fontsize=11)
+    else:
+        if symlog:
+            ax.set_yscale("symlog", linthresh=1e-4)
+            ax.axhline(0.0, color="grey", lw=0.8)
+        else:
+            ax.set_yscale("log")
+        scale = "symlog" if symlog else "log"
+        ax.set_ylabel(f"push on the negative  $\\partial L_i/\\partial s_{{in}}$ ({scale})")
+        ax.set_title(f"Push on one negative ({title})", fontsize=11)
+        ax.set_xlabel("cosine similarity of that pair to the anchor")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8.5)

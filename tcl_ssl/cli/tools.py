@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tcl_ssl.data.imagenet100 import MODE_WORDS, MODES, build_imagenet100
-from tcl_ssl.gradients import SweepSetting, plot_gradients
+from tcl_ssl.gradients import RelativesSetting, SweepSetting, plot_gradients
 
 __all__ = ["gradients", "imagenet100"]
 
@@ -21,10 +21,12 @@ def _floats(text: str) -> list[float]:
 
 
 def gradients(argv: Sequence[str] | None = None) -> int:
-    """``tcl-ssl gradients``: plot TCL's pull on positives and push on negatives; print the path."""
+    """``tcl-ssl gradients``: plot the pull on positives and push on negatives of TCL and its
+    relatives (NT-Xent, DCL, DCLW, HCL, debiased); print the path."""
     parser = argparse.ArgumentParser(
         prog="tcl-ssl gradients",
-        description="Plot TCL's pull on positives and push on negatives against their similarity.",
+        description="Plot the pull on positives and push on negatives against their similarity: TCL (left, "
+        "middle) and its relatives NT-Xent, DCL, DCLW, HCL, debiased (right).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     default = SweepSetting()
@@ -37,12 +39,38 @@ def gradients(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-negatives", type=int, default=default.num_negatives)
     parser.add_argument("--positive-similarity", type=float, default=default.positive_similarity)
     parser.add_argument("--negative-similarity", type=float, default=default.negative_similarity)
+    rel = RelativesSetting()
+    parser.add_argument(
+        "--relatives-temperature", type=float, default=rel.temperature, help="t of the relatives column"
+    )
+    parser.add_argument("--relatives-negatives", type=int, default=rel.num_negatives, help="its negatives (2B - 2)")
+    parser.add_argument("--relatives-k1", type=float, default=rel.k1, help="TCL's k1 in the relatives column")
+    parser.add_argument("--tau-plus", type=float, default=rel.tau_plus, help="tau+ of HCL and debiased")
+    parser.add_argument("--beta", type=float, default=rel.beta, help="beta of HCL")
+    parser.add_argument("--sigma", type=float, default=rel.sigma, help="sigma of DCLW")
+    parser.add_argument("--no-relatives", action="store_true", help="leave the relatives column out")
     args = parser.parse_args(argv)
     setting = SweepSetting(
         args.num_positives, args.num_negatives, args.positive_similarity, args.negative_similarity, args.temperature
     )
-    path = plot_gradients(args.out, args.k1, args.k2, args.k1_for_k2, setting)
-    print(f"wrote {path}  ({setting.describe()})")
+    relatives = RelativesSetting(
+        num_negatives=args.relatives_negatives,
+        positive_similarity=args.positive_similarity,
+        negative_similarity=args.negative_similarity,
+        temperature=args.relatives_temperature,
+        k1=args.relatives_k1,
+        tau_plus=args.tau_plus,
+        beta=args.beta,
+        sigma=args.sigma,
+    )
+    path = plot_gradients(
+        args.out, args.k1, args.k2, args.k1_for_k2, setting, relatives=None if args.no_relatives else relatives
+    )
+    print(
+        f"wrote {path}  (TCL: {setting.describe()}"
+        + ("" if args.no_relatives else f"; relatives: {relatives.describe()}")
+        + ")"
+    )
     return 0
 
 

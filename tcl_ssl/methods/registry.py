@@ -14,6 +14,8 @@ METHODS: dict[str, str] = {
     "moco": "baselines.moco:MoCo",
     "moco-tcl": "baselines.moco_tcl:MoCoTCL",
     "byol": "baselines.byol:BYOL",
+    "hcl": "baselines.hcl:HCL",
+    "debiased": "baselines.debiased:Debiased",
     "supcon": "baselines.supcon:SupCon",
     "ce": "baselines.ce:CrossEntropy",
 }
