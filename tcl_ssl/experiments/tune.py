@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tcl_ssl.config import PretrainConfig
 from tcl_ssl.config.recipes import RECIPE_DIR
 from tcl_ssl.data import ImageData
@@ -161,8 +163,6 @@ def recipe_text(base: PretrainConfig, chosen: dict[str, Any], description: str) 
     """A recipe file (YAML) of the search's result: it extends the recipe ``base`` came from (if
     any), sets the budget ``base`` ran with (the dataset left to the command line), the method,
     its options with the chosen values, and the chosen lr."""
-    import yaml
-
     resolved = base.resolved()
     content: dict[str, Any] = {"description": description}
     if resolved.run.recipe is not None:
