@@ -14,6 +14,10 @@ METHODS: dict[str, str] = {
     "moco": "baselines.moco:MoCo",
     "moco-tcl": "baselines.moco_tcl:MoCoTCL",
     "byol": "baselines.byol:BYOL",
+    "mocov3": "baselines.mocov3:MoCoV3",
+    "nnclr": "baselines.nnclr:NNCLR",
+    "dcl": "baselines.dcl:DCL",
+    "dclw": "baselines.dcl:DCLW",
     "supcon": "baselines.supcon:SupCon",
     "ce": "baselines.ce:CrossEntropy",
 }
