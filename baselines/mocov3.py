@@ -53,8 +53,9 @@ class MoCoV3(MomentumMethod):
     1e-6, 10 warm-up epochs; the ``byol`` augmentation pipeline (solo-learn's
     ``asymmetric.yaml``: crops from 8 %, jitter 0.4/0.4/0.2/0.1, solarization on the second
     view). Source: solo-learn's CIFAR-10 configuration ``scripts/pretrain/cifar/mocov3.yaml``
-    (its LARS has eta 0.02 with clip_lr; the project's LARS is lightly's) and its loss
-    ``solo/losses/mocov3.py``.
+    and its loss ``solo/losses/mocov3.py``. solo-learn's LARS clips the adapted lr with a trust
+    coefficient of 0.02; the project's is lightly's (0.001, no clipping), so the same lr takes
+    other steps here: a starting point for tuning, not a tuned value.
 
     Args:
         *args: :class:`~tcl_ssl.methods.Method`'s arguments.

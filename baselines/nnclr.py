@@ -32,8 +32,10 @@ class NNCLR(Method):
     Defaults: temperature 0.2; a support set of 65,536 projections; projection head 2048 ->
     256 (3 layers), prediction head 4096 -> 256; LARS lr 0.4 at batch 256, weight decay 1e-5,
     10 warm-up epochs; the ``byol`` augmentation pipeline (solo-learn's ``asymmetric.yaml``).
-    Source: solo-learn's CIFAR-10 configuration ``scripts/pretrain/cifar/nnclr.yaml`` (its LARS
-    has eta 0.02 with clip_lr; the project's LARS is lightly's); heads: the paper.
+    Source: solo-learn's CIFAR-10 configuration ``scripts/pretrain/cifar/nnclr.yaml``; heads: the
+    paper. solo-learn's LARS clips the adapted lr with a trust coefficient of 0.02; the project's
+    is lightly's (0.001, no clipping), so the same lr takes other steps here: a starting point
+    for tuning, not a tuned value.
 
     Args:
         *args: :class:`~tcl_ssl.methods.Method`'s arguments.
