@@ -270,6 +270,8 @@ def test_cli_passes_method_options_and_lists_the_methods(tmp_path, capsys):
     assert main(["pretrain", "--list-methods"]) == 0
     listed = capsys.readouterr().out
     assert all(f"| `{name}` |" in listed for name in available_methods())
+    moco_row = next(line for line in listed.splitlines() if line.startswith("| `moco` |"))
+    assert "| temperature 0.1, 0.2, 0.5; momentum_start 0.9, 0.99; queue_size 1024, 4096 |" in moco_row
     assert main(["pretrain", "--method", "moco", "-o", "k1=3", "--out", str(tmp_path / "x")]) == 2
     assert "does not accept options k1; allowed: momentum_start" in capsys.readouterr().err
 

@@ -62,15 +62,16 @@ def method_class(name: str) -> type[Method]:
 
 def describe_methods() -> str:
     """A Markdown table of every method: settings, options and their defaults, training
-    defaults, augmentation pipeline and source.
+    defaults, augmentation pipeline, the values its tuning search tries (:attr:`Method.search_space`)
+    and source.
 
     The documentation's methods page shows this table (generated when the site is built);
     ``tcl-ssl pretrain --list-methods`` prints it.
     """
     lines = [
         "| method | trains | hyper-parameters (`-o NAME=VALUE`) | optimiser, lr at 256, weight decay, warm-up epochs "
-        "| augmentation, views | source |",
-        "|---|---|---|---|---|---|",
+        "| augmentation, views | searched by `tcl-ssl tune` (besides lr) | source |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in available_methods():
         cls = method_class(name)
@@ -84,9 +85,12 @@ def describe_methods() -> str:
         )
         d = cls.defaults
         optimiser = f"{d.optimizer.upper()}, {_format(d.lr)}, {_format(d.weight_decay)}, {d.warmup_epochs}"
+        searched = "; ".join(
+            f"{knob} {', '.join(_format(v) for v in values)}" for knob, values in cls.search_space.items()
+        )
         lines.append(
             f"| `{name}` | {' + '.join(settings)} | {options} | {optimiser} | `{d.augmentation}`, {d.num_views} "
-            f"| {cls.source} |"
+            f"| {searched or '-'} | {cls.source} |"
         )
     return "\n".join(lines)
 
