@@ -5,6 +5,10 @@ pytorch-metric-learning's reference components and trained by the same loop as T
 - :mod:`baselines.moco`: MoCo v2 (momentum encoder + queue), self-supervised;
 - :mod:`baselines.moco_tcl`: the MoCo machinery with TCL as the criterion, both settings;
 - :mod:`baselines.byol`: BYOL (momentum target, predictor), self-supervised;
+- :mod:`baselines.vicreg`: VICReg (variance, invariance, covariance), self-supervised;
+- :mod:`baselines.barlowtwins`: Barlow Twins (cross-correlation to identity), self-supervised;
+- :mod:`baselines.dino`: DINO (momentum teacher, centring, sharpening; multi-crop), self-supervised;
+- :mod:`baselines.swav`: SwAV (swapped prediction of Sinkhorn codes; multi-crop), self-supervised;
 - :mod:`baselines.supcon`: SupCon (pytorch-metric-learning's ``SupConLoss``), supervised;
 - :mod:`baselines.ce`: cross-entropy with a linear classifier, supervised.
 

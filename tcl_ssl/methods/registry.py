@@ -14,6 +14,10 @@ METHODS: dict[str, str] = {
     "moco": "baselines.moco:MoCo",
     "moco-tcl": "baselines.moco_tcl:MoCoTCL",
     "byol": "baselines.byol:BYOL",
+    "vicreg": "baselines.vicreg:VICReg",
+    "barlowtwins": "baselines.barlowtwins:BarlowTwins",
+    "dino": "baselines.dino:DINO",
+    "swav": "baselines.swav:SwAV",
     "supcon": "baselines.supcon:SupCon",
     "ce": "baselines.ce:CrossEntropy",
 }
