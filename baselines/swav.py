@@ -18,7 +18,8 @@ class SwAV(Method):
 
     Every view, global and local, goes through the backbone and the projection head; its
     L2-normalised projection ``z`` is scored against ``num_prototypes`` prototypes (unit vectors,
-    renormalised before every step). For each global view, the Sinkhorn-Knopp algorithm turns
+    renormalised before every step; cosines, without the bias of lightly's prototype layer, as
+    in the official code). For each global view, the Sinkhorn-Knopp algorithm turns
     its scores (``sinkhorn_iterations`` iterations at ``sinkhorn_epsilon``, across processes)
     into soft codes that spread the batch evenly over the prototypes; every other view predicts
     those codes with a softmax of its scores at ``temperature``. The loss is the cross-entropy,
@@ -98,6 +99,9 @@ class SwAV(Method):
         self.queue_start_epoch = queue_start_epoch
         self.projection_head = SwaVProjectionHead(self.feature_dim, hidden_dim, output_dim)
         self.prototypes = SwaVPrototypes(output_dim, num_prototypes)
+        # Scores are cosines to unit prototypes, without a bias, as in the official code (lightly's
+        # prototype layer has one).
+        self.prototypes.heads[0] = nn.Linear(output_dim, num_prototypes, bias=False)
         self.criterion = SwaVLoss(
             temperature=temperature,
             sinkhorn_iterations=sinkhorn_iterations,
