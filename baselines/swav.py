@@ -37,7 +37,9 @@ class SwAV(Method):
     epsilon 0.05, prototypes frozen for 2 epochs, a queue of 3840 from epoch 50; LARS lr 0.6 at
     batch 256, weight decay 1e-6, 10 warm-up epochs; the ``simclr`` augmentation pipeline, two
     32 px global views, no local crops. Source: solo-learn's CIFAR-10 configuration
-    ``scripts/pretrain/cifar/swav.yaml`` and its method defaults (``solo/methods/swav.py``).
+    ``scripts/pretrain/cifar/swav.yaml`` and its method defaults (``solo/methods/swav.py``); the
+    lr and weight decay are also the paper's at batch 256 (appendix A.1), with LARS at trust
+    coefficient 0.001 as lightly's.
     solo-learn's CIFAR augmentation (``symmetric.yaml``) is SimCLR's at colour strength 1.0:
     ``--pipeline-option jitter_strength=1.0``. Multi-crop: ``--pipeline-option local_views=6``
     adds local crops (default size ``round(image_size * 96 / 224)``, area 5-14 %: the paper's,
@@ -59,6 +61,7 @@ class SwAV(Method):
 
     name = "swav"
     views = (2, 2)
+    compared_in = ("self-supervised",)
     multi_crop = True
     defaults = TrainingDefaults(optimizer="lars", lr=0.6, weight_decay=1e-6, warmup_epochs=10, augmentation="simclr")
     source = "solo-learn cifar/swav.yaml and method defaults; multi-crop: paper"
