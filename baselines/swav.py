@@ -127,6 +127,11 @@ class SwAV(Method):
         scores = torch.stack([self.prototypes(zi) for zi in z])
         high, low = scores[: len(global_views)], scores[len(global_views) :]
         queue_scores = None
+        if self.queues and len(global_views) != len(self.queues):
+            raise ValueError(
+                f"swav keeps one queue per full-size view ({len(self.queues)}), got {len(global_views)} full-size "
+                "views (a weak view is one); drop weak_view or run with -o queue_size=0"
+            )
         if self.queues:
             with torch.no_grad():
                 use = self.current_epoch >= self.queue_start_epoch

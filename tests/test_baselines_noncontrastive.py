@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lightly.loss.swav_loss import sinkhorn
+from lightly.models.utils import update_momentum
 from torch import Tensor, nn
 
 from baselines.dino import DINO
@@ -181,8 +182,6 @@ def test_dino_centre_and_teacher_survive_a_checkpoint(tmp_path):
         method.training_loss(views(seed=seed), None).backward()
         optimizer.step()
         for online, target in method.momentum_pairs():
-            from lightly.models.utils import update_momentum
-
             update_momentum(online, target, 0.5)
     assert method.criterion.center.any()
     torch.save(method.state_dict(), tmp_path / "dino.pt")
@@ -303,6 +302,37 @@ def test_swav_prototypes_are_frozen_for_their_first_epochs(monkeypatch):
         method.on_after_backward()
         assert (method.prototypes.heads[0].weight.grad is None) == frozen
         assert method.projection_head.layers[0].weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("vicreg", {"hidden_dim": 32, "output_dim": 12}),
+        ("barlowtwins", {"hidden_dim": 32, "output_dim": 12}),
+        ("dino", {"hidden_dim": 32, "bottleneck_dim": 8, "output_dim": 20}),
+        ("swav", {"hidden_dim": 32, "output_dim": 8, "num_prototypes": 12, "queue_size": 48, "queue_start_epoch": 0}),
+    ],
+)
+def test_checkpoint_round_trip_restores_every_weight_and_state_and_the_next_loss(tmp_path, name, options):
+    method = build(name, **options)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
+    for seed in (0, 1):  # trained weights, a moved centre, a filled queue
+        optimizer.zero_grad()
+        method.training_loss(views(local=2 if method.multi_crop else 0, seed=seed), None).backward()
+        optimizer.step()
+    torch.save(method.state_dict(), tmp_path / "state.pt")
+    restored = build(name, seed=1, **options)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt"))
+    for (key, value), expected in zip(restored.state_dict().items(), method.state_dict().values(), strict=True):
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=key)
+    batch = views(seed=2)
+    torch.testing.assert_close(restored.training_loss(batch, None), method.training_loss(batch, None), rtol=0, atol=0)
+
+
+def test_swav_refuses_more_full_size_views_than_queues():
+    method = build("swav", hidden_dim=32, output_dim=8, num_prototypes=12, queue_size=48)
+    with pytest.raises(ValueError, match=r"swav keeps one queue per full-size view \(2\), got 3"):
+        method.training_loss(views() + views()[:1], None)
 
 
 @pytest.mark.parametrize(
