@@ -353,8 +353,9 @@ def options(name: str) -> list[str]:
 
     Example:
         >>> import augmentations
-        >>> augmentations.options("simclr")[-2:]
-        ['min_scale', 'jitter_strength']
+        >>> options = augmentations.options("simclr")
+        >>> options[0], options[1], options[-1]
+        ('weak_view', 'local_views', 'jitter_strength')
     """
     pipeline_function = PIPELINES.get(name)
     if pipeline_function is None:
