@@ -40,10 +40,12 @@ class Pipeline(nn.Module):
     Args:
         views: one module per returned view, mapping float32 ``(B, C, H, W)`` in [0, 1] to
             ``(B, C, image_size, image_size)`` in [0, 1].
-        image_size: side in pixels of every view.
+        image_size: side in pixels of every view but the local crops.
         mean: per-channel mean, in [0, 1] units, subtracted from every view.
         std: per-channel standard deviation, in [0, 1] units, dividing every view.
         seed: seed of the pipeline's own random stream, or ``None`` for the global one.
+        local_views: how many of ``views`` (the last ones) are local crops.
+        local_size: side in pixels of the local crops (``None`` without them).
 
     Example:
         >>> import torch
@@ -65,9 +67,18 @@ class Pipeline(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         seed: int | None = None,
+        local_views: int = 0,
+        local_size: int | None = None,
     ) -> None:
         super().__init__()
+        if not 0 <= local_views <= len(views) or (local_views > 0) != (local_size is not None):
+            raise ValueError(
+                f"local_views must be in [0, {len(views)}] with a local_size exactly when it is > 0, "
+                f"got local_views={local_views!r}, local_size={local_size!r}"
+            )
         self.views = nn.ModuleList(views)
+        self.local_views = local_views
+        self.local_size = local_size
         self.normalize = K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
         self.image_size = image_size
         self.mean = tuple(mean)
@@ -79,8 +90,13 @@ class Pipeline(nn.Module):
 
     @property
     def num_views(self) -> int:
-        """Number of views each call returns."""
+        """Number of views each call returns (full-size and local)."""
         return len(self.views)
+
+    @property
+    def global_views(self) -> int:
+        """Number of full-size (``image_size``) views each call returns, first in the list."""
+        return len(self.views) - self.local_views
 
     @property
     def channels(self) -> int:
@@ -88,7 +104,8 @@ class Pipeline(nn.Module):
         return len(self.mean)
 
     def forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Augment ``batch`` ``(B, C, H, W)`` into ``num_views`` tensors ``(B, C, image_size, image_size)``.
+        """Augment ``batch`` ``(B, C, H, W)`` into ``num_views`` tensors ``(B, C, image_size, image_size)``
+        (the last ``local_views`` of them ``(B, C, local_size, local_size)``).
 
         Raises:
             TypeError: when ``batch`` is not a tensor.
@@ -139,4 +156,5 @@ class Pipeline(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, mean={self.mean}, std={self.std}, seed={self.seed}"
+        local = f", local_views={self.local_views}, local_size={self.local_size}" if self.local_views else ""
+        return f"image_size={self.image_size}{local}, mean={self.mean}, std={self.std}, seed={self.seed}"

@@ -8,6 +8,12 @@ with the method's published defaults; :func:`build` passes its ``pipeline_option
 wraps the views in a :class:`~augmentations.Pipeline`.
 
 A new pipeline is one function here plus one line in :data:`PIPELINES`.
+
+Multi-crop (DINO, SwAV): :func:`build` can add ``local_views`` local crops, smaller
+(``local_size``) and of a smaller area range (``local_min_scale``-``local_max_scale``) than the
+global views, after them. A local crop is the pipeline's own view transform with its random
+resized crop replaced by one at that size and scale; no library offers this for batches on the
+device (lightly's ``DINOTransform``/``SwaVTransform`` are per-image torchvision transforms).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 
+from kornia import augmentation as K
 from torch import nn
 
 from augmentations import ops
@@ -23,6 +30,9 @@ from augmentations.pipeline import Pipeline
 
 #: a pipeline's function: ``(view, *, image_size, channels, **options) -> nn.Module``
 PipelineFunction = Callable[..., nn.Module]
+
+#: the default area range of local crops: SwAV's (Caron et al., 2020), also DINO's for ResNets
+LOCAL_SCALE = (0.05, 0.14)
 
 
 def simclr(
@@ -166,6 +176,10 @@ def build(
     std: Sequence[float],
     num_views: int = 2,
     weak_view: bool = False,
+    local_views: int = 0,
+    local_size: int | None = None,
+    local_min_scale: float = LOCAL_SCALE[0],
+    local_max_scale: float = LOCAL_SCALE[1],
     seed: int | None = None,
     per_image_choices: bool = True,
     **pipeline_options: object,
@@ -181,6 +195,17 @@ def build(
         num_views: number of views the pipeline returns (before ``weak_view``).
         weak_view: append one more view, fitted to size (shorter side resized, centre crop)
             and randomly flipped only, as an extra positive.
+        local_views: append this many local crops (multi-crop, as DINO and SwAV), after the
+            ``num_views`` global views and the weak view: view number ``num_views + j``'s
+            transform of the pipeline, with its random resized crop replaced by one of area
+            ``local_min_scale``-``local_max_scale`` resized to ``local_size``. Only pipelines that
+            start from a random resized crop can make them.
+        local_size: side in pixels of the local crops, smaller than ``image_size``; default
+            ``round(image_size * 96 / 224)`` (the 96 px local crops of 224 px images in the DINO and
+            SwAV papers: 14 px at 32 px, 12 px at 28 px).
+        local_min_scale: smallest area fraction of a local crop (default 0.05: SwAV's, and DINO's
+            for ResNets).
+        local_max_scale: largest area fraction of a local crop (default 0.14: the same sources).
         seed: seed of the pipeline's own random stream (see :class:`Pipeline`); ``None``
             draws from torch's global generator.
         per_image_choices: choose the colour-jitter order and the AutoAugment sub-policy per
@@ -189,7 +214,8 @@ def build(
         **pipeline_options: keyword options of the pipeline's function, e.g. ``min_scale``.
 
     Returns:
-        A :class:`Pipeline` returning ``num_views + weak_view`` views.
+        A :class:`Pipeline` returning ``num_views + weak_view`` views of ``image_size`` pixels,
+        then ``local_views`` views of ``local_size`` pixels.
 
     Raises:
         ValueError: naming the bad argument and what is allowed.
@@ -228,11 +254,53 @@ def build(
     ]
     if weak_view:
         views.append(ops.sequential(ops.FitToSize(image_size), ops.horizontal_flip()))
-    pipeline = Pipeline(views, image_size=image_size, mean=mean, std=std, seed=seed)
+    size = _check_local_crops(image_size, local_views, local_size, local_min_scale, local_max_scale)
+    if size is not None:
+        for j in range(local_views):
+            view = pipeline_function(num_views + j, image_size=size, channels=len(mean), **pipeline_options)
+            views.append(_with_local_crop(name, view, size, (local_min_scale, local_max_scale)))
+    pipeline = Pipeline(
+        views, image_size=image_size, mean=mean, std=std, seed=seed, local_views=local_views, local_size=size
+    )
     for module in pipeline.modules():
         if isinstance(module, (ops.RandomChoice, ops.ColourJitter)):
             module.per_image = per_image_choices
     return pipeline
+
+
+def _check_local_crops(
+    image_size: int, local_views: int, local_size: int | None, low: float, high: float
+) -> int | None:
+    """Check the multi-crop options; return the local crops' side (``None`` without local crops)."""
+    _check_int("local_views", local_views, minimum=0)
+    if local_size is None:
+        local_size = max(1, round(image_size * 96 / 224))
+    _check_int("local_size", local_size, minimum=1)
+    _check_fraction("local_min_scale", low)
+    _check_fraction("local_max_scale", high)
+    if low > high:
+        raise ValueError(f"local_min_scale ({low}) must be at most local_max_scale ({high})")
+    if local_views == 0:
+        return None
+    if local_size >= image_size:
+        raise ValueError(f"local_size must be smaller than image_size ({image_size}), got {local_size}")
+    return local_size
+
+
+def _with_local_crop(name: str, view: nn.Module, size: int, scale: tuple[float, float]) -> nn.Module:
+    """``view`` with its random resized crop replaced by one of area ``scale`` resized to ``size``."""
+    crops = (
+        [i for i, op in enumerate(view) if isinstance(op, K.RandomResizedCrop)]
+        if isinstance(view, nn.Sequential)
+        else []
+    )
+    if not isinstance(view, nn.Sequential) or not crops:
+        raise ValueError(
+            f"pipeline {name!r} has no random resized crop, so it cannot make local crops; "
+            "use local_views=0, or a pipeline such as simclr, mocov2 or byol"
+        )
+    view[crops[0]] = ops.resized_crop(size, scale)
+    return view
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
@@ -271,24 +339,30 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[flo
 
 def options(name: str) -> list[str]:
     """The keyword options :func:`build` accepts for the pipeline ``name``, beyond the image size
-    and statistics: ``weak_view`` and the pipeline's own (e.g. ``min_scale``).
+    and statistics: ``weak_view``, the multi-crop options and the pipeline's own (e.g. ``min_scale``).
 
     Args:
         name: one of :func:`available`.
 
     Returns:
-        The option names, ``weak_view`` first.
+        The option names: ``weak_view``, ``local_views``, ``local_size``, ``local_min_scale``,
+        ``local_max_scale``, then the pipeline's own.
 
     Raises:
         ValueError: for an unknown name.
 
     Example:
         >>> import augmentations
-        >>> augmentations.options("simclr")
-        ['weak_view', 'min_scale', 'jitter_strength']
+        >>> options = augmentations.options("simclr")
+        >>> options[0], options[1], options[-1]
+        ('weak_view', 'local_views', 'jitter_strength')
     """
     pipeline_function = PIPELINES.get(name)
     if pipeline_function is None:
         raise ValueError(f"unknown augmentation pipeline {name!r}; available: {', '.join(PIPELINES)}")
     own = [p for p in inspect.signature(pipeline_function).parameters if p not in ("view", "image_size", "channels")]
-    return ["weak_view", *own]
+    return ["weak_view", *MULTI_CROP_OPTIONS, *own]
+
+
+#: the multi-crop options of :func:`build`
+MULTI_CROP_OPTIONS = ("local_views", "local_size", "local_min_scale", "local_max_scale")

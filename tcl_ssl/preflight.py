@@ -65,7 +65,7 @@ def check_run(config: PretrainConfig) -> PretrainConfig:
     if unknown:
         allowed = ", ".join(cls.options()) or "none"
         raise ConfigError(f"method {method.name!r} does not accept options {', '.join(unknown)}; allowed: {allowed}")
-    cls.check_setting(method.supervised, method.num_views)
+    cls.check_setting(method.supervised, method.num_views, method.augmentation_options.get("local_views", 0))
     # Build the method once on a stand-in backbone, so that bad option values fail now, not after
     # the data is loaded.
     construct_method(config, nn.Identity(), 8, nn.Identity(), num_classes=2)

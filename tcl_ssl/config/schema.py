@@ -149,7 +149,9 @@ class MethodOptions:
         shortcuts={"min_scale": Shortcut("smallest crop area fraction")},
         sweep=True,
     )
-    num_views: int | None = option(None, minimum=1, help="views per image", sweep=True)
+    num_views: int | None = option(
+        None, minimum=1, help="full-size views per image (local crops: --pipeline-option local_views=N)", sweep=True
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ class TrainingDefaults:
         weight_decay: weight decay of weights (norms and biases get none).
         warmup_epochs: linear warm-up; a run uses at most a tenth of its epochs, rounded to the nearest epoch.
         augmentation: name of the augmentation pipeline (one of :func:`augmentations.available`).
-        num_views: augmented views per image.
+        num_views: full-size augmented views per image (multi-crop local crops are the
+            augmentation's ``local_views`` option, not counted here).
 
     Example:
         >>> from tcl_ssl.methods import method_class
@@ -72,6 +73,49 @@ def check_size(name: str, value: object) -> None:
     """Raise ``ValueError``, naming ``name``, unless ``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def split_crops(views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """Split multi-crop views into the global ones (the leading views of view 0's size) and the
+    local ones (the rest, smaller), as :func:`augmentations.build` orders them.
+
+    Args:
+        views: ``V`` views ``(B, C, H, W)``, the global views first.
+
+    Returns:
+        ``(global views, local views)``; the local list is empty for views of one size.
+    """
+    size = views[0].shape[-2:]
+    count = next((i for i, view in enumerate(views) if view.shape[-2:] != size), len(views))
+    return views[:count], views[count:]
+
+
+def _same_size_runs(views: list[Tensor]) -> list[list[Tensor]]:
+    """``views`` cut into runs of consecutive views of the same spatial size."""
+    runs: list[list[Tensor]] = []
+    for view in views:
+        if runs and runs[-1][0].shape[-2:] == view.shape[-2:]:
+            runs[-1].append(view)
+        else:
+            runs.append([view])
+    return runs
+
+
+def backbone_passes(backbone: nn.Module, views: list[Tensor]) -> Tensor:
+    """``backbone`` features of ``V`` views, one batched pass per run of same-size views (one pass
+    when all views have one size, as without multi-crop).
+
+    Args:
+        backbone: maps images ``(N, C, H, W)`` to features ``(N, F)``.
+        views: ``V`` views ``(B, C, H_v, W_v)``.
+
+    Returns:
+        ``(V * B, F)`` features, view by view.
+    """
+    runs = _same_size_runs(views)
+    if len(runs) == 1:
+        return backbone(torch.cat(views))
+    return torch.cat([backbone(torch.cat(run)) for run in runs])
 
 
 class Method(pl.LightningModule):
@@ -120,8 +164,11 @@ class Method(pl.LightningModule):
     #: the settings ("self-supervised", "supervised") in which ``tcl-ssl compare`` runs it by
     #: default, among those it trains in
     compared_in: ClassVar[tuple[str, ...]] = ("self-supervised", "supervised")
-    #: the number of views the method's loss accepts: (minimum, maximum or None)
+    #: the number of full-size (global) views the method's loss accepts: (minimum, maximum or None)
     views: ClassVar[tuple[int, int | None]] = (2, None)
+    #: whether the method also takes local crops (multi-crop: smaller views after the global
+    #: ones, the augmentation's ``local_views``); ``views`` does not count them
+    multi_crop: ClassVar[bool] = False
     #: the method's training defaults, and where they come from
     defaults: ClassVar[TrainingDefaults]
     source: ClassVar[str] = ""
@@ -143,7 +190,7 @@ class Method(pl.LightningModule):
         optim: OptimConfig | None = None,
     ) -> None:
         super().__init__()
-        self.check_setting(supervised)
+        self.check_setting(supervised, local_views=getattr(augment, "local_views", 0))
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.augment = augment
@@ -158,12 +205,13 @@ class Method(pl.LightningModule):
         self._channels_last = False
 
     @classmethod
-    def check_setting(cls, supervised: bool, num_views: int | None = None) -> None:
+    def check_setting(cls, supervised: bool, num_views: int | None = None, local_views: int = 0) -> None:
         """Check that the method can train in this setting and with this many views.
 
         Args:
             supervised: whether the run trains with labels.
-            num_views: augmented views per image, or ``None`` to skip that check.
+            num_views: full-size augmented views per image, or ``None`` to skip that check.
+            local_views: local crops per image (multi-crop), after the full-size views.
 
         Raises:
             ValueError: naming what the method accepts instead.
@@ -179,6 +227,11 @@ class Method(pl.LightningModule):
         if num_views is not None and not (low <= num_views and (high is None or num_views <= high)):
             allowed = f"exactly {low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
             raise ValueError(f"method {cls.name!r} takes {allowed} views per image, got num_views={num_views}")
+        if local_views and not cls.multi_crop:
+            raise ValueError(
+                f"method {cls.name!r} takes no local crops (multi-crop), got local_views={local_views}; "
+                "drop the local_views pipeline option, or pick a multi-crop method (dino, swav)"
+            )
 
     @classmethod
     def resolved_options(cls, supervised: bool) -> dict[str, Any]:
@@ -250,27 +303,29 @@ class Method(pl.LightningModule):
             return criterion(*(x.float() for x in inputs), **kwargs)
 
     def embed_views(self, views: list[Tensor]) -> Tensor:
-        """The backbone's features of the ``V`` views in one batched pass.
+        """The backbone's features of the ``V`` views in one batched pass (one per resolution
+        with multi-crop: :func:`backbone_passes`).
 
         The first view's features are kept, detached, for the online probe.
 
         Args:
-            views: ``V`` views ``(B, C, H, W)``.
+            views: ``V`` views ``(B, C, H, W)`` (multi-crop: local crops smaller, after the others).
 
         Returns:
             ``(V * B, feature_dim)`` features, view by view.
         """
-        features = self.backbone(torch.cat(views))
+        features = backbone_passes(self.backbone, views)
         self._probe_features = features[: views[0].shape[0]].detach()
         return features
 
     def project_views(
         self, views: list[Tensor], head: nn.Module, backbone: nn.Module | None = None
     ) -> tuple[Tensor, ...]:
-        """``head(backbone(view))`` of each of the ``V`` views in one batched pass.
+        """``head(backbone(view))`` of each of the ``V`` views in one batched pass (one backbone
+        pass per resolution with multi-crop).
 
         Args:
-            views: ``V`` views ``(B, C, H, W)``.
+            views: ``V`` views ``(B, C, H, W)`` (multi-crop: local crops smaller, after the others).
             head: maps features ``(N, feature_dim)`` to projections ``(N, D)``.
             backbone: the backbone to use; ``None``: the method's own, whose first-view
                 features then feed the online probe (pass a momentum copy for target networks).
@@ -278,7 +333,7 @@ class Method(pl.LightningModule):
         Returns:
             ``V`` projections ``(B, D)``, one per view.
         """
-        features = self.embed_views(views) if backbone is None else backbone(torch.cat(views))
+        features = self.embed_views(views) if backbone is None else backbone_passes(backbone, views)
         return head(features).chunk(len(views))
 
     def on_fit_start(self) -> None:
