@@ -249,6 +249,24 @@ def test_cli_recipes_give_each_method_its_own_file(tmp_path):
         _method_configs(["compare", "--methods", "moco", "--recipes", str(tmp_path / "mine")])
 
 
+def test_cli_recipe_family_names_the_default_methods_and_prefixes_may_be_relative(tmp_path, monkeypatch, capsys):
+    import tcl_ssl.experiments.compare as compare_module
+
+    asked = {}
+    monkeypatch.setattr(compare_module, "compare", lambda configs, *a, **k: asked.update(configs))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "family").mkdir()
+    for method in ("simclr", "tcl"):  # no family-moco.yaml, ...: the family has two methods
+        (tmp_path / "family" / f"ssl-{method}.yaml").write_text(f"method: {method}\nepochs: 3\n")
+    assert main(["compare", "--recipes", "family/ssl", "--seeds", "0"]) == 0
+    assert list(asked) == ["tcl", "simclr"]  # the registry's order
+    assert all(config.optim.epochs == 3 for config in asked.values())
+    assert main(["compare", "--recipes", "family/none", "--seeds", "0"]) == 2
+    assert "no recipe family/none-METHOD exists for a method of this setting; give --methods" in capsys.readouterr().err
+    assert main(["compare", "--recipes", "family/ssl", "--methods", "tcl,moco", "--seeds", "0"]) == 2
+    assert "unknown recipe 'family/ssl-moco'" in capsys.readouterr().err  # named explicitly: refused
+
+
 def test_cli_compare_runs_and_prints_the_table_and_progress(tmp_path, image_folder, capsys):
     argv = [
         "compare",

@@ -15,7 +15,7 @@ from typing import Any
 from tcl_ssl.cli.options import add_config_options, apply_given, given_options, mapping_keys
 from tcl_ssl.cli.report import format_summary, print_progress
 from tcl_ssl.config import ConfigError, PretrainConfig
-from tcl_ssl.config.recipes import describe_recipes, load_recipe
+from tcl_ssl.config.recipes import describe_recipes, load_recipe, recipe_exists
 from tcl_ssl.processes import is_process_zero
 from tcl_ssl.runs import read_record, resolve_checkpoint, run_dir_of
 from tcl_ssl.runs.reuse import check_resume
@@ -63,7 +63,8 @@ def add_compare(sub: Any) -> None:
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated methods (default: every method of the setting, see pretrain --list-methods)",
+        help="comma-separated methods (default: every method of the setting, see pretrain --list-methods; "
+        "with --recipes, those that have a recipe PREFIX-METHOD)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument(
@@ -246,7 +247,16 @@ def run_compare(args: argparse.Namespace) -> int:
     from tcl_ssl.experiments.runner import parse_list
 
     supervised = bool(given_options(args).get("supervised", False))
-    methods = parse_list(args.methods, what="--methods") if args.methods else default_methods(supervised)
+    if args.methods:
+        methods = parse_list(args.methods, what="--methods")
+    else:
+        methods = default_methods(supervised)
+        if args.recipes:  # a recipe family names its methods: those with a file PREFIX-METHOD
+            methods = [m for m in methods if recipe_exists(f"{args.recipes}-{m}")]
+            if not methods:
+                raise ConfigError(
+                    f"no recipe {args.recipes}-METHOD exists for a method of this setting; give --methods"
+                )
     seeds = parse_list(args.seeds, int, what="--seeds")
     configs = method_configs(args, methods)
     setting = "supervised" if next(iter(configs.values())).method.supervised else "self-supervised"

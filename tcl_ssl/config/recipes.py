@@ -25,7 +25,7 @@ from typing import Any
 from tcl_ssl.config.schema import PretrainConfig
 from tcl_ssl.config.spec import ConfigError, check_value
 
-__all__ = ["RECIPE_DIR", "Recipe", "available", "describe_recipes", "load_recipe", "recipe_path"]
+__all__ = ["RECIPE_DIR", "Recipe", "available", "describe_recipes", "load_recipe", "recipe_exists", "recipe_path"]
 
 #: where the packaged recipes live
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -68,18 +68,29 @@ def available() -> list[str]:
     return sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
 
 
+def recipe_exists(name_or_path: str | Path) -> bool:
+    """Whether :func:`recipe_path` finds ``name_or_path``."""
+    try:
+        recipe_path(name_or_path)
+    except ConfigError:
+        return False
+    return True
+
+
 def recipe_path(name_or_path: str | Path) -> Path:
-    """The file of the packaged recipe called ``name_or_path``, or ``name_or_path`` as a file.
+    """The file of the packaged recipe called ``name_or_path``, or ``name_or_path`` as a file
+    (``.yaml`` may be left out).
 
     Raises:
         ConfigError: if neither exists, listing the packaged names.
     """
-    packaged = RECIPE_DIR / f"{name_or_path}.yaml"
-    if packaged.is_file():
-        return packaged
     path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
+    packaged = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.is_absolute() and packaged.is_file():
+        return packaged
+    for candidate in (path, path.with_name(path.name + ".yaml")):
+        if candidate.is_file():
+            return candidate
     raise ConfigError(
         f"unknown recipe {str(name_or_path)!r}: give a YAML file's path or one of {', '.join(available())}"
     )
