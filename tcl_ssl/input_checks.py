@@ -109,6 +109,32 @@ def check_ids(name: str, ids: Any, length: int, match: str = "the embeddings") -
         raise ValueError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
 
 
+def check_keys(embeddings: Tensor, keys: Any, key_groups: Any, self_index: Any, check_finite: bool = True) -> None:
+    """The keys of a contrastive loss, against its ``(N, D)`` anchor ``embeddings``: ``keys`` a
+    floating ``(M, D)`` tensor with its ``(M,)`` ``key_groups``, and ``self_index`` ``(N,)``
+    columns ``< M`` of each anchor's own key (or ``-1``); without keys, neither of the others.
+
+    Raises:
+        ValueError: naming the argument and what is wrong.
+    """
+    if keys is None:
+        if key_groups is not None or self_index is not None:
+            raise ValueError("key_groups and self_index are only allowed together with keys")
+    else:
+        check_embeddings("keys", keys, check_finite)
+        if keys.shape[1] != embeddings.shape[1]:
+            raise ValueError(f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}")
+        if key_groups is None:
+            raise ValueError("key_groups is required when keys are given")
+        check_ids("key_groups", key_groups, keys.shape[0])
+        if self_index is not None:
+            check_ids("self_index", self_index, embeddings.shape[0])
+            if self_index.numel() and int(self_index.max()) >= keys.shape[0]:
+                raise ValueError(
+                    f"self_index values must be < the number of keys ({keys.shape[0]}), got max {int(self_index.max())}"
+                )
+
+
 def check_same_device(**tensors: Any) -> None:
     """Every given value is ``None`` or a tensor, and the tensors are on one device.
 

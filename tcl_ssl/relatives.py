@@ -48,6 +48,7 @@ from tcl_ssl.input_checks import (
     check_embeddings,
     check_flag,
     check_ids,
+    check_keys,
     check_number,
     check_same_device,
     stable_normalize,
@@ -180,22 +181,7 @@ def _estimator_loss(
     check_embeddings("embeddings", embeddings, check_finite)
     check_ids("groups", groups, embeddings.shape[0])
     check_same_device(embeddings=embeddings, groups=groups, keys=keys, key_groups=key_groups, self_index=self_index)
-    if keys is None:
-        if key_groups is not None or self_index is not None:
-            raise ValueError("key_groups and self_index are only allowed together with keys")
-    else:
-        check_embeddings("keys", keys, check_finite)
-        if keys.shape[1] != embeddings.shape[1]:
-            raise ValueError(f"keys have dimension {keys.shape[1]} but embeddings have {embeddings.shape[1]}")
-        if key_groups is None:
-            raise ValueError("key_groups is required when keys are given")
-        check_ids("key_groups", key_groups, keys.shape[0])
-        if self_index is not None:
-            check_ids("self_index", self_index, embeddings.shape[0])
-            if self_index.numel() and int(self_index.max()) >= keys.shape[0]:
-                raise ValueError(
-                    f"self_index values must be < the number of keys ({keys.shape[0]}), got max {int(self_index.max())}"
-                )
+    check_keys(embeddings, keys, key_groups, self_index, check_finite)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         dtype = torch.promote_types(embeddings.dtype, torch.float32)
         anchors = embeddings.to(dtype)
