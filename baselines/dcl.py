@@ -7,15 +7,14 @@ import warnings
 from typing import Any
 
 from lightly.loss import DCLLoss, DCLWLoss
-from lightly.models.modules import SimCLRProjectionHead
 from torch import Tensor, nn
 
-from tcl_ssl.methods import Method
-from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
+from baselines.simclr import SimCLR
+from tcl_ssl.methods.base import TrainingDefaults, check_positive
 
 
-class DCL(Method):
-    """DCL with lightly's ``DCLLoss`` (gathered across processes) on SimCLR's head and augmentation.
+class DCL(SimCLR):
+    """DCL: :class:`~baselines.simclr.SimCLR` with lightly's ``DCLLoss`` (gathered across processes).
 
     Two views of each image. For a view ``i`` with positive ``p`` (the other view of its image)
     and negatives ``n`` (both views of every other image of the global batch), the loss is
@@ -31,11 +30,10 @@ class DCL(Method):
     batch, lightly by its square root: the two agree at batch 256).
 
     Args:
-        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
+        *args: :class:`~baselines.simclr.SimCLR`'s arguments.
         temperature: the loss's temperature (> 0).
-        hidden_dim: hidden width of the head; ``None``: the backbone's width.
-        output_dim: output width of the head.
-        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
+        **kwargs: :class:`~baselines.simclr.SimCLR`'s keyword arguments (``hidden_dim``,
+            ``output_dim``, and :class:`~tcl_ssl.methods.Method`'s).
     """
 
     name = "dcl"
@@ -46,26 +44,10 @@ class DCL(Method):
     auto_options = {"hidden_dim": "backbone width"}
     search_space = {"temperature": (0.1, 0.2, 0.5)}
 
-    def __init__(
-        self,
-        *args: Any,
-        temperature: float = 0.1,
-        hidden_dim: int | None = None,
-        output_dim: int = 128,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        check_positive("temperature", temperature)
-        hidden_dim = self.feature_dim if hidden_dim is None else hidden_dim
-        check_size("hidden_dim", hidden_dim)
-        check_size("output_dim", output_dim)
+    def __init__(self, *args: Any, temperature: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(*args, temperature=temperature, **kwargs)
         self.temperature = temperature
-        self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
         self.criterion: nn.Module = DCLLoss(temperature=temperature, gather_distributed=True)
-
-    def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
-        z0, z1 = self.project_views(views, self.projection_head)
-        return self.float32_loss(self.criterion, z0, z1)
 
 
 class DCLW(DCL):
