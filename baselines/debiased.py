@@ -10,7 +10,7 @@ from torch import Tensor
 
 from tcl_ssl.methods import Method
 from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
-from tcl_ssl.relatives import DebiasedLoss
+from tcl_ssl.relatives import DebiasedLoss, HCLLoss
 
 
 class Debiased(Method):
@@ -54,7 +54,7 @@ class Debiased(Method):
         check_size("hidden_dim", hidden_dim)
         check_size("output_dim", output_dim)
         self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.criterion = DebiasedLoss(temperature, tau_plus, gather_distributed=True)
+        self.criterion: DebiasedLoss | HCLLoss = DebiasedLoss(temperature, tau_plus, gather_distributed=True)
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         return self.float32_loss(self.criterion, *self.project_views(views, self.projection_head))

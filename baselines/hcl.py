@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightly.models.modules import SimCLRProjectionHead
-from torch import Tensor
-
-from tcl_ssl.methods import Method
-from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
+from baselines.debiased import Debiased
+from tcl_ssl.methods.base import TrainingDefaults
 from tcl_ssl.relatives import HCLLoss
 
 
-class HCL(Method):
-    """Hard-negative contrastive learning: lightly's ``SimCLRProjectionHead`` and :class:`~tcl_ssl.relatives.HCLLoss`.
+class HCL(Debiased):
+    """Hard-negative contrastive learning: :class:`~baselines.debiased.Debiased` with :class:`~tcl_ssl.relatives.HCLLoss`.
 
     Each view's positives are the other views of its image, its negatives every other view in
     the (global) batch, weighted by ``softmax(beta s / t)`` and debiased by ``tau+``.
@@ -27,13 +24,10 @@ class HCL(Method):
     defaults): HCL is SimCLR with another loss.
 
     Args:
-        *args: :class:`~tcl_ssl.methods.Method`'s arguments.
-        temperature: ``t`` (> 0).
-        tau_plus: class prior ``tau+`` in ``[0, 1)``.
+        *args: :class:`~baselines.debiased.Debiased`'s arguments.
         beta: hardness of the negatives' weights (>= 0; 0 is ``debiased``).
-        hidden_dim: hidden width of the head.
-        output_dim: output width of the head.
-        **kwargs: :class:`~tcl_ssl.methods.Method`'s keyword arguments.
+        **kwargs: :class:`~baselines.debiased.Debiased`'s keyword arguments (``temperature``,
+            ``tau_plus``, ``hidden_dim``, ``output_dim``, and :class:`~tcl_ssl.methods.Method`'s).
     """
 
     name = "hcl"
@@ -41,22 +35,6 @@ class HCL(Method):
     source = "HCL official code (joshr17/HCL image/main.py: t, tau+, beta, head); optimiser, augmentation: simclr's"
     search_space = {"beta": (0.5, 1.0, 2.0), "tau_plus": (0.05, 0.1), "temperature": (0.2, 0.5)}
 
-    def __init__(
-        self,
-        *args: Any,
-        temperature: float = 0.5,
-        tau_plus: float = 0.1,
-        beta: float = 1.0,
-        hidden_dim: int = 512,
-        output_dim: int = 128,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, beta: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        check_positive("temperature", temperature)
-        check_size("hidden_dim", hidden_dim)
-        check_size("output_dim", output_dim)
-        self.projection_head = SimCLRProjectionHead(self.feature_dim, hidden_dim, output_dim)
-        self.criterion = HCLLoss(temperature, tau_plus, beta, gather_distributed=True)
-
-    def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
-        return self.float32_loss(self.criterion, *self.project_views(views, self.projection_head))
+        self.criterion = HCLLoss(self.criterion.temperature, self.criterion.tau_plus, beta, gather_distributed=True)
