@@ -29,7 +29,7 @@ from tcl_ssl.experiments.sweep import SELECTABLE, SWEEP_FIGURES, cell_config, ce
 from tcl_ssl.experiments.tables import FIGURES, GroupResult, collect, format_results, format_spread, write_results
 from tcl_ssl.methods import method_class
 from tcl_ssl.processes import is_process_zero
-from tcl_ssl.runs import write_text
+from tcl_ssl.runs import RunSummary, write_text
 
 __all__ = ["LR_FACTORS", "TuneStep", "search_steps", "starting_point", "tune", "recipe_text"]
 
@@ -115,25 +115,27 @@ def tune(
         raise ValueError("give at least one seed")
     current = starting_point(base)
     steps: list[TuneStep] = []
-    tried: dict[str, tuple[dict[str, Any], list[PlannedRun]]] = {}
+    planned: dict[str, list[PlannedRun]] = {}  # each setting's runs, by label
+    summaries: dict[Path, RunSummary | None] = {}  # each run's summary, by run directory
     for axis, values in search_steps(base, lr_factors):
         cells = [current | {axis: value} for value in values]
-        for cell in cells:
-            label = cell_label(cell)
-            tried.setdefault(label, (cell, [_planned(base, cell, seed, out) for seed in seeds]))
-        summaries = execute_runs([run for cell in cells for run in tried[cell_label(cell)][1]], progress, data)
+        step = [
+            run
+            for cell in cells
+            for run in planned.setdefault(cell_label(cell), [_planned(base, cell, seed, out) for seed in seeds])
+        ]
+        summaries.update(zip((run.run_dir for run in step), execute_runs(step, progress, data)))
         if not is_process_zero():
-            current = current | {axis: current[axis]}  # the choice is made on process 0 only
-            continue
-        results = {r.group: r for r in collect([run for c in cells for run in tried[cell_label(c)][1]], summaries)}
+            continue  # the choice is made on process 0 only
+        results = {r.group: r for r in collect(step, [summaries[run.run_dir] for run in step])}
         scores = tuple(_score(results.get(cell_label(cell)), metric) for cell in cells)
         chosen = _choose(values, scores, current[axis])
         steps.append(TuneStep(axis, tuple(values), scores, chosen))
         current = current | {axis: chosen}
     if not is_process_zero():
         return None
-    runs = [run for _, planned in tried.values() for run in planned]
-    all_results = collect(runs, execute_runs(runs, None, data))  # every run is finished: reused
+    runs = [run for setting in planned.values() for run in setting]
+    all_results = collect(runs, [summaries[run.run_dir] for run in runs])
     _write(base, out, current, steps, all_results, seeds, metric, command, recipe)
     return current, steps
 
