@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "ChildEnd",
@@ -24,6 +26,7 @@ __all__ = [
     "end_process_group",
     "end_process_group_at_exit",
     "is_process_zero",
+    "share_from_process_zero",
     "wait_for_children",
 ]
 
@@ -55,6 +58,21 @@ def is_process_zero() -> bool:
     if node is None:
         node = _env_int("GROUP_RANK")
     return (_env_int("LOCAL_RANK") or 0) == 0 and (node or 0) == 0
+
+
+def share_from_process_zero(value: T) -> T:
+    """Process 0's ``value`` on every process of a multi-process job (a broadcast over torch's
+    default process group; ``value`` must pickle); ``value`` itself when no group of more than
+    one process is up."""
+    distributed = sys.modules.get("torch.distributed")  # torch only if the command imported it
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return value
+    if distributed.get_world_size() == 1:
+        return value
+    box = [value]
+    distributed.broadcast_object_list(box, src=0)
+    shared: T = box[0]
+    return shared
 
 
 def end_process_group() -> None:

@@ -4,13 +4,22 @@ own summaries, reuse of settings already run, and the recipe file it writes."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+from torchvision.io import write_png
 
 from tcl_ssl.cli import main
 from tcl_ssl.config import PretrainConfig
 from tcl_ssl.config.recipes import load_recipe
 from tcl_ssl.experiments.tune import _choose, search_steps, starting_point, tune
+from tcl_ssl.processes import share_from_process_zero
 from tcl_ssl.runs import read_record, read_summary
 
 
@@ -78,3 +87,58 @@ def test_cli_tune_refuses_bad_input_before_running(tmp_path, capsys):
     assert "'x' is not a valid float" in capsys.readouterr().err
     assert main(["tune", "--lr-factors", "0.5,-1", "--out", str(tmp_path), "--epochs", "1"]) == 2
     assert "lr factors must be numbers > 0" in capsys.readouterr().err
+
+
+def _share_worker(rank: int, port: int, results) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch_dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # process 0 has made a choice; the other has none (it has no run summaries)
+        results[rank] = share_from_process_zero({"lr": 0.5, "k1": 10.0} if rank == 0 else None)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_every_process_takes_process_zeros_choice():
+    """Under DDP only process 0 reads the runs' summaries and chooses; the next step must run with
+    its choice on every process (each process runs the whole search)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_share_worker, args=(port, results), nprocs=2, join=True)
+    assert dict(results) == {0: {"lr": 0.5, "k1": 10.0}, 1: {"lr": 0.5, "k1": 10.0}}
+    assert share_from_process_zero(3) == 3  # one process: the value itself
+
+
+@pytest.mark.ddp
+def test_tune_under_two_processes_runs_each_setting_once_on_both_and_writes_one_result(tmp_path):
+    """``tcl-ssl tune --devices 2 --strategy ddp`` finishes on both processes: the choice is
+    broadcast over the process group Lightning left up after each step's runs (the test above
+    shows that every process receives it), and only process 0 writes the results."""
+    images = tmp_path / "images"
+    gen = torch.Generator().manual_seed(0)
+    for c in ("a", "b"):
+        (images / c).mkdir(parents=True)
+        for i in range(8):
+            write_png(
+                torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=gen), str(images / c / f"{i}.png")
+            )
+    argv = ["tune", "--method", "simclr", "--lr-factors", "0.5,2", "--accelerator", "cpu", "--devices", "2"]
+    argv += ["--strategy", "ddp", "--dataset", str(images), "--image-size", "12", "--epochs", "1"]
+    argv += ["--batch-size", "4", "--limit-train-batches", "1", "--knn-every", "0", "--no-plots", "--knn-k", "3"]
+    argv += ["--out", str(tmp_path / "search")]
+    env = {**os.environ, "TCL_SSL_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "tcl_ssl.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    saved = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert [step["axis"] for step in saved["steps"]] == ["lr", "temperature"]
+    lr = saved["selected"]["lr"]
+    # 3 lrs (0.5, 2 and 1 times), then 3 temperatures at the chosen lr, one of them already run
+    runs = sorted(p.name for p in (tmp_path / "search" / "runs").iterdir())
+    assert len(runs) == 5, runs
+    assert sum(name.startswith(f"lr_{lr}_") for name in runs) == 3, runs

@@ -28,7 +28,7 @@ from tcl_ssl.experiments.runner import PlannedRun, Progress, execute_runs, slug
 from tcl_ssl.experiments.sweep import SELECTABLE, SWEEP_FIGURES, cell_config, cell_label
 from tcl_ssl.experiments.tables import FIGURES, GroupResult, collect, format_results, format_spread, write_results
 from tcl_ssl.methods import method_class
-from tcl_ssl.processes import is_process_zero
+from tcl_ssl.processes import is_process_zero, share_from_process_zero
 from tcl_ssl.runs import RunSummary, write_text
 
 __all__ = ["LR_FACTORS", "TuneStep", "search_steps", "starting_point", "tune", "recipe_text"]
@@ -125,13 +125,14 @@ def tune(
             for run in planned.setdefault(cell_label(cell), [_planned(base, cell, seed, out) for seed in seeds])
         ]
         summaries.update(zip((run.run_dir for run in step), execute_runs(step, progress, data)))
-        if not is_process_zero():
-            continue  # the choice is made on process 0 only
-        results = {r.group: r for r in collect(step, [summaries[run.run_dir] for run in step])}
-        scores = tuple(_score(results.get(cell_label(cell)), metric) for cell in cells)
-        chosen = _choose(values, scores, current[axis])
-        steps.append(TuneStep(axis, tuple(values), scores, chosen))
-        current = current | {axis: chosen}
+        chosen = None
+        if is_process_zero():  # the only process with the runs' summaries
+            results = {r.group: r for r in collect(step, [summaries[run.run_dir] for run in step])}
+            scores = tuple(_score(results.get(cell_label(cell)), metric) for cell in cells)
+            chosen = _choose(values, scores, current[axis])
+            steps.append(TuneStep(axis, tuple(values), scores, chosen))
+        # every process runs the next step with process 0's choice
+        current = current | {axis: share_from_process_zero(chosen)}
     if not is_process_zero():
         return None
     runs = [run for setting in planned.values() for run in setting]
