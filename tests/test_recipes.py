@@ -271,6 +271,28 @@ def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
         load_recipe(tmp_path / "orphan.yaml")
 
 
+def test_the_cpu_8min_family_gives_every_self_supervised_method_one_budget():
+    from tcl_ssl.experiments.compare import check_budget, default_methods
+
+    methods = default_methods(supervised=False)
+    assert len(methods) == 15
+    configs = {m: recipe_config(f"cpu-8min-ssl-{m}") for m in methods}
+    assert {m: c.method.name for m, c in configs.items()} == {m: m for m in methods}
+    budget = check_budget(configs)  # raises if any budget field differs
+    assert budget["supervised"] is False
+    assert (
+        budget["dataset"],
+        budget["train_images"],
+        budget["image_size"],
+        budget["backbone"],
+        budget["stem"],
+        budget["batch_size"],
+        budget["epochs"],
+    ) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 128, 10)
+    # one warm-up epoch for every method (10 epochs: a tenth of the run)
+    assert {c.resolved().optim.warmup_epochs for c in configs.values()} == {1}
+
+
 @pytest.mark.parametrize(
     "setting, methods", [("ssl", ("tcl", "simclr", "moco", "moco-tcl", "byol")), ("sup", ("tcl", "supcon", "ce"))]
 )
