@@ -104,18 +104,23 @@ def test_pretrain_under_ddp_evaluates_on_all_processes(tmp_path):
     assert "val_knn_top1" in metrics.splitlines()[0]
 
 
+def write_two_class_images(images: Path) -> None:
+    """An image folder of 2 classes x 8 random 12 px PNGs under ``images``."""
+    gen = torch.Generator().manual_seed(0)
+    for c in ("a", "b"):
+        (images / c).mkdir(parents=True)
+        for i in range(8):
+            write_png(
+                torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=gen), str(images / c / f"{i}.png")
+            )
+
+
 def _ddp_pretrain(tmp_path: Path, devices: int, name: str, extra_path: Path | None = None, extra=()):
     """The README's ``tcl-ssl pretrain --accelerator cpu --devices N --strategy ddp`` (the console
     script, as a user runs it) on 2 x 8 generated 12 px images: one training step."""
     images = tmp_path / "images"
     if not images.exists():
-        gen = torch.Generator().manual_seed(0)
-        for c in ("a", "b"):
-            (images / c).mkdir(parents=True)
-            for i in range(8):
-                write_png(
-                    torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=gen), str(images / c / f"{i}.png")
-                )
+        write_two_class_images(images)
     script = Path(sys.executable).with_name("tcl-ssl")
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "tcl_ssl.cli"]
     paths = [str(p) for p in (extra_path, REPO) if p is not None] + [os.environ.get("PYTHONPATH", "")]

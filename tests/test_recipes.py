@@ -271,6 +271,11 @@ def test_a_recipe_extends_another_and_merges_its_option_mappings(tmp_path):
         load_recipe(tmp_path / "orphan.yaml")
 
 
+def _cifar_budget(budget: dict) -> tuple:
+    keys = ("dataset", "train_images", "image_size", "backbone", "stem", "batch_size", "epochs")
+    return tuple(budget[key] for key in keys)
+
+
 def test_the_cpu_8min_family_gives_every_self_supervised_method_one_budget():
     from tcl_ssl.experiments.compare import check_budget, default_methods
 
@@ -280,15 +285,7 @@ def test_the_cpu_8min_family_gives_every_self_supervised_method_one_budget():
     assert {m: c.method.name for m, c in configs.items()} == {m: m for m in methods}
     budget = check_budget(configs)  # raises if any budget field differs
     assert budget["supervised"] is False
-    assert (
-        budget["dataset"],
-        budget["train_images"],
-        budget["image_size"],
-        budget["backbone"],
-        budget["stem"],
-        budget["batch_size"],
-        budget["epochs"],
-    ) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 128, 10)
+    assert _cifar_budget(budget) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 128, 10)
     # one warm-up epoch for every method (10 epochs: a tenth of the run)
     assert {c.resolved().optim.warmup_epochs for c in configs.values()} == {1}
 
@@ -303,15 +300,7 @@ def test_cpu_small_recipes_give_every_method_of_a_setting_one_budget(setting, me
     assert {m: c.method.name for m, c in configs.items()} == {m: m for m in methods}
     budget = check_budget(configs)  # raises if any budget field differs
     assert budget["supervised"] is (setting == "sup")
-    assert (
-        budget["dataset"],
-        budget["train_images"],
-        budget["image_size"],
-        budget["backbone"],
-        budget["stem"],
-        budget["batch_size"],
-        budget["epochs"],
-    ) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 256, 4)
+    assert _cifar_budget(budget) == (CIFAR10, 10000, 32, "resnet18", "imagenet", 256, 4)
     if setting == "ssl":  # the choices of the search on validation (docs/results/tuning-ssl.md)
         from tcl_ssl.methods import method_class
 

@@ -10,10 +10,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
-from torchvision.io import write_png
 
 from tcl_ssl.cli import main
 from tcl_ssl.config import PretrainConfig
@@ -21,6 +19,7 @@ from tcl_ssl.config.recipes import load_recipe
 from tcl_ssl.experiments.tune import _choose, search_steps, starting_point, tune
 from tcl_ssl.processes import share_from_process_zero
 from tcl_ssl.runs import read_record, read_summary
+from tests.test_ddp import write_two_class_images
 
 
 def _tiny(**overrides) -> PretrainConfig:
@@ -118,13 +117,7 @@ def test_tune_under_two_processes_runs_each_setting_once_on_both_and_writes_one_
     broadcast over the process group Lightning left up after each step's runs (the test above
     shows that every process receives it), and only process 0 writes the results."""
     images = tmp_path / "images"
-    gen = torch.Generator().manual_seed(0)
-    for c in ("a", "b"):
-        (images / c).mkdir(parents=True)
-        for i in range(8):
-            write_png(
-                torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=gen), str(images / c / f"{i}.png")
-            )
+    write_two_class_images(images)
     argv = ["tune", "--method", "simclr", "--lr-factors", "0.5,2", "--accelerator", "cpu", "--devices", "2"]
     argv += ["--strategy", "ddp", "--dataset", str(images), "--image-size", "12", "--epochs", "1"]
     argv += ["--batch-size", "4", "--limit-train-batches", "1", "--knn-every", "0", "--no-plots", "--knn-k", "3"]
