@@ -206,3 +206,20 @@ def test_the_lightning_names_checked_at_the_door_are_lightnings():
     assert set(PRECISIONS) == values(_PRECISION_INPUT)
     assert set(STRATEGIES) == {"auto", *StrategyRegistry.available_strategies()}
     assert set(ACCELERATORS) == {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly_with_status_141():
+    """``tcl-ssl pretrain --list-recipes | grep -q ...``: the reader closes the pipe before the
+    command writes; the command stops without an error message or traceback (status 128 + SIGPIPE)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcl_ssl.cli", "pretrain", "--list-recipes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the interpreter has started: its first write finds no reader
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert stderr == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ __all__ = ["CHILD_TIMEOUT", "build_parser", "main"]
 
 #: seconds the launching process waits, once done, for the DDP processes it started to end
 CHILD_TIMEOUT = 120.0
+#: the exit status when the output's reader went away (128 + SIGPIPE, as a shell reports a tool killed by it)
+BROKEN_PIPE_STATUS = 141
 
 #: sub-commands whose function (``module:function``, default ``main``) parses the rest of the command line
 FORWARDED = {
@@ -158,6 +161,9 @@ def _command(argv: Sequence[str] | None) -> int:
     except (ValueError, MisconfigurationException) as error:  # a mistake in the input
         print(f"tcl-ssl: error: {_message(error)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of the output went away (`tcl-ssl ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return BROKEN_PIPE_STATUS
     except (NonFiniteLossError, OSError) as error:  # training diverged; a file could not be read or written
         print(f"tcl-ssl: error: {_message(error)}", file=sys.stderr)
         return 1
