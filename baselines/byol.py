@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from torch import Tensor, nn
+from torch import Tensor
 
 from tcl_ssl.methods.base import TrainingDefaults, check_size
 from tcl_ssl.methods.momentum import MomentumMethod, momentum_copy
@@ -58,9 +58,6 @@ class BYOL(MomentumMethod):
         self.backbone_momentum = momentum_copy(self.backbone)
         self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion = NegativeCosineSimilarity()
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         z_online = self.project_views(views, self.projection_head)

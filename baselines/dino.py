@@ -9,7 +9,7 @@ import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad
-from torch import Tensor, nn
+from torch import Tensor
 
 from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size, check_unit_interval, split_crops
 from tcl_ssl.methods.momentum import MomentumMethod, momentum_copy
@@ -115,7 +115,7 @@ class DINO(MomentumMethod):
         }
         with warnings.catch_warnings():  # lightly's head uses torch's deprecated (working) weight_norm
             warnings.filterwarnings("ignore", message=".*weight_norm` is deprecated", category=FutureWarning)
-            self.projection_head = DINOProjectionHead(
+            self.projection_head: DINOProjectionHead = DINOProjectionHead(
                 self.feature_dim, freeze_last_layer=freeze_last_layer, **head_options
             )
             # The weight-normalised last layer cannot be deep-copied: build a twin, copy its weights.
@@ -131,9 +131,6 @@ class DINO(MomentumMethod):
             student_temp=student_temp,
             center_momentum=center_momentum,
         )
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         global_views, _ = split_crops(views)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
-from torch import Tensor, nn
+from torch import Tensor
 
 from tcl_ssl.methods.base import TrainingDefaults, check_positive, check_size
 from tcl_ssl.methods.momentum import MomentumMethod, momentum_copy
@@ -73,9 +73,6 @@ class MoCo(MomentumMethod):
         bank = self.criterion.memory_bank
         for name in ("bank", "bank_ptr"):  # lightly (1.6) registers them with persistent=False
             bank.register_buffer(name, getattr(bank, name), persistent=True)
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
 
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         q0, q1 = self.project_views(views, self.projection_head)

@@ -94,9 +94,6 @@ class MoCoV3(MomentumMethod):
         self.backbone_momentum = momentum_copy(self.backbone)
         self.projection_head_momentum = momentum_copy(self.projection_head)
 
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
-
     def training_loss(self, views: list[Tensor], labels: Tensor | None) -> Tensor:
         z0, z1 = self.project_views(views, self.projection_head)
         q0, q1 = self.prediction_head(torch.cat([z0, z1])).chunk(2)

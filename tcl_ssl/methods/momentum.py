@@ -29,8 +29,10 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 class MomentumMethod(Method):
     """A :class:`Method` with target networks updated by EMA every training step.
 
-    Subclasses create their targets with :func:`momentum_copy` and list them in
-    :meth:`momentum_pairs`.
+    Subclasses create their targets with :func:`momentum_copy`: by default the pairs
+    (:meth:`momentum_pairs`) are the backbone and the projection head with their copies
+    ``backbone_momentum`` and ``projection_head_momentum``; a subclass with other targets
+    overrides :meth:`momentum_pairs`.
 
     Args:
         *args: :class:`Method`'s arguments.
@@ -42,6 +44,10 @@ class MomentumMethod(Method):
         ValueError: for a momentum outside [0, 1].
     """
 
+    projection_head: nn.Module
+    backbone_momentum: nn.Module
+    projection_head_momentum: nn.Module
+
     def __init__(self, *args: Any, momentum_start: float, momentum_end: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         check_unit_interval("momentum_start", momentum_start)
@@ -51,7 +57,7 @@ class MomentumMethod(Method):
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """``(online, target)`` module pairs to update."""
-        raise NotImplementedError
+        return [(self.backbone, self.backbone_momentum), (self.projection_head, self.projection_head_momentum)]
 
     def ema_momentum(self) -> float:
         """The momentum of the current step (cosine schedule over the run's optimiser steps)."""
