@@ -41,13 +41,17 @@ def test_runs_are_grouped_by_configuration_with_mean_and_sample_std(tmp_path):
     values = np.array([80.0, 82.5, 81.0])
     assert first["test_knn_top1"] == f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
     assert first["val_knn_top1"] == f"{values.mean() - 1:.1f} ± {values.std(ddof=1):.1f}"
+    assert first["random_init_val_knn_top1"] == "76.0 ± 0.0" and first["random_init_test_knn_top1"] == "77.5 ± 0.0"
     assert first["label"] == "tcl (self-supervised)" and second["label"] == "tcl (self-supervised), k1=100.0"
 
 
 def test_cli_summarize_prints_a_table_and_refuses_unfinished_runs(tmp_path, capsys):
     run = _run(tmp_path, "a", 0, 80.0)
     assert main(["summarize", str(run)]) == 0
-    assert "| tcl (self-supervised) | 0 | 79.0 | - | 80.0 | 82.0 | 77.5 | 90.0 | 100.0 |" in capsys.readouterr().out
+    assert (
+        "| tcl (self-supervised) | 0 | 79.0 | - | 80.0 | 82.0 | 76.0 | - | 77.5 | 90.0 | 100.0 |"
+        in capsys.readouterr().out
+    )
     (tmp_path / "empty").mkdir()
     assert main(["summarize", str(tmp_path / "empty")]) == 2
     assert "is not a finished run" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 ``tcl-ssl summarize RUN_DIR ...`` groups run directories by their configuration (every option
 that can change the figures, but the seed) and prints one Markdown row per group: kNN and
 linear-probe top-1 on the validation split (for choosing) and on the test split (for
-reporting), the random-init backbone's test figures, and the training time.
+reporting), the random-init backbone's validation and test figures, and the training time.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ COLUMNS = (
     "val_linear_top1",
     "test_knn_top1",
     "test_linear_top1",
+    "random_init_val_knn_top1",
+    "random_init_val_linear_top1",
     "random_init_test_knn_top1",
     "random_init_test_linear_top1",
     "train_seconds",

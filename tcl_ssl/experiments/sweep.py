@@ -46,6 +46,7 @@ SWEEP_FIGURES = (
     "val_linear_top1",
     "test_knn_top1",
     "test_linear_top1",
+    "random_init_val_knn_top1",
     "random_init_test_knn_top1",
     "train_seconds",
 )

@@ -121,6 +121,8 @@ class RunSummary:
             "test_knn_top5": self.test.get("knn_top5"),
             "test_linear_top1": self.test.get("linear_top1"),
             "test_linear_top5": self.test.get("linear_top5"),
+            "random_init_val_knn_top1": self.random_init.get("val", {}).get("knn_top1"),
+            "random_init_val_linear_top1": self.random_init.get("val", {}).get("linear_top1"),
             "random_init_test_knn_top1": self.random_init.get("test", {}).get("knn_top1"),
             "random_init_test_linear_top1": self.random_init.get("test", {}).get("linear_top1"),
             "online_val_top1": self.online_probe.final_val_top1,
