@@ -336,3 +336,18 @@ def test_runs_that_read_the_same_images_load_them_once(tmp_path, monkeypatch):
     )
     execute_runs(runs)
     assert loaded == [None, 16]
+
+
+def test_curves_of_fifteen_methods_get_fifteen_colours_and_one_legend(tmp_path, monkeypatch):
+    import tcl_ssl.experiments.plots as plots
+    from tcl_ssl.experiments.tables import GroupResult
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, **options: drawn.append(fig))
+    curve = {"val_knn_top1": [[(0, 30.0), (1, 35.0)], [(0, 31.0), (1, 36.0)]]}
+    results = [GroupResult(group=f"method{i}", settings={}, curves=curve) for i in range(15)]
+    plots.plot_curves(results, tmp_path / "curves.png", metrics=("val_knn_top1",))
+    (fig,) = drawn
+    colours = {tuple(line.get_color()) for line in fig.axes[0].lines}
+    assert len(fig.axes[0].lines) == 15 and len(colours) == 15
+    assert len(fig.legends) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == [r.group for r in results]

@@ -36,21 +36,27 @@ def plot_curves(
     its highest seed."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.6), squeeze=False)
+    colors = plt.get_cmap("tab10" if len(results) <= 10 else "tab20").colors
     for ax, metric in zip(axes[0], metrics):
-        for result in results:
+        for index, result in enumerate(results):
             epochs, mean, low, high = mean_curve(result.curves.get(metric, []))
             if len(epochs) == 0:
                 continue
-            (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=result.group)
-            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            color = colors[index % len(colors)]
+            ax.plot(epochs, mean, color=color, marker="o", markersize=3, label=result.group)
+            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_title(CURVES[metric], fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle("mean over seeds; band: lowest to highest seed", fontsize=9)
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=8)
-    return _save(fig, out)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    save_figure(fig, out, dpi=120, bbox_inches="tight")
+    pyplot().close(fig)
+    return out
 
 
 def plot_bars(
