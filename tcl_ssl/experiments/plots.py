@@ -12,9 +12,9 @@ from tcl_ssl.experiments.tables import FIGURES, GroupResult
 from tcl_ssl.safe_io import save_figure
 
 
-def _save(fig, out: Path) -> Path:
+def _save(fig, out: Path, **options) -> Path:
     fig.tight_layout()
-    save_figure(fig, out, dpi=120)
+    save_figure(fig, out, dpi=120, **options)
     pyplot().close(fig)
     return out
 
@@ -53,10 +53,7 @@ def plot_curves(
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    save_figure(fig, out, dpi=120, bbox_inches="tight")
-    pyplot().close(fig)
-    return out
+    return _save(fig, out, bbox_inches="tight")  # keeps the legend beside the panels
 
 
 def plot_bars(
